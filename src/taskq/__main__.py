@@ -1,0 +1,7 @@
+"""`python -m taskq` runs the taskq command."""
+
+import sys
+
+from taskq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Batch admission: validate tasks in Python, then admit the valid ones in one atomic Lua call."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from taskq.errors import Code, QueueLimitExceeded, TaskqError, ValidationFailed
+from taskq.pricing import credits_for
+from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, iso_ms
+from taskq.settings import PROVIDER_KEY_SETTING, Settings
+from taskq.store import Org, Store, now_ms
+
+ITEM_ERROR_MESSAGES = {
+    Code.RESOURCE_ALREADY_EXISTS: "A task with this idempotency key already exists",
+    Code.INSUFFICIENT_CREDITS: "Insufficient credits for this task",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    index: int
+    task: dict[str, Any]
+    credits: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    index: int
+    error: TaskqError
+
+
+Outcome = Accepted | Rejected
+
+
+@lru_cache(maxsize=64)
+def created_at(now: int) -> str:
+    return iso_ms(now)
+
+
+def provider_errors(task: TaskRequest, settings: Settings) -> list[FieldError]:
+    """A task type whose provider has no key configured is refused, naming the setting that enables it."""
+    if settings.provider_key(task.task_type) is not None:
+        return []
+    setting = PROVIDER_KEY_SETTING[task.task_type]
+    env = f"TASKQ_{(setting or '').upper()}"
+    return [FieldError("taskType", f"{task.task_type.value} is not configured on this server; set {env}")]
+
+
+def validate(
+    parsed: TaskRequest | list[FieldError], settings: Settings, webhook_check: Any = None
+) -> TaskRequest | list[FieldError]:
+    """Run the checks that need settings: provider configured, webhook target allowed."""
+    if isinstance(parsed, list):
+        return parsed
+    errors = provider_errors(parsed, settings)
+    if not errors and parsed.webhook_url and webhook_check is not None:
+        problem = webhook_check(parsed.webhook_url)
+        if problem:
+            errors = [FieldError("webhook.url", problem)]
+    return errors or parsed
+
+
+def invalid(index: int, errors: list[FieldError]) -> Rejected:
+    details = {"errors": [e.to_json() for e in errors]}
+    return Rejected(index, ValidationFailed(f"Invalid task at index {index}", details))
+
+
+def admit(
+    store: Store,
+    settings: Settings,
+    org: Org,
+    items: list[TaskRequest | list[FieldError]],
+    *,
+    batch_id: str = "",
+) -> list[Outcome]:
+    """Admit a batch atomically: queue limit for the whole batch, then per task idempotency and credits.
+
+    Raises QueueLimitExceeded (nothing admitted) when the valid tasks would pass the org's queue limit.
+    """
+    now = now_ms()
+    outcomes: dict[int, Outcome] = {}
+    valid: list[tuple[int, str, TaskRequest, int]] = []
+    packed: list[list[Any]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, list):
+            outcomes[index] = invalid(index, item)
+            continue
+        task_id = str(uuid.uuid4())
+        cost = credits_for(item, settings.price(item.task_type.value))
+        valid.append((index, task_id, item, cost))
+        packed.append(
+            [
+                task_id,
+                item.task_type.value,
+                item.priority,
+                cost,
+                item.idempotency_key or "",
+                item.webhook_url or "",
+                item.payload.model_dump_json(),
+                batch_id,
+            ]
+        )
+    if valid:
+        shard = org.shard
+        result = store.scripts["admit"](
+            keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
+            args=[shard.tag, org.id, now, json.dumps(packed)],
+        )
+        status = result[0]
+        if status == "queue_full":
+            limit = int(result[1])
+            raise QueueLimitExceeded(
+                f"Queue limit exceeded. Maximum {limit} queued tasks allowed per organization",
+                {"limit": limit},
+            )
+        if status == "no_org":
+            raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
+        for (index, task_id, item, cost), verdict in zip(valid, result[1:], strict=True):
+            outcomes[index] = _outcome(index, task_id, item, cost, verdict, now)
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _outcome(index: int, task_id: str, item: TaskRequest, cost: int, verdict: str, now: int) -> Outcome:
+    if verdict == "ok":
+        task = {
+            "id": task_id,
+            "taskType": item.task_type.value,
+            "status": "QUEUED",
+            "priority": item.priority,
+            "createdAt": created_at(now),
+            "latencyMs": None,
+            "idempotencyKey": item.idempotency_key,
+        }
+        return Accepted(index, task, {"creditsToCharge": cost, "creditsCharged": None})
+    if verdict == "credits":
+        err = TaskqError(
+            ITEM_ERROR_MESSAGES[Code.INSUFFICIENT_CREDITS],
+            {"creditsToCharge": cost},
+            code=Code.INSUFFICIENT_CREDITS,
+        )
+        return Rejected(index, err)
+    existing = verdict.removeprefix("dup:")
+    details = {"field": "idempotencyKey", "value": item.idempotency_key, "taskId": existing}
+    return Rejected(
+        index,
+        TaskqError(
+            ITEM_ERROR_MESSAGES[Code.RESOURCE_ALREADY_EXISTS], details, code=Code.RESOURCE_ALREADY_EXISTS
+        ),
+    )
+
+
+__all__ = ["Accepted", "Outcome", "Rejected", "TaskType", "admit", "validate"]

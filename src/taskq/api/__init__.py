@@ -1,0 +1,94 @@
+"""The intake: a Flask app serving the async-task API (create_app is the factory)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, request
+
+from taskq import keys
+from taskq.api import errors
+from taskq.api.errors import error_response
+from taskq.connection import connect, resolve_url
+from taskq.errors import Code, RateLimited
+from taskq.settings import Settings, load_settings
+from taskq.store import Store
+
+
+def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask:
+    """Build the intake app; tests pass settings and a client (fakeredis or a real Redis)."""
+    settings = settings or load_settings()
+    if client is None:
+        url, _ = resolve_url(settings)
+        client = connect(url, cluster=settings.redis_cluster)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
+
+    from taskq.api import health, queue, tasks
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(queue.bp)
+    errors.install(app)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        app.logger.error("redis unavailable: %s", exc)
+        return error_response(Code.SERVICE_UNAVAILABLE, "Service temporarily unavailable", status=503)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        started = g.get("started")
+        if started is not None:
+            response.headers["X-Latency-Ms"] = str(int((time.perf_counter() - started) * 1000))
+        limit = g.get("rate_limit")
+        if limit is not None:
+            response.headers["X-RateLimit-Limit"] = str(limit[0])
+            response.headers["X-RateLimit-Remaining"] = str(limit[1])
+        return response
+
+    return app
+
+
+def settings() -> Settings:
+    from flask import current_app
+
+    value: Settings = current_app.extensions["taskq"]["settings"]
+    return value
+
+
+def store() -> Store:
+    from flask import current_app
+
+    value: Store = current_app.extensions["taskq"]["store"]
+    return value
+
+
+def authenticate() -> Any:
+    """Resolve the caller's organization and count the request against its key's rate limit."""
+    org, digest = store().authenticate(request.headers.get("Authorization"))
+    limit = settings().rate_limit_per_second
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    window = int(time.time())
+    key = keys.rate(digest[:24], f"{request.method}:{rule}", window)
+    pipe = store().client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 2)
+    count = int(pipe.execute()[0])
+    g.rate_limit = (limit, max(0, limit - count))
+    if count > limit:
+        raise RateLimited(f"Rate limit exceeded: {limit} requests per second per endpoint", {"limit": limit})
+    g.org = org
+    return org

@@ -1,0 +1,192 @@
+"""The taskq command: serve the intake, run workers, manage organizations, keys and credits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from taskq.errors import TaskqError
+from taskq.settings import Settings, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _store(settings: Settings) -> Any:
+    from taskq.connection import connect, resolve_url
+    from taskq.store import Store
+
+    url, _ = resolve_url(settings)
+    return Store(connect(url, cluster=settings.redis_cluster), settings.shards)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq.connection import resolve_url
+    from taskq.server import serve
+
+    url, embedded = resolve_url(settings)
+    os.environ["TASKQ_REDIS_URL"] = url
+    try:
+        serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_org_create(args: argparse.Namespace, settings: Settings) -> int:
+    org_id, api_key = _store(settings).create_org(
+        args.name,
+        credits=args.credits,
+        concurrency=args.concurrency or settings.default_concurrency,
+        queue_limit=args.queue_limit or settings.default_queue_limit,
+    )
+    _print({"orgId": org_id, "apiKey": api_key})
+    return 0
+
+
+def cmd_org_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    fields = store.org_fields(args.org_id)
+    org = store.org(args.org_id)
+    _print(
+        {
+            "orgId": args.org_id,
+            "name": fields.get("name"),
+            "credits": store.credits(org),
+            "status": store.status(org),
+            "queueLimit": int(fields.get("queue_limit", 0)),
+        }
+    )
+    return 0
+
+
+def cmd_org_set(args: argparse.Namespace, settings: Settings) -> int:
+    changes = {k: v for k, v in (("concurrency", args.concurrency), ("queue_limit", args.queue_limit)) if v}
+    _store(settings).update_org(args.org_id, **changes)
+    _print({"orgId": args.org_id, **changes})
+    return 0
+
+
+def cmd_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    secret = store.rotate_webhook_secret(args.org_id, settings.webhook_secret_overlap_seconds)
+    _print(
+        {
+            "orgId": args.org_id,
+            "webhookSecret": secret,
+            "overlapSeconds": settings.webhook_secret_overlap_seconds,
+        }
+    )
+    return 0
+
+
+def cmd_webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
+    _print({"orgId": args.org_id, "webhookSecrets": _store(settings).webhook_secrets(args.org_id)})
+    return 0
+
+
+def cmd_key_create(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    store.org_fields(args.org_id)
+    _print({"orgId": args.org_id, "apiKey": store.create_key(args.org_id)})
+    return 0
+
+
+def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    revoked = _store(settings).revoke_key(args.api_key)
+    _print({"revoked": revoked})
+    return 0 if revoked else 1
+
+
+def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> int:
+    balance = _store(settings).add_credits(args.org_id, args.amount)
+    _print({"orgId": args.org_id, "credits": balance})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq", description="Redis-backed task queue for AI-provider tasks"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the intake under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--threads", type=int, default=4)
+    serve.set_defaults(handler=cmd_serve)
+
+    org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)
+    create = org.add_parser("create", help="create an organization and its first API key")
+    create.add_argument("name")
+    create.add_argument("--credits", type=int, required=True)
+    create.add_argument("--concurrency", type=int)
+    create.add_argument("--queue-limit", type=int)
+    create.set_defaults(handler=cmd_org_create)
+    show = org.add_parser("show", help="an organization's credits and queue")
+    show.add_argument("org_id")
+    show.set_defaults(handler=cmd_org_show)
+    update = org.add_parser("set", help="change an organization's limits")
+    update.add_argument("org_id")
+    update.add_argument("--concurrency", type=int)
+    update.add_argument("--queue-limit", type=int)
+    update.set_defaults(handler=cmd_org_set)
+    rotate = org.add_parser("rotate-webhook-secret", help="new webhook secret; the old one overlaps")
+    rotate.add_argument("org_id")
+    rotate.set_defaults(handler=cmd_rotate_secret)
+    secret = org.add_parser("webhook-secret", help="print the active webhook secrets")
+    secret.add_argument("org_id")
+    secret.set_defaults(handler=cmd_webhook_secret)
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_command", required=True)
+    key_create = key.add_parser("create", help="create another API key")
+    key_create.add_argument("org_id")
+    key_create.set_defaults(handler=cmd_key_create)
+    key_revoke = key.add_parser("revoke", help="revoke an API key")
+    key_revoke.add_argument("api_key")
+    key_revoke.set_defaults(handler=cmd_key_revoke)
+
+    credits = sub.add_parser("credits", help="credits").add_subparsers(dest="credits_command", required=True)
+    add = credits.add_parser("add", help="add credits to an organization")
+    add.add_argument("org_id")
+    add.add_argument("amount", type=int)
+    add.set_defaults(handler=cmd_credits_add)
+
+    extend(sub)
+    return parser
+
+
+def extend(sub: Any) -> None:
+    """Commands of the worker runtime, simulator and operator tools (registered in their modules)."""
+    for module in ("taskq.worker.commands", "taskq.ops.commands"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        mod.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        code: int = args.handler(args, settings)
+        return code
+    except TaskqError as exc:
+        print(json.dumps({"error": {"code": exc.code.value, "message": exc.message}}), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

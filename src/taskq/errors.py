@@ -1,0 +1,104 @@
+"""Error codes and the TaskqError tree; the HTTP status of each code lives in the API layer.
+
+TaskqError                      (code)
+├── ValidationFailed            VALIDATION_ERROR
+├── NotFound                    RESOURCE_NOT_FOUND
+├── AlreadyExists               RESOURCE_ALREADY_EXISTS
+├── InsufficientCredits         INSUFFICIENT_CREDITS
+├── QueueLimitExceeded          QUEUE_LIMIT_EXCEEDED
+├── RateLimited                 RATE_LIMIT_EXCEEDED
+└── Unauthorized                MISSING_API_KEY / INVALID_API_KEY_FORMAT / INVALID_OR_EXPIRED_API_KEY
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    """Every stable error code taskq returns: in HTTP error envelopes and in FAILED task responses."""
+
+    # Request errors
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    MISSING_API_KEY = "MISSING_API_KEY"
+    INVALID_API_KEY_FORMAT = "INVALID_API_KEY_FORMAT"
+    INVALID_OR_EXPIRED_API_KEY = "INVALID_OR_EXPIRED_API_KEY"
+    INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
+    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
+    RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+    QUEUE_LIMIT_EXCEEDED = "QUEUE_LIMIT_EXCEEDED"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    FORBIDDEN = "FORBIDDEN"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+    # Why a task FAILED (response.error.code)
+    PROVIDER_REJECTED = "PROVIDER_REJECTED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_QUOTA_EXHAUSTED = "PROVIDER_QUOTA_EXHAUSTED"
+    PROVIDER_AUTH_FAILED = "PROVIDER_AUTH_FAILED"
+    PROVIDER_INVALID_RESPONSE = "PROVIDER_INVALID_RESPONSE"
+    PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
+    WORKER_LOST = "WORKER_LOST"
+
+
+class TaskqError(Exception):
+    """Base of every deliberate failure; carries a stable code and optional details."""
+
+    code: Code = Code.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, details: Any = None, *, code: Code | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+
+class ValidationFailed(TaskqError):
+    """Raised when a request or a task does not match its schema."""
+
+    code = Code.VALIDATION_ERROR
+
+
+class NotFound(TaskqError):
+    """Raised when a resource does not exist or belongs to another organization."""
+
+    code = Code.RESOURCE_NOT_FOUND
+
+
+class AlreadyExists(TaskqError):
+    """Raised when an idempotency key was already used."""
+
+    code = Code.RESOURCE_ALREADY_EXISTS
+
+
+class InsufficientCredits(TaskqError):
+    """Raised when the balance does not cover a task's credits."""
+
+    code = Code.INSUFFICIENT_CREDITS
+
+
+class QueueLimitExceeded(TaskqError):
+    """Raised when a batch would take an organization past its queue limit."""
+
+    code = Code.QUEUE_LIMIT_EXCEEDED
+
+
+class RateLimited(TaskqError):
+    """Raised when an API key exceeds its request rate."""
+
+    code = Code.RATE_LIMIT_EXCEEDED
+
+
+class Unauthorized(TaskqError):
+    """Raised when the API key is missing, malformed, unknown or revoked."""
+
+    code = Code.INVALID_OR_EXPIRED_API_KEY

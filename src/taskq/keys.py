@@ -1,0 +1,144 @@
+"""Every Redis key name taskq uses, for Python and (through a generated preamble) for the Lua scripts.
+
+Work is spread over shards. Every key of one shard carries the shard's hash tag, ``tq:{sN}:``, so each
+Lua call touches one Redis Cluster slot (DESIGN decision 8). An organization lives in exactly one shard:
+its queues, tasks, idempotency keys and counters. Only the API-key lookup and the organization registry
+are global, and they are read with single-key commands.
+
+Per-shard keys (``T`` = the shard tag):
+
+====================  =======  ============================================================
+T:org:<org>           HASH     credits, reserved, limits, queued/inflight counters, q1..q10
+T:t:<id>              HASH     the task record (fields: see TASK_FIELDS)
+T:lane:<org>:<type>   ZSET     queued task ids of one org and task type; score = lane score
+T:ready:<type>        ZSET     orgs with queued tasks of <type>; score = band * 2^40 + turn
+T:turn                HASH     org -> its current round-robin turn
+T:capped              SET      orgs parked at their concurrency limit
+T:pinflight           HASH     task type -> calls in flight
+T:proc                ZSET     leased task ids; score = lease deadline (ms)
+T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
+T:idem:<org>:<key>    STRING   idempotency key -> task id
+T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fencing tokens
+T:wake                LIST     wake-up tokens for idle workers
+T:wh:due              ZSET     webhook deliveries waiting; score = next attempt (ms)
+T:wh:proc             ZSET     webhook deliveries being sent; score = lease deadline (ms)
+T:wh:<id>             HASH     one webhook delivery: event, url, attempts, state
+T:wh:<id>:log         LIST     one JSON line per delivery attempt
+T:done                ZSET     finished task ids; score = finish time (ms), for the dashboard
+T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
+====================  =======  ============================================================
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+PREFIX = "tq"
+
+#: Per-shard key templates. ``{tag}`` is the shard tag; other fields are arguments.
+TEMPLATES: dict[str, str] = {
+    "org": "{tag}:org:{org}",
+    "task": "{tag}:t:{id}",
+    "lane": "{tag}:lane:{org}:{type}",
+    "ready": "{tag}:ready:{type}",
+    "idem": "{tag}:idem:{org}:{key}",
+    "delivery": "{tag}:wh:{id}",
+    "delivery_log": "{tag}:wh:{id}:log",
+    "turn": "{tag}:turn",
+    "capped": "{tag}:capped",
+    "pinflight": "{tag}:pinflight",
+    "proc": "{tag}:proc",
+    "delayed": "{tag}:delayed",
+    "seq": "{tag}:seq",
+    "rr": "{tag}:rr",
+    "fence": "{tag}:fence",
+    "wake": "{tag}:wake",
+    "wh_due": "{tag}:wh:due",
+    "wh_proc": "{tag}:wh:proc",
+    "done": "{tag}:done",
+    "reaper": "{tag}:reaper",
+}
+
+#: Global keys (single-key access only).
+API_KEY = PREFIX + ":apikey:{digest}"
+ORGS = PREFIX + ":orgs"
+ORG_META = PREFIX + ":orgmeta:{org}"
+STACK_ORG = PREFIX + ":stack:org"
+RATE = PREFIX + ":rl:{digest}:{endpoint}:{window}"
+
+#: Fields of the task hash.
+TASK_FIELDS = (
+    "org type status prio created payload idem webhook cost charged attempts token score started "
+    "finished result error batch delivered wh_state wh_last"
+).split()
+
+
+def shard_of(org_id: str, shards: int) -> int:
+    """The shard an organization lives in (stable for a fixed shard count)."""
+    return zlib.crc32(org_id.encode()) % shards
+
+
+class Shard:
+    """Key names of one shard."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.tag = f"{PREFIX}:{{s{index}}}"
+
+    def _k(self, name: str, **parts: str) -> str:
+        return TEMPLATES[name].format(tag=self.tag, **parts)
+
+    def org(self, org: str) -> str:
+        return self._k("org", org=org)
+
+    def task(self, task_id: str) -> str:
+        return self._k("task", id=task_id)
+
+    def lane(self, org: str, task_type: str) -> str:
+        return self._k("lane", org=org, type=task_type)
+
+    def ready(self, task_type: str) -> str:
+        return self._k("ready", type=task_type)
+
+    def idem(self, org: str, key: str) -> str:
+        return self._k("idem", org=org, key=key)
+
+    def delivery(self, delivery_id: str) -> str:
+        return self._k("delivery", id=delivery_id)
+
+    def delivery_log(self, delivery_id: str) -> str:
+        return self._k("delivery_log", id=delivery_id)
+
+    def __getattr__(self, name: str) -> str:
+        if name in TEMPLATES and "{" not in TEMPLATES[name].replace("{tag}", ""):
+            return self._k(name)
+        raise AttributeError(name)
+
+
+def api_key(digest: str) -> str:
+    return API_KEY.format(digest=digest)
+
+
+def rate(digest: str, endpoint: str, window: int) -> str:
+    return RATE.format(digest=digest, endpoint=endpoint, window=window)
+
+
+def org_meta(org: str) -> str:
+    return ORG_META.format(org=org)
+
+
+def lua_preamble() -> str:
+    """Lua functions ``k_<name>(tag, ...)`` that build the same names as TEMPLATES, for every script."""
+    lines = ["-- Generated from taskq/keys.py: the only place key names are defined."]
+    for name, template in TEMPLATES.items():
+        params = re.findall(r"{(\w+)}", template)
+        pieces = []
+        for literal, field in re.findall(r"([^{]*)(?:{(\w+)})?", template):
+            if literal:
+                pieces.append(repr(literal).replace("'", '"'))
+            if field:
+                pieces.append(field)
+        body = " .. ".join(pieces)
+        lines.append(f"local function k_{name}({', '.join(params)}) return {body} end")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,111 @@
+-- admit.lua: admit one batch of validated tasks for one organization, atomically.
+--
+-- KEYS[1]  org hash            T:org:<org>
+-- KEYS[2]  arrival counter     T:seq
+-- KEYS[3]  round-robin counter T:rr
+-- KEYS[4]  turns               T:turn
+-- KEYS[5]  parked orgs         T:capped
+-- KEYS[6]  wake list           T:wake
+-- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
+-- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
+--          webhook url or "", payload json, batch id] (one argument: packing thousands is slow)
+--
+-- Returns {"no_org"} when the organization does not exist, {"queue_full", limit} when the whole batch
+-- would pass the queue limit (nothing admitted), else {"ok", r1, ..., rn} where ri is "ok",
+-- "dup:<task id>" (idempotency key already used, also earlier in this batch) or "credits".
+--
+-- Order within a lane: score = (10 - priority) * 2^40 + seq, so ZPOPMIN gives priority 10 first and
+-- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
+
+local tag, org, now = ARGV[1], ARGV[2], ARGV[3]
+local tasks = cjson.decode(ARGV[4])
+local n = #tasks
+local BAND = 1099511627776
+
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  return {"no_org"}
+end
+local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit")
+local credits, reserved = tonumber(o[1] or "0"), tonumber(o[2] or "0")
+local queued, limit = tonumber(o[3] or "0"), tonumber(o[4] or "0")
+if queued + n > limit then
+  return {"queue_full", limit}
+end
+
+local available = credits - reserved
+local first_seq = redis.call("INCRBY", KEYS[2], n) - n
+local out = {"ok"}
+local lanes = {}  -- type -> {score, id, score, id, ...}: one ZADD per lane
+local admitted, taken = 0, 0
+local prio_counts = {}
+
+for i = 1, n do
+  local t = tasks[i]
+  local id, ttype, prio, cost = t[1], t[2], t[3], t[4]
+  local idem, webhook, payload, batch = t[5], t[6], t[7], t[8]
+  local existing = false
+  if idem ~= "" then
+    existing = redis.call("GET", k_idem(tag, org, idem))
+  end
+  if existing then
+    out[#out + 1] = "dup:" .. existing
+  elseif cost > available then
+    out[#out + 1] = "credits"
+  else
+    available = available - cost
+    taken = taken + cost
+    admitted = admitted + 1
+    local seq = first_seq + i
+    local score = (10 - prio) * BAND + seq
+    local fields = {"org", org, "type", ttype, "status", "QUEUED", "prio", prio, "created", now,
+      "payload", payload, "cost", cost, "score", score, "attempts", 0}
+    if idem ~= "" then
+      fields[#fields + 1] = "idem"; fields[#fields + 1] = idem
+      redis.call("SET", k_idem(tag, org, idem), id)
+    end
+    if webhook ~= "" then
+      fields[#fields + 1] = "webhook"; fields[#fields + 1] = webhook
+    end
+    if batch ~= "" then
+      fields[#fields + 1] = "batch"; fields[#fields + 1] = batch
+    end
+    redis.call("HSET", k_task(tag, id), unpack(fields))
+    local lane = lanes[ttype]
+    if not lane then
+      lane = {}
+      lanes[ttype] = lane
+    end
+    lane[#lane + 1] = score
+    lane[#lane + 1] = id
+    prio_counts[prio] = (prio_counts[prio] or 0) + 1
+    out[#out + 1] = "ok"
+  end
+end
+
+if admitted > 0 then
+  redis.call("HINCRBY", KEYS[1], "queued", admitted)
+  redis.call("HINCRBY", KEYS[1], "reserved", taken)
+  for prio, count in pairs(prio_counts) do
+    redis.call("HINCRBY", KEYS[1], "q" .. prio, count)
+  end
+  for ttype, members in pairs(lanes) do
+    for from = 1, #members, 1000 do  -- unpack stays well inside Lua's stack limit
+      redis.call("ZADD", k_lane(tag, org, ttype), unpack(members, from, math.min(from + 999, #members)))
+    end
+  end
+  if redis.call("SISMEMBER", KEYS[5], org) == 0 then
+    local turn = redis.call("HGET", KEYS[4], org)
+    if not turn then
+      turn = redis.call("INCR", KEYS[3])
+      redis.call("HSET", KEYS[4], org, turn)
+    end
+    for ttype, _ in pairs(lanes) do
+      local head = redis.call("ZRANGE", k_lane(tag, org, ttype), 0, 0, "WITHSCORES")
+      local band = math.floor(tonumber(head[2]) / BAND)
+      redis.call("ZADD", k_ready(tag, ttype), band * BAND + tonumber(turn), org)
+    end
+  end
+  redis.call("LPUSH", KEYS[6], now)
+  redis.call("LTRIM", KEYS[6], 0, 63)
+end
+return out

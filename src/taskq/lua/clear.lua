@@ -1,0 +1,57 @@
+-- clear.lua: remove up to ARGV[3] of one organization's QUEUED tasks (lanes and retry waits).
+--
+-- KEYS[1]  org hash      T:org:<org>
+-- KEYS[2]  delayed       T:delayed
+-- ARGV[1]  shard tag T   ARGV[2] org id   ARGV[3] limit   ARGV[4..] task types
+--
+-- Each removed task is deleted with its idempotency key; its credit reservation is released and the
+-- queued counters drop. Returns the number removed (0 when nothing is left).
+
+local tag, org, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local removed, released = 0, 0
+local prio_counts = {}
+
+local function drop(id)
+  local t = redis.call("HMGET", k_task(tag, id), "cost", "prio", "idem")
+  if t[2] then
+    released = released + tonumber(t[1] or "0")
+    prio_counts[t[2]] = (prio_counts[t[2]] or 0) + 1
+    if t[3] and t[3] ~= "" then
+      redis.call("DEL", k_idem(tag, org, t[3]))
+    end
+    redis.call("DEL", k_task(tag, id))
+    removed = removed + 1
+  end
+end
+
+for i = 4, #ARGV do
+  if removed >= limit then break end
+  local lane = k_lane(tag, org, ARGV[i])
+  local ids = redis.call("ZRANGE", lane, 0, limit - removed - 1)
+  for _, id in ipairs(ids) do
+    drop(id)
+    redis.call("ZREM", lane, id)
+  end
+  if redis.call("EXISTS", lane) == 0 then
+    redis.call("ZREM", k_ready(tag, ARGV[i]), org)
+  end
+end
+
+if removed < limit then
+  for _, id in ipairs(redis.call("ZRANGE", KEYS[2], 0, -1)) do
+    if removed >= limit then break end
+    if redis.call("HGET", k_task(tag, id), "org") == org then
+      drop(id)
+      redis.call("ZREM", KEYS[2], id)
+    end
+  end
+end
+
+if removed > 0 then
+  redis.call("HINCRBY", KEYS[1], "queued", -removed)
+  redis.call("HINCRBY", KEYS[1], "reserved", -released)
+  for prio, count in pairs(prio_counts) do
+    redis.call("HINCRBY", KEYS[1], "q" .. prio, -count)
+  end
+end
+return removed

@@ -1,0 +1,1 @@
+"""Wire schemas shared by the intake, the worker, the providers and the webhooks."""

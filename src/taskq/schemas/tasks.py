@@ -1,0 +1,208 @@
+"""Task request validation, the stored task record, and the JSON views the API and webhooks return."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taskq.schemas.payloads import PAYLOAD_MODELS, Payload
+
+
+class TaskType(StrEnum):
+    AIMODE = "AIMODE"
+    GOOGLE = "GOOGLE"
+    GOOGLE_NEWS = "GOOGLE_NEWS"
+    GEMINI = "GEMINI"
+    CHATGPT = "CHATGPT"
+    COPILOT = "COPILOT"
+    PERPLEXITY = "PERPLEXITY"
+    GROK = "GROK"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class _Envelope(BaseModel):
+    """A task as submitted, before its payload is checked against its task type."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    taskType: str
+    payload: dict[str, Any]
+    priority: Annotated[int, Field(ge=1, le=10)] = 1
+    idempotencyKey: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    webhook: WebhookSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """A validated task, ready for admission."""
+
+    task_type: TaskType
+    payload: Payload
+    priority: int
+    idempotency_key: str | None
+    webhook_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+def _field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in err["loc"])
+        field = f"{prefix}.{path}" if prefix and path else (prefix or path or "body")
+        errors.append(FieldError(field, err["msg"]))
+    return errors
+
+
+def parse_task(raw: object) -> TaskRequest | list[FieldError]:
+    """Validate one submitted task; return the task or the errors, each naming its field."""
+    if not isinstance(raw, dict):
+        return [FieldError("body", "each task must be a JSON object")]
+    try:
+        envelope = _Envelope.model_validate(raw)
+    except ValidationError as exc:
+        return _field_errors(exc)
+    model = PAYLOAD_MODELS.get(envelope.taskType)
+    if model is None:
+        names = ", ".join(t.value for t in TaskType)
+        return [FieldError("taskType", f"unknown task type {envelope.taskType!r}; expected one of {names}")]
+    try:
+        payload = model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        return _field_errors(exc, "payload")
+    return TaskRequest(
+        task_type=TaskType(envelope.taskType),
+        payload=payload,
+        priority=envelope.priority,
+        idempotency_key=envelope.idempotencyKey,
+        webhook_url=envelope.webhook.url if envelope.webhook else None,
+    )
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Format epoch milliseconds as ISO-8601 UTC with milliseconds (2026-04-09T15:00:00.000Z)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{epoch_ms % 1000:03d}Z"
+    )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task as stored in its Redis hash (see keys.TASK_FIELDS)."""
+
+    id: str
+    org: str
+    task_type: str
+    status: str
+    priority: int
+    created_ms: int
+    payload_json: str
+    idempotency_key: str | None
+    webhook_url: str | None
+    cost: int
+    charged: int | None
+    attempts: int
+    started_ms: int | None
+    finished_ms: int | None
+    result_json: str | None
+    error_json: str | None
+    batch: str | None
+    delivered_ms: int | None
+    delivery_state: str | None
+
+    @classmethod
+    def from_hash(cls, task_id: str, h: dict[str, str]) -> TaskRecord:
+        return cls(
+            id=task_id,
+            org=h["org"],
+            task_type=h["type"],
+            status=h["status"],
+            priority=int(h["prio"]),
+            created_ms=int(h["created"]),
+            payload_json=h.get("payload", "{}"),
+            idempotency_key=h.get("idem") or None,
+            webhook_url=h.get("webhook") or None,
+            cost=int(h.get("cost", "0")),
+            charged=_int_or_none(h.get("charged")),
+            attempts=int(h.get("attempts", "0")),
+            started_ms=_int_or_none(h.get("started")),
+            finished_ms=_int_or_none(h.get("finished")),
+            result_json=h.get("result") or None,
+            error_json=h.get("error") or None,
+            batch=h.get("batch") or None,
+            delivered_ms=_int_or_none(h.get("delivered")),
+            delivery_state=h.get("wh_state") or None,
+        )
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.status in TERMINAL and self.started_ms is not None and self.finished_ms is not None:
+            return self.finished_ms - self.started_ms
+        return None
+
+
+def summary_view(t: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "taskType": t.task_type,
+        "status": t.status,
+        "priority": t.priority,
+        "createdAt": iso_ms(t.created_ms),
+        "latencyMs": t.latency_ms,
+        "idempotencyKey": t.idempotency_key,
+    }
+
+
+def credits_view(t: TaskRecord) -> dict[str, Any]:
+    return {"creditsToCharge": t.cost, "creditsCharged": t.charged}
+
+
+def event_view(t: TaskRecord) -> dict[str, Any]:
+    """The finished task as GET returns it, without the webhook block: the webhook body."""
+    view: dict[str, Any] = {"task": summary_view(t), "credits": credits_view(t)}
+    if t.status == TaskStatus.COMPLETED and t.result_json is not None:
+        view["response"] = json.loads(t.result_json)
+    elif t.status == TaskStatus.FAILED and t.error_json is not None:
+        view["response"] = {"error": json.loads(t.error_json)}
+    return view
+
+
+def task_view(t: TaskRecord) -> dict[str, Any]:
+    """GET /v1/async/task/{id}: task, credits, webhook (terminal tasks with a url), response."""
+    view = event_view(t)
+    if t.webhook_url and t.status in TERMINAL:
+        view["webhook"] = {
+            "url": t.webhook_url,
+            "delivered": t.delivered_ms is not None,
+            "deliveredAt": iso_ms(t.delivered_ms) if t.delivered_ms is not None else None,
+        }
+    return view

@@ -1,0 +1,41 @@
+"""Lua scripts: loaded from taskq/lua/, prefixed with the key-name preamble, registered once per client."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import Script
+
+from taskq.keys import lua_preamble
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of one script: the generated key builders, then the script itself."""
+    body = resources.files("taskq").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return lua_preamble() + body
+
+
+class Scripts:
+    """The registered scripts of one Redis client; redis-py reloads them after a NOSCRIPT."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._scripts: dict[str, Script] = {}
+
+    def __getitem__(self, name: str) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(source(name))
+        return script
+
+    def load_all(self) -> list[str]:
+        """Load every script into the server (readiness check); return their names."""
+        names = sorted(
+            p.name[:-4] for p in resources.files("taskq").joinpath("lua").iterdir() if p.name.endswith(".lua")
+        )
+        for name in names:
+            self._client.script_load(source(name))
+        return names

@@ -1,0 +1,199 @@
+"""Organizations, API keys, credits and task records in Redis: everything but queue transitions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from taskq import keys
+from taskq.errors import Code, NotFound, Unauthorized
+from taskq.keys import Shard, shard_of
+from taskq.schemas.tasks import TaskRecord
+from taskq.scripts import Scripts
+
+API_KEY_RE = re.compile(r"^sk_live_[0-9a-f]{32}$")
+PRIORITIES = range(10, 0, -1)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "sk_live_" + secrets.token_hex(16)
+
+
+def new_webhook_secret() -> str:
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    shard: Shard
+
+
+class Store:
+    """Reads and writes of org and task records; one instance per process, shared by requests."""
+
+    def __init__(self, client: Any, shards: int = 1) -> None:
+        self.client = client
+        self.shards = shards
+        self.scripts = Scripts(client)
+
+    # Organizations -------------------------------------------------------------------------------
+    def org(self, org_id: str) -> Org:
+        return Org(org_id, Shard(shard_of(org_id, self.shards)))
+
+    def create_org(
+        self, name: str, *, credits: int, concurrency: int, queue_limit: int, per_cycle: int | None = None
+    ) -> tuple[str, str]:
+        """Create an organization with one API key and one webhook secret; return (org id, api key)."""
+        org_id = "org_" + uuid.uuid4().hex[:16]
+        org = self.org(org_id)
+        fields: dict[str, Any] = {
+            "name": name,
+            "credits": credits,
+            "reserved": 0,
+            "queued": 0,
+            "inflight": 0,
+            "concurrency": concurrency,
+            "queue_limit": queue_limit,
+            "created": now_ms(),
+            "wh_secrets": json.dumps([{"secret": new_webhook_secret(), "expires": None}]),
+        }
+        if per_cycle is not None:
+            fields["per_cycle"] = per_cycle
+        self.client.hset(org.shard.org(org_id), mapping=fields)
+        self.client.sadd(keys.ORGS, org_id)
+        return org_id, self.create_key(org_id)
+
+    def org_exists(self, org_id: str) -> bool:
+        return bool(self.client.exists(self.org(org_id).shard.org(org_id)))
+
+    def org_fields(self, org_id: str) -> dict[str, str]:
+        fields: dict[str, str] = self.client.hgetall(self.org(org_id).shard.org(org_id))
+        if not fields:
+            raise NotFound(f"organization {org_id} not found", {"id": org_id})
+        return fields
+
+    def update_org(self, org_id: str, **fields: int) -> None:
+        self.org_fields(org_id)
+        self.client.hset(self.org(org_id).shard.org(org_id), mapping=fields)
+
+    def add_credits(self, org_id: str, amount: int) -> int:
+        self.org_fields(org_id)
+        return int(self.client.hincrby(self.org(org_id).shard.org(org_id), "credits", amount))
+
+    def list_orgs(self) -> list[str]:
+        return sorted(self.client.smembers(keys.ORGS))
+
+    def webhook_secrets(self, org_id: str, at_ms: int | None = None) -> list[str]:
+        """The org's active webhook secrets, newest first (two during a rotation overlap)."""
+        raw = self.client.hget(self.org(org_id).shard.org(org_id), "wh_secrets")
+        entries = json.loads(raw) if raw else []
+        at = at_ms if at_ms is not None else now_ms()
+        return [e["secret"] for e in entries if e["expires"] is None or e["expires"] > at]
+
+    def rotate_webhook_secret(self, org_id: str, overlap_seconds: int) -> str:
+        """Make a new secret current; the old ones stay valid for overlap_seconds."""
+        key = self.org(org_id).shard.org(org_id)
+        self.org_fields(org_id)
+        entries = json.loads(self.client.hget(key, "wh_secrets") or "[]")
+        now = now_ms()
+        expires = now + overlap_seconds * 1000
+        kept = [
+            {"secret": e["secret"], "expires": min(e["expires"] or expires, expires)}
+            for e in entries
+            if e["expires"] is None or e["expires"] > now
+        ]
+        secret = new_webhook_secret()
+        self.client.hset(key, "wh_secrets", json.dumps([{"secret": secret, "expires": None}, *kept]))
+        return secret
+
+    # API keys ------------------------------------------------------------------------------------
+    def create_key(self, org_id: str) -> str:
+        api_key = new_api_key()
+        digest = key_digest(api_key)
+        self.client.set(keys.api_key(digest), json.dumps({"org": org_id, "digest": digest}))
+        self.client.sadd(keys.org_meta(org_id) + ":keys", digest)
+        return api_key
+
+    def revoke_key(self, api_key: str) -> bool:
+        digest = key_digest(api_key)
+        raw = self.client.get(keys.api_key(digest))
+        if raw is None:
+            return False
+        self.client.delete(keys.api_key(digest))
+        self.client.srem(keys.org_meta(json.loads(raw)["org"]) + ":keys", digest)
+        return True
+
+    def authenticate(self, header: str | None) -> tuple[Org, str]:
+        """Resolve an Authorization header to (org, key digest) or raise Unauthorized."""
+        if not header or not header.startswith("Bearer "):
+            raise Unauthorized("Missing API key: send Authorization: Bearer <key>", code=Code.MISSING_API_KEY)
+        api_key = header[len("Bearer ") :].strip()
+        if not API_KEY_RE.match(api_key):
+            raise Unauthorized(
+                "Invalid API key format: expected sk_live_ followed by 32 hex characters",
+                code=Code.INVALID_API_KEY_FORMAT,
+            )
+        digest = key_digest(api_key)
+        raw = self.client.get(keys.api_key(digest))
+        record = json.loads(raw) if raw else {"org": "", "digest": "0" * 64}
+        if not hmac.compare_digest(record["digest"], digest) or not record["org"]:
+            raise Unauthorized("Invalid or expired API key", code=Code.INVALID_OR_EXPIRED_API_KEY)
+        return self.org(record["org"]), digest
+
+    # Tasks ---------------------------------------------------------------------------------------
+    def task(self, org: Org, task_id: str) -> TaskRecord:
+        """One task of this organization; another organization's task is NotFound like a missing one."""
+        fields: dict[str, str] = self.client.hgetall(org.shard.task(task_id)) if _is_uuid(task_id) else {}
+        if not fields or fields.get("org") != org.id:
+            raise NotFound(f"Task {task_id} not found", {"id": task_id})
+        return TaskRecord.from_hash(task_id, fields)
+
+    def status(self, org: Org) -> dict[str, Any]:
+        """GET /v1/async/status for one organization."""
+        names = ["queued", "inflight", "concurrency"] + [f"q{p}" for p in PRIORITIES]
+        values = self.client.hmget(org.shard.org(org.id), names)
+        counts = dict(zip(names, (int(v or 0) for v in values), strict=True))
+        return {
+            "queuedTasks": counts["queued"],
+            "processingTasks": counts["inflight"],
+            "priorityBreakdown": [
+                {"priority": p, "count": counts[f"q{p}"]} for p in PRIORITIES if counts[f"q{p}"] > 0
+            ],
+            "concurrency": {"used": counts["inflight"], "max": counts["concurrency"]},
+        }
+
+    def credits(self, org: Org) -> dict[str, Any]:
+        """GET /v1/credits: the balance less what queued and running tasks have reserved."""
+        credits, reserved, per_cycle, resets = self.client.hmget(
+            org.shard.org(org.id), ["credits", "reserved", "per_cycle", "cycle_resets"]
+        )
+        return {
+            "remaining": int(credits or 0) - int(reserved or 0),
+            "perCycle": int(per_cycle) if per_cycle else None,
+            "cycleResetsAt": resets or None,
+        }
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
