@@ -1,0 +1,52 @@
+"""Standard Webhooks v1 signing: whsec_ secrets, HMAC-SHA256 signatures and the webhook-* headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets as _random
+
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "taskq-webhooks/1"
+
+
+def generate_secret() -> str:
+    """Return a fresh secret: "whsec_" + base64 of 32 random bytes (the spec allows 24-64)."""
+    return SECRET_PREFIX + base64.b64encode(_random.token_bytes(32)).decode("ascii")
+
+
+def _key(secret: str) -> bytes:
+    # The reference libraries accept the secret with or without its prefix; so do we.
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return "v1,<base64 HMAC-SHA256>" over "{msg_id}.{timestamp}.{body}" for one secret."""
+    if "." in msg_id:
+        # The spec forbids it: a dot in the id would make the signed content ambiguous.
+        raise ValueError("webhook-id must not contain '.'")
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signature_header(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the webhook-signature value: one signature per active secret, space-separated.
+
+    Several secrets are active while a secret is rotated; receivers accept any one match.
+    """
+    if not secrets:
+        raise ValueError("at least one signing secret is required")
+    return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets)
+
+
+def headers(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Return every header of one delivery attempt; sign the exact bytes that are sent."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
