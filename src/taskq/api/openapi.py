@@ -1,0 +1,243 @@
+"""The OpenAPI 3.1 document served at /openapi.json, built from the pydantic models taskq validates with."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint
+
+from taskq import __version__
+from taskq.api.errors import STATUS
+from taskq.schemas.payloads import PAYLOAD_MODELS
+
+bp = Blueprint("openapi", __name__)
+
+REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF + name}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(_ref("Error"), "Error (see error.code)") for s in statuses}
+
+
+def _payload_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for task_type, model in PAYLOAD_MODELS.items():
+        schema = model.model_json_schema(ref_template=REF + "{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[f"{task_type}Payload"] = schema
+    return schemas
+
+
+def _task_request() -> dict[str, Any]:
+    variants = []
+    for task_type in PAYLOAD_MODELS:
+        variants.append(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["taskType", "payload"],
+                "properties": {
+                    "taskType": {"const": task_type},
+                    "payload": _ref(f"{task_type}Payload"),
+                    "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+                    "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "webhook": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["url"],
+                        "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2048}},
+                    },
+                },
+            }
+        )
+    return {"oneOf": variants, "discriminator": {"propertyName": "taskType"}}
+
+
+def _components() -> dict[str, Any]:
+    nullable_int = {"type": ["integer", "null"]}
+    schemas: dict[str, Any] = {
+        **_payload_schemas(),
+        "TaskRequest": _task_request(),
+        "Task": {
+            "type": "object",
+            "required": ["id", "taskType", "status", "priority", "createdAt"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "taskType": {"type": "string", "enum": list(PAYLOAD_MODELS)},
+                "status": {"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]},
+                "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "latencyMs": nullable_int,
+                "idempotencyKey": {"type": ["string", "null"]},
+            },
+        },
+        "Credits": {
+            "type": "object",
+            "properties": {"creditsToCharge": {"type": "integer"}, "creditsCharged": nullable_int},
+        },
+        "ErrorBody": {
+            "type": "object",
+            "required": ["code", "message", "timestamp"],
+            "properties": {
+                "code": {"type": "string", "enum": sorted(c.value for c in STATUS)},
+                "message": {"type": "string"},
+                "details": {},
+                "timestamp": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["success", "error"],
+            "properties": {"success": {"const": False}, "error": _ref("ErrorBody")},
+        },
+        "TaskEnvelope": {
+            "type": "object",
+            "required": ["task", "credits"],
+            "properties": {
+                "task": _ref("Task"),
+                "credits": _ref("Credits"),
+                "response": {"type": "object"},
+                "webhook": {
+                    "type": "object",
+                    "properties": {
+                        "url": {"type": "string"},
+                        "delivered": {"type": "boolean"},
+                        "deliveredAt": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+            },
+        },
+    }
+    return {
+        "schemas": schemas,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    task_id = {
+        "name": "taskId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    created = {
+        "type": "object",
+        "properties": {"success": {"const": True}, "task": _ref("Task"), "credits": _ref("Credits")},
+    }
+    batch_result = {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean"},
+            "index": {"type": "integer"},
+            "task": _ref("Task"),
+            "credits": _ref("Credits"),
+            "error": _ref("ErrorBody"),
+        },
+    }
+    return {
+        "/v1/async/task": {
+            "post": {
+                "operationId": "createAsyncTask",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("TaskRequest")}},
+                },
+                "responses": {"200": _json(created), **_errors(400, 401, 403, 409, 413, 415, 429)},
+            }
+        },
+        "/v1/async/task/batch": {
+            "post": {
+                "operationId": "createBatchAsyncTasks",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 500,
+                                "items": _ref("TaskRequest"),
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "summary": {
+                                    "type": "object",
+                                    "properties": {
+                                        "total": {"type": "integer"},
+                                        "succeeded": {"type": "integer"},
+                                        "failed": {"type": "integer"},
+                                    },
+                                },
+                                "results": {"type": "array", "items": batch_result},
+                            },
+                        }
+                    ),
+                    **_errors(401, 413, 415, 422, 429),
+                },
+            }
+        },
+        "/v1/async/task/{taskId}": {
+            "get": {
+                "operationId": "getTaskStatus",
+                "parameters": [task_id],
+                "responses": {"200": _json(_ref("TaskEnvelope")), **_errors(401, 404, 429)},
+            }
+        },
+        "/v1/async/status": {
+            "get": {
+                "operationId": "getAsyncStatus",
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 429)},
+            }
+        },
+        "/v1/async/queue": {
+            "delete": {
+                "operationId": "clearAsyncQueue",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"success": {}, "cleared": {"type": "integer"}}}
+                    ),
+                    **_errors(401, 429),
+                },
+            }
+        },
+        "/v1/credits": {
+            "get": {
+                "operationId": "getCredits",
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 429)},
+            }
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "taskq async-task API", "version": __version__},
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": _components(),
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return document()

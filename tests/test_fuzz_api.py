@@ -1,0 +1,56 @@
+"""Fuzzing the intake with schemathesis against its own OpenAPI document: no 5xx, 4xx in the envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from taskq.api import create_app
+from taskq.store import Store
+from tests.conftest import make_settings
+
+_client = fakeredis.FakeRedis(decode_responses=True)
+_app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)
+_org, _key = Store(_client).create_org("fuzz", credits=10**9, concurrency=10, queue_limit=10**9)
+
+schema = schemathesis.openapi.from_wsgi("/openapi.json", _app)
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_never_answers_5xx_and_errors_use_the_envelope(case: Any) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {_key}"}
+    response = case.call()
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["success"] is False
+        assert isinstance(body["error"]["code"], str) and body["error"]["message"]
+    case.validate_response(response, checks=[schemathesis.checks.not_a_server_error])
+
+
+def test_openapi_document_lists_every_route() -> None:
+    doc = _app.test_client().get("/openapi.json").json
+    for path in [
+        "/v1/async/task",
+        "/v1/async/task/batch",
+        "/v1/async/task/{taskId}",
+        "/v1/async/status",
+        "/v1/async/queue",
+        "/v1/credits",
+    ]:
+        assert path in doc["paths"]
+
+
+@pytest.mark.parametrize("raw", [b"[" * 5000, b'[{"taskType": "GOOGLE", "payload": ' * 200])
+def test_deep_or_broken_bodies_are_422(raw: bytes) -> None:
+    r = _app.test_client().post(
+        "/v1/async/task/batch",
+        data=raw,
+        headers={"Authorization": f"Bearer {_key}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json["error"]["code"] == "VALIDATION_ERROR"
