@@ -76,6 +76,7 @@ def admit(
     items: list[TaskRequest | list[FieldError]],
     *,
     batch_id: str = "",
+    batch_webhook: str = "",
 ) -> list[Outcome]:
     """Admit a batch atomically: queue limit for the whole batch, then per task idempotency and credits.
 
@@ -102,13 +103,23 @@ def admit(
                 item.webhook_url or "",
                 item.payload.model_dump_json(),
                 batch_id,
+                index,
             ]
         )
-    if valid:
+    if valid or batch_id:
         shard = org.shard
         result = store.scripts["admit"](
             keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
-            args=[shard.tag, org.id, now, json.dumps(packed)],
+            args=[
+                shard.tag,
+                org.id,
+                now,
+                json.dumps(packed),
+                batch_id,
+                len(items),
+                batch_webhook,
+                settings.batch_ttl_seconds,
+            ],
         )
         status = result[0]
         if status == "queue_full":

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 25.0
     provider_caps: dict[str, int] = Field(default_factory=dict)
     retention_seconds: int = 24 * 3600
+    batch_ttl_seconds: int = 7 * 24 * 3600
 
     # Providers
     upstream_base_url: str | None = None
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
     webhook_require_https: bool = False
     webhook_secret_overlap_seconds: int = 24 * 3600
     webhook_concurrency: int = 500
+    webhook_max_per_host: int | None = None  # sends in flight to one receiver; default a quarter
+    webhook_claim_batch: int = 32
+    webhook_lease_seconds: float = 60.0  # a claimed delivery is resent if unrecorded this long
 
     # Logging
     log_format: str = "text"

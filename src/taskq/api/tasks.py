@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from flask import Blueprint, request
@@ -58,6 +59,28 @@ def _webhook_check() -> Any:
     return check
 
 
+def _batch_webhook(check: Any) -> str:
+    """The optional batch.completed webhook: ?batchWebhook=<url> (or .url) or a Batch-Webhook header."""
+    url = (
+        request.args.get("batchWebhook")
+        or request.args.get("batchWebhook.url")
+        or request.args.get("batchWebhook[url]")
+        or request.headers.get("Batch-Webhook")
+        or ""
+    )
+    if not url:
+        return ""
+    problem = check(url) if len(url) <= 2048 else "url is longer than 2048 characters"
+    if problem:
+        raise HttpError(
+            Code.VALIDATION_ERROR,
+            "Invalid batch webhook",
+            [{"field": "batchWebhook.url", "message": problem}],
+            status=422,
+        )
+    return url
+
+
 def _item(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Accepted):
         return {"success": True, "index": outcome.index, "task": outcome.task, "credits": outcome.credits}
@@ -84,12 +107,15 @@ def create_batch() -> Any:
             status=422,
         )
     check = _webhook_check()
+    batch_hook = _batch_webhook(check)
     items = [_checked(raw, check) for raw in body]
-    outcomes = admit(store(), settings(), org, items)
+    batch_id = str(uuid.uuid4())
+    outcomes = admit(store(), settings(), org, items, batch_id=batch_id, batch_webhook=batch_hook)
     results = [_item(o) for o in outcomes]
     succeeded = sum(1 for r in results if r["success"])
     return {
         "success": True,
+        "batchId": batch_id,
         "summary": {"total": len(results), "succeeded": succeeded, "failed": len(results) - succeeded},
         "results": results,
     }

@@ -8,7 +8,9 @@
 -- KEYS[6]  wake list           T:wake
 -- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
 -- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
---          webhook url or "", payload json, batch id] (one argument: packing thousands is slow)
+--          webhook url or "", payload json, batch id, input index] (one argument: packing is slow)
+-- ARGV[5]  batch id or ""      ARGV[6] items in the request (valid or not)
+-- ARGV[7]  batch webhook url or ""   ARGV[8] batch record TTL (seconds)
 --
 -- Returns {"no_org"} when the organization does not exist, {"queue_full", limit} when the whole batch
 -- would pass the queue limit (nothing admitted), else {"ok", r1, ..., rn} where ri is "ok",
@@ -18,6 +20,7 @@
 -- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
 
 local tag, org, now = ARGV[1], ARGV[2], ARGV[3]
+local batch_id, total, batch_hook, batch_ttl = ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local tasks = cjson.decode(ARGV[4])
 local n = #tasks
 local BAND = 1099511627776
@@ -35,6 +38,8 @@ end
 local available = credits - reserved
 local first_seq = redis.call("INCRBY", KEYS[2], n) - n
 local out = {"ok"}
+local ids = {}  -- input index -> admitted task id
+local listing = {}  -- created, id, ... for the org's task listing
 local lanes = {}  -- type -> {score, id, score, id, ...}: one ZADD per lane
 local admitted, taken = 0, 0
 local prio_counts = {}
@@ -78,6 +83,9 @@ for i = 1, n do
     lane[#lane + 1] = score
     lane[#lane + 1] = id
     prio_counts[prio] = (prio_counts[prio] or 0) + 1
+    ids[t[9]] = id
+    listing[#listing + 1] = seq
+    listing[#listing + 1] = id
     out[#out + 1] = "ok"
   end
 end
@@ -105,7 +113,28 @@ if admitted > 0 then
       redis.call("ZADD", k_ready(tag, ttype), band * BAND + tonumber(turn), org)
     end
   end
+  for from = 1, #listing, 1000 do
+    redis.call("ZADD", k_org_tasks(tag, org), unpack(listing, from, math.min(from + 999, #listing)))
+  end
   redis.call("LPUSH", KEYS[6], now)
   redis.call("LTRIM", KEYS[6], 0, 63)
+end
+
+if batch_id ~= "" then
+  local order = {}
+  for i = 0, total - 1 do
+    order[#order + 1] = ids[i] or ""
+  end
+  local list = k_batch_ids(tag, batch_id)
+  for from = 1, #order, 1000 do
+    redis.call("RPUSH", list, unpack(order, from, math.min(from + 999, #order)))
+  end
+  redis.call("HSET", k_batch(tag, batch_id), "org", org, "created", now, "total", total,
+    "admitted", admitted, "done", 0, "webhook", batch_hook)
+  if admitted == 0 then
+    redis.call("HSET", k_batch(tag, batch_id), "finished", now)
+  end
+  redis.call("EXPIRE", k_batch(tag, batch_id), batch_ttl)
+  redis.call("EXPIRE", list, batch_ttl)
 end
 return out

@@ -1,0 +1,77 @@
+"""Batch endpoints and the task listing: beyond the reference API, additive only."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from taskq.api import authenticate, store
+from taskq.batches import TaskFilter, batch_results, batch_view, list_tasks
+from taskq.errors import ValidationFailed
+from taskq.schemas.tasks import TaskType
+
+bp = Blueprint("batches", __name__, url_prefix="/v1/async")
+
+MAX_PAGE = 500
+
+
+def _limit(default: int = 100) -> int:
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ValidationFailed(
+            "Invalid limit", [{"field": "limit", "message": f"an integer from 1 to {MAX_PAGE}"}]
+        )
+    return int(raw)
+
+
+@bp.get("/batch/<batch_id>")
+def get_batch(batch_id: str) -> Any:
+    return batch_view(store(), authenticate(), batch_id)
+
+
+@bp.get("/batch/<batch_id>/results")
+def get_batch_results(batch_id: str) -> Any:
+    org = authenticate()
+    page = batch_results(store(), org, batch_id, request.args.get("cursor"), _limit())
+    body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in page.lines)
+    response = Response(body, mimetype="application/x-ndjson")
+    if page.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+    return response
+
+
+def _task_filter() -> TaskFilter:
+    args = request.args
+    errors = []
+    status = args.get("status")
+    if status is not None and status not in ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"):
+        errors.append({"field": "status", "message": "QUEUED, PROCESSING, COMPLETED, FAILED or CANCELED"})
+    task_type = args.get("taskType")
+    if task_type is not None and task_type not in TaskType.__members__:
+        errors.append({"field": "taskType", "message": "one of " + ", ".join(TaskType.__members__)})
+    priority = args.get("priority")
+    if priority is not None and not (priority.isdigit() and 1 <= int(priority) <= 10):
+        errors.append({"field": "priority", "message": "an integer from 1 to 10"})
+    created_after = None
+    if args.get("createdAfter"):
+        try:
+            created_after = int(
+                datetime.fromisoformat(args["createdAfter"].replace("Z", "+00:00")).timestamp() * 1000
+            )
+        except ValueError:
+            errors.append({"field": "createdAfter", "message": "an ISO-8601 date-time"})
+    if errors:
+        raise ValidationFailed("Invalid query parameters", errors)
+    return TaskFilter(
+        status, task_type, int(priority) if priority else None, args.get("batchId"), created_after
+    )
+
+
+@bp.get("/tasks")
+def get_tasks() -> Any:
+    org = authenticate()
+    flt = _task_filter()
+    return list_tasks(store(), org, flt, request.args.get("cursor"), _limit(50))

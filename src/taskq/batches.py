@@ -1,0 +1,146 @@
+"""Batches as resources and the task listing: read views over batch records and the org's task index."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from taskq.errors import NotFound, ValidationFailed
+from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms, summary_view
+from taskq.store import Org, Store
+
+STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED")
+VIEW_FIELDS = ["status", "charged", "org"]
+
+
+def _batch_fields(store: Store, org: Org, batch_id: str) -> dict[str, str]:
+    fields: dict[str, str] = store.client.hgetall(org.shard.batch(batch_id))
+    if not fields or fields.get("org") != org.id:
+        raise NotFound(f"Batch {batch_id} not found", {"id": batch_id})
+    return fields
+
+
+def batch_task_ids(store: Store, org: Org, batch_id: str) -> list[str]:
+    """Task ids of a batch by input index ('' where the task was rejected)."""
+    _batch_fields(store, org, batch_id)
+    ids: list[str] = store.client.lrange(org.shard.batch_ids(batch_id), 0, -1)
+    return ids
+
+
+def batch_view(store: Store, org: Org, batch_id: str) -> dict[str, Any]:
+    """GET /v1/async/batch/{id}: counts per status, credits charged so far, times, task ids by index."""
+    fields = _batch_fields(store, org, batch_id)
+    ids = store.client.lrange(org.shard.batch_ids(batch_id), 0, -1)
+    pipe = store.client.pipeline(transaction=False)
+    admitted = [i for i in ids if i]
+    for task_id in admitted:
+        pipe.hmget(org.shard.task(task_id), VIEW_FIELDS)
+    counts: Counter[str] = Counter()
+    charged = 0
+    for status, task_charged, _ in pipe.execute() if admitted else []:
+        counts[status or "EXPIRED"] += 1
+        charged += int(task_charged or 0)
+    finished = fields.get("finished")
+    return {
+        "batchId": batch_id,
+        "status": "COMPLETED" if finished else "IN_PROGRESS",
+        "total": int(fields["total"]),
+        "admitted": int(fields["admitted"]),
+        "counts": {s: counts.get(s, 0) for s in STATUSES}
+        | ({"EXPIRED": counts["EXPIRED"]} if counts["EXPIRED"] else {}),
+        "creditsCharged": charged,
+        "createdAt": iso_ms(int(fields["created"])),
+        "finishedAt": iso_ms(int(finished)) if finished else None,
+        "taskIds": [i or None for i in ids],
+        "batchWebhook": {"url": fields["webhook"]} if fields.get("webhook") else None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsPage:
+    lines: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def batch_results(store: Store, org: Org, batch_id: str, cursor: str | None, limit: int) -> ResultsPage:
+    """Finished results of a batch in input order from cursor (an input index), up to limit lines."""
+    start = _cursor(cursor)
+    ids = batch_task_ids(store, org, batch_id)
+    window = [(i, t) for i, t in enumerate(ids[start:], start) if t]
+    lines: list[dict[str, Any]] = []
+    next_index: int | None = None
+    for chunk_start in range(0, len(window), 100):
+        chunk = window[chunk_start : chunk_start + 100]
+        pipe = store.client.pipeline(transaction=False)
+        for _, task_id in chunk:
+            pipe.hgetall(org.shard.task(task_id))
+        for (index, task_id), fields in zip(chunk, pipe.execute(), strict=True):
+            if len(lines) >= limit:
+                next_index = index
+                break
+            if fields and fields.get("status") in TERMINAL:
+                record = TaskRecord.from_hash(task_id, fields)
+                lines.append({"index": index, "taskId": task_id, **event_view(record)})
+        if next_index is not None:
+            break
+    return ResultsPage(lines, str(next_index) if next_index is not None else None)
+
+
+def _cursor(cursor: str | None) -> int:
+    if cursor in (None, ""):
+        return 0
+    if not cursor.isdigit():
+        raise ValidationFailed(
+            "Invalid cursor", [{"field": "cursor", "message": "must come from nextCursor"}]
+        )
+    return int(cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    status: str | None = None
+    task_type: str | None = None
+    priority: int | None = None
+    batch_id: str | None = None
+    created_after: int | None = None
+
+    def accepts(self, fields: dict[str, str]) -> bool:
+        return (
+            (self.status is None or fields.get("status") == self.status)
+            and (self.task_type is None or fields.get("type") == self.task_type)
+            and (self.priority is None or fields.get("prio") == str(self.priority))
+            and (self.batch_id is None or fields.get("batch") == self.batch_id)
+        )
+
+
+def list_tasks(store: Store, org: Org, flt: TaskFilter, cursor: str | None, limit: int) -> dict[str, Any]:
+    """GET /v1/async/tasks: this org's tasks, newest first, filtered, paged by an opaque cursor."""
+    index = org.shard.org_tasks(org.id)
+    upper = f"({_cursor(cursor)}" if cursor else "+inf"
+    tasks: list[dict[str, Any]] = []
+    scanned, page, exhausted = 0, 200, False
+    while len(tasks) < limit and scanned < 50 * limit + 1000:
+        rows = store.client.zrevrangebyscore(index, upper, "-inf", start=0, num=page, withscores=True)
+        pipe = store.client.pipeline(transaction=False)
+        for task_id, _ in rows:
+            pipe.hgetall(org.shard.task(task_id))
+        fetched = pipe.execute() if rows else []
+        expired = [task_id for (task_id, _), fields in zip(rows, fetched, strict=True) if not fields]
+        if expired:  # retention removed these tasks; keep the index in step
+            store.client.zrem(index, *expired)
+        for (task_id, seq), fields in zip(rows, fetched, strict=True):
+            scanned += 1
+            upper = f"({int(seq)}"
+            if flt.created_after is not None and fields and int(fields["created"]) <= flt.created_after:
+                return {"tasks": tasks, "nextCursor": None}  # newest first: the rest is older
+            if fields and flt.accepts(fields):
+                view = summary_view(TaskRecord.from_hash(task_id, fields))
+                tasks.append(view | {"batchId": fields.get("batch") or None})
+                if len(tasks) == limit:
+                    return {"tasks": tasks, "nextCursor": upper[1:]}
+        if len(rows) < page:
+            exhausted = True
+            break
+    # a page cut short by the scan bound still hands back where to continue
+    return {"tasks": tasks, "nextCursor": None if exhausted or upper == "+inf" else upper[1:]}

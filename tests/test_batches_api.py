@@ -1,0 +1,103 @@
+"""Batches as resources and task listing (additive to the reference API)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.conftest import auth
+
+
+def task(prompt: str = "x", **extra: Any) -> dict[str, Any]:
+    return {"taskType": "GEMINI", "payload": {"prompt": prompt, "country": "US"}, **extra}
+
+
+def test_batch_admission_returns_a_batch_id_and_the_batch_reads_back(http: Any, make_org: Any) -> None:
+    _, key = make_org()
+    r = http.post(
+        "/v1/async/task/batch", json=[task("a"), {"bad": 1}, task("c", priority=3)], headers=auth(key)
+    )
+    batch_id = r.json["batchId"]
+    ids = [x.get("task", {}).get("id") for x in r.json["results"]]
+    b = http.get(f"/v1/async/batch/{batch_id}", headers=auth(key)).json
+    assert b["batchId"] == batch_id and b["total"] == 3 and b["admitted"] == 2
+    assert b["taskIds"] == ids
+    assert b["counts"]["QUEUED"] == 2 and b["counts"]["COMPLETED"] == 0
+    assert b["creditsCharged"] == 0 and b["finishedAt"] is None and b["status"] == "IN_PROGRESS"
+
+
+def test_another_orgs_batch_is_404(http: Any, make_org: Any) -> None:
+    _, key_a = make_org()
+    _, key_b = make_org()
+    batch_id = http.post("/v1/async/task/batch", json=[task()], headers=auth(key_a)).json["batchId"]
+    for path in (f"/v1/async/batch/{batch_id}", f"/v1/async/batch/{batch_id}/results"):
+        r = http.get(path, headers=auth(key_b))
+        assert r.status_code == 404 and r.json["error"]["code"] == "RESOURCE_NOT_FOUND"
+
+
+def test_results_of_an_unfinished_batch_are_empty_json_lines(http: Any, make_org: Any) -> None:
+    _, key = make_org()
+    batch_id = http.post("/v1/async/task/batch", json=[task()], headers=auth(key)).json["batchId"]
+    r = http.get(f"/v1/async/batch/{batch_id}/results", headers=auth(key))
+    assert r.status_code == 200 and r.mimetype == "application/x-ndjson" and r.data == b""
+
+
+def test_finished_results_stream_as_json_lines_paged_by_cursor(
+    http: Any, make_org: Any, rclient: Any, store: Any
+) -> None:
+    org_id, key = make_org()
+    body = http.post("/v1/async/task/batch", json=[task(str(i)) for i in range(5)], headers=auth(key)).json
+    ids = [x["task"]["id"] for x in body["results"]]
+    org = store.org(org_id)
+    for task_id in ids[1:]:  # finished tasks as the worker's ack leaves them
+        rclient.hset(
+            org.shard.task(task_id),
+            mapping={
+                "status": "COMPLETED",
+                "result": json.dumps({"text": task_id}),
+                "started": 1,
+                "finished": 2,
+                "charged": 4,
+            },
+        )
+    first = http.get(f"/v1/async/batch/{body['batchId']}/results?limit=2", headers=auth(key))
+    lines = [json.loads(line) for line in first.data.decode().splitlines()]
+    assert [(x["index"], x["taskId"]) for x in lines] == [(1, ids[1]), (2, ids[2])]
+    assert lines[0]["response"] == {"text": ids[1]} and lines[0]["task"]["status"] == "COMPLETED"
+    cursor = first.headers["X-Next-Cursor"]
+    rest = http.get(f"/v1/async/batch/{body['batchId']}/results?limit=2&cursor={cursor}", headers=auth(key))
+    assert [json.loads(x)["index"] for x in rest.data.decode().splitlines()] == [3, 4]
+    assert "X-Next-Cursor" not in rest.headers
+
+
+def test_listing_pages_newest_first_with_filters(http: Any, make_org: Any) -> None:
+    _, key = make_org()
+    first = http.post(
+        "/v1/async/task/batch", json=[task(str(i), priority=1 + i % 2) for i in range(7)], headers=auth(key)
+    ).json
+    single = http.post("/v1/async/task", json=task("solo", priority=9), headers=auth(key)).json["task"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = "/v1/async/tasks?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = http.get(url, headers=auth(key)).json
+        seen += [t["id"] for t in page["tasks"]]
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    expected = [single["id"]] + [x["task"]["id"] for x in reversed(first["results"])]
+    assert seen == expected
+    only_p2 = http.get("/v1/async/tasks?priority=2", headers=auth(key)).json["tasks"]
+    assert len(only_p2) == 3 and all(t["priority"] == 2 for t in only_p2)
+    in_batch = http.get(f"/v1/async/tasks?batchId={first['batchId']}&status=QUEUED", headers=auth(key)).json
+    assert len(in_batch["tasks"]) == 7 and all(t["batchId"] == first["batchId"] for t in in_batch["tasks"])
+    bad = http.get("/v1/async/tasks?status=DONE&limit=0", headers=auth(key))
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_invalid_batch_webhook_rejects_the_whole_request(http: Any, make_org: Any) -> None:
+    _, key = make_org()
+    r = http.post("/v1/async/task/batch?batchWebhook=http://127.0.0.1/hook", json=[task()], headers=auth(key))
+    assert r.status_code == 422
+    assert r.json["error"]["details"][0]["field"] == "batchWebhook.url"
+    assert http.get("/v1/async/status", headers=auth(key)).json["queuedTasks"] == 0
