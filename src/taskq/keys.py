@@ -18,12 +18,16 @@ T:pinflight           HASH     task type -> calls in flight
 T:proc                ZSET     leased task ids; score = lease deadline (ms)
 T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
 T:idem:<org>:<key>    STRING   idempotency key -> task id
+T:org:<org>:tasks     ZSET     the org's task ids for listing; score = arrival seq (newest highest)
+T:b:<id>              HASH     one batch: org, created, total, admitted, done, finished, webhook
+T:b:<id>:ids          LIST     the batch's task ids by input index ("" where a task was rejected)
 T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fencing tokens
 T:wake                LIST     wake-up tokens for idle workers
 T:wh:due              ZSET     webhook deliveries waiting; score = next attempt (ms)
 T:wh:proc             ZSET     webhook deliveries being sent; score = lease deadline (ms)
 T:wh:<id>             HASH     one webhook delivery: event, url, attempts, state
 T:wh:<id>:log         LIST     one JSON line per delivery attempt
+T:t:<id>:wh           LIST     delivery ids of one task, oldest first (redeliveries append)
 T:done                ZSET     finished task ids; score = finish time (ms), for the dashboard
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
 ====================  =======  ============================================================
@@ -43,8 +47,12 @@ TEMPLATES: dict[str, str] = {
     "lane": "{tag}:lane:{org}:{type}",
     "ready": "{tag}:ready:{type}",
     "idem": "{tag}:idem:{org}:{key}",
+    "org_tasks": "{tag}:org:{org}:tasks",
+    "batch": "{tag}:b:{id}",
+    "batch_ids": "{tag}:b:{id}:ids",
     "delivery": "{tag}:wh:{id}",
     "delivery_log": "{tag}:wh:{id}:log",
+    "task_deliveries": "{tag}:t:{id}:wh",
     "turn": "{tag}:turn",
     "capped": "{tag}:capped",
     "pinflight": "{tag}:pinflight",
@@ -104,11 +112,23 @@ class Shard:
     def idem(self, org: str, key: str) -> str:
         return self._k("idem", org=org, key=key)
 
+    def org_tasks(self, org: str) -> str:
+        return self._k("org_tasks", org=org)
+
+    def batch(self, batch_id: str) -> str:
+        return self._k("batch", id=batch_id)
+
+    def batch_ids(self, batch_id: str) -> str:
+        return self._k("batch_ids", id=batch_id)
+
     def delivery(self, delivery_id: str) -> str:
         return self._k("delivery", id=delivery_id)
 
     def delivery_log(self, delivery_id: str) -> str:
         return self._k("delivery_log", id=delivery_id)
+
+    def task_deliveries(self, task_id: str) -> str:
+        return self._k("task_deliveries", id=task_id)
 
     def __getattr__(self, name: str) -> str:
         if name in TEMPLATES and "{" not in TEMPLATES[name].replace("{tag}", ""):
