@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from taskq.errors import Code, QueueLimitExceeded, TaskqError, ValidationFailed
+from taskq.metrics import count_rejections
 from taskq.pricing import credits_for
 from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, iso_ms
 from taskq.settings import PROVIDER_KEY_SETTING, Settings
@@ -132,6 +133,9 @@ def admit(
             raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
         for (index, task_id, item, cost), verdict in zip(valid, result[1:], strict=True):
             outcomes[index] = _outcome(index, task_id, item, cost, verdict, now)
+    invalid_count = sum(1 for item in items if isinstance(item, list))
+    if invalid_count:
+        count_rejections(store.client, org.shard, Code.VALIDATION_ERROR.value, invalid_count)
     return [outcomes[i] for i in range(len(items))]
 
 

@@ -29,6 +29,10 @@ T:wh:<id>             HASH     one webhook delivery: event, url, attempts, state
 T:wh:<id>:log         LIST     one JSON line per delivery attempt
 T:t:<id>:wh           LIST     delivery ids of one task, oldest first (redeliveries append)
 T:done                ZSET     finished task ids; score = finish time (ms), for the dashboard
+T:metrics             HASH     counters for /metrics (fields: see taskq.metrics)
+T:stats:<minute>      HASH     admitted/completed/failed in one minute (expires after 2 h)
+T:wh:failing          HASH     webhook host -> failed attempts in the last hour (expires hourly)
+T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
 ====================  =======  ============================================================
 """
@@ -65,6 +69,10 @@ TEMPLATES: dict[str, str] = {
     "wh_due": "{tag}:wh:due",
     "wh_proc": "{tag}:wh:proc",
     "done": "{tag}:done",
+    "metrics": "{tag}:metrics",
+    "stats": "{tag}:stats:{minute}",
+    "failures": "{tag}:failures",
+    "wh_failing": "{tag}:wh:failing",
     "reaper": "{tag}:reaper",
 }
 
@@ -74,6 +82,8 @@ ORGS = PREFIX + ":orgs"
 ORG_META = PREFIX + ":orgmeta:{org}"
 STACK_ORG = PREFIX + ":stack:org"
 RATE = PREFIX + ":rl:{digest}:{endpoint}:{window}"
+#: worker process name -> JSON {host, pid, inflight, claimed, heartbeat ms}; written by each drain loop
+WORKERS = PREFIX + ":workers"
 
 #: Fields of the task hash.
 TASK_FIELDS = (
@@ -120,6 +130,9 @@ class Shard:
 
     def batch_ids(self, batch_id: str) -> str:
         return self._k("batch_ids", id=batch_id)
+
+    def stats(self, minute: int) -> str:
+        return self._k("stats", minute=str(minute))
 
     def delivery(self, delivery_id: str) -> str:
         return self._k("delivery", id=delivery_id)

@@ -30,13 +30,14 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
-    from taskq.api import batches, health, openapi, queue, tasks
+    from taskq.api import batches, health, openapi, ops, queue, tasks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(queue.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(ops.bp)
     errors.install(app)
 
     @app.errorhandler(redis.RedisError)

@@ -31,7 +31,9 @@ end
 local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit")
 local credits, reserved = tonumber(o[1] or "0"), tonumber(o[2] or "0")
 local queued, limit = tonumber(o[3] or "0"), tonumber(o[4] or "0")
+local metrics = k_metrics(tag)
 if queued + n > limit then
+  redis.call("HINCRBY", metrics, "rejected:QUEUE_LIMIT_EXCEEDED", n)
   return {"queue_full", limit}
 end
 
@@ -90,7 +92,18 @@ for i = 1, n do
   end
 end
 
+local dups, broke = 0, 0
+for i = 2, #out do
+  if out[i] == "credits" then broke = broke + 1 elseif out[i] ~= "ok" then dups = dups + 1 end
+end
+if dups > 0 then redis.call("HINCRBY", metrics, "rejected:RESOURCE_ALREADY_EXISTS", dups) end
+if broke > 0 then redis.call("HINCRBY", metrics, "rejected:INSUFFICIENT_CREDITS", broke) end
+
 if admitted > 0 then
+  redis.call("HINCRBY", metrics, "admitted", admitted)
+  local minute = k_stats(tag, math.floor(tonumber(now) / 60000))
+  redis.call("HINCRBY", minute, "admitted", admitted)
+  redis.call("EXPIRE", minute, 7200)
   redis.call("HINCRBY", KEYS[1], "queued", admitted)
   redis.call("HINCRBY", KEYS[1], "reserved", taken)
   for prio, count in pairs(prio_counts) do
