@@ -20,8 +20,10 @@ from support import free_port, machine, median_spread, percentile, private_redis
 from taskq.store import Store  # noqa: E402
 
 BATCH = 500
-KEYS = {f"TASKQ_{k}": "bench" for k in ("OPENAI_API_KEY", "GEMINI_API_KEY", "PERPLEXITY_API_KEY",
-                                       "XAI_API_KEY", "SERPAPI_API_KEY")}
+KEYS = {
+    f"TASKQ_{k}": "bench"
+    for k in ("OPENAI_API_KEY", "GEMINI_API_KEY", "PERPLEXITY_API_KEY", "XAI_API_KEY", "SERPAPI_API_KEY")
+}
 TYPES = [("CHATGPT", "prompt"), ("GEMINI", "prompt"), ("PERPLEXITY", "prompt"), ("GOOGLE", "query")]
 
 
@@ -44,7 +46,9 @@ def make_batch(round_no: int, batch_no: int) -> list[dict[str, object]]:
     return tasks
 
 
-def bench_taskq(base: str, api_key: str, batches: int, round_no: int, clients: int) -> tuple[list[float], float]:
+def bench_taskq(
+    base: str, api_key: str, batches: int, round_no: int, clients: int
+) -> tuple[list[float], float]:
     """Per-batch latencies (one client) and tasks/s (several clients)."""
     headers = {"Authorization": f"Bearer {api_key}"}
     bodies = [make_batch(round_no, b) for b in range(batches)]
@@ -98,7 +102,9 @@ def main() -> None:
     with private_redis() as url:
         port = free_port()
         env = {"TASKQ_REDIS_URL": url, "TASKQ_UPSTREAM_BASE_URL": "http://127.0.0.1:9", **KEYS}
-        server = spawn(["-m", "taskq", "serve", "--port", str(port), "--workers", str(args.http_workers)], env)
+        server = spawn(
+            ["-m", "taskq", "serve", "--port", str(port), "--workers", str(args.http_workers)], env
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: httpx.get(base + "/healthz").status_code == 200)
@@ -119,20 +125,28 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(f"machine: {machine()}; {args.rounds} rounds of {args.batches} batches x {BATCH} tasks; "
-          f"median (min–max)")
-    print(table(
-        "HTTP admission of 500-task batches vs RQ enqueue_many (same Redis, same run)",
-        ["figure", "taskq (HTTP, validated, atomic)", "RQ enqueue_many", "target"],
-        [
-            ["p50 per batch, ms", median_spread(rows["p50"]), median_spread(rows["rq_p50"]), "≤ 15 ms"],
-            ["p99 per batch, ms", median_spread(rows["p99"]), "", ""],
-            ["tasks/s, 1 client", median_spread(rows["rate"]), median_spread(rows["rq_rate"]), ""],
-            [f"tasks/s, {args.clients} clients", median_spread(rows["c_rate"]), median_spread(rows["rq_rate"]),
-             ""],
-            ["ratio taskq/RQ", median_spread(rows["ratio"]), "1.0", "≥ 3×"],
-        ],
-    ))
+    print(
+        f"machine: {machine()}; {args.rounds} rounds of {args.batches} batches x {BATCH} tasks; "
+        f"median (min–max)"
+    )
+    print(
+        table(
+            "HTTP admission of 500-task batches vs RQ enqueue_many (same Redis, same run)",
+            ["figure", "taskq (HTTP, validated, atomic)", "RQ enqueue_many", "target"],
+            [
+                ["p50 per batch, ms", median_spread(rows["p50"]), median_spread(rows["rq_p50"]), "≤ 15 ms"],
+                ["p99 per batch, ms", median_spread(rows["p99"]), "", ""],
+                ["tasks/s, 1 client", median_spread(rows["rate"]), median_spread(rows["rq_rate"]), ""],
+                [
+                    f"tasks/s, {args.clients} clients",
+                    median_spread(rows["c_rate"]),
+                    median_spread(rows["rq_rate"]),
+                    "",
+                ],
+                ["ratio taskq/RQ", median_spread(rows["ratio"]), "1.0", "≥ 3×"],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

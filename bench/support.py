@@ -38,8 +38,21 @@ def private_redis(appendonly: bool = False) -> Iterator[str]:
     assert binary, "no redis-server available"
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="taskq-bench-")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
-            "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"]
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        workdir,
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "everysec",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -66,8 +79,9 @@ def wait_for(check: object, timeout: float = 15.0) -> None:
 
 def spawn(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, *args], env=full_env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, *args], env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -99,7 +113,10 @@ def machine() -> str:
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [title, " | ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)),
-             "-+-".join("-" * w for w in widths)]
+    lines = [
+        title,
+        " | ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)),
+        "-+-".join("-" * w for w in widths),
+    ]
     lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
     return "\n".join(lines)

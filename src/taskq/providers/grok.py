@@ -1,0 +1,65 @@
+"""GROK adapter: xAI Responses API with the web_search tool; the country goes in a system message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from taskq.providers import responses_api
+from taskq.providers.base import ProviderConfig, bearer, boundary, json_object, narrow, send
+from taskq.providers.render import Sources
+from taskq.schemas.payloads import GrokPayload, Payload
+
+PROVIDER = "xAI"
+
+
+def request_body(payload: GrokPayload, model: str) -> dict[str, Any]:
+    # xAI's web_search tool has no location option, so the location is stated to the model instead.
+    where = f"{payload.state}, {payload.country}" if payload.state else payload.country
+    return {
+        "model": model,
+        "input": [
+            {"role": "system", "content": f"The user is located in {where} (ISO country code)."},
+            {"role": "user", "content": payload.prompt},
+        ],
+        "tools": [{"type": "web_search"}],
+        "store": False,
+    }
+
+
+async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfig) -> dict[str, Any]:
+    with boundary(PROVIDER):
+        task = narrow(payload, GrokPayload, PROVIDER)
+        response = await send(
+            client,
+            PROVIDER,
+            config,
+            "POST",
+            f"{config.base_url.rstrip('/')}/v1/responses",
+            headers=bearer(config.api_key),
+            json=request_body(task, config.model),
+        )
+        body = json_object(PROVIDER, response)
+        answer = responses_api.parse(PROVIDER, body)
+
+        # Annotations (may lack title and indices) first, then every URL in top-level citations.
+        sources = Sources()
+        for cite in answer.citations:
+            sources.add(cite.url, cite.title)
+        for url in body.get("citations") or []:
+            if isinstance(url, str) and url:
+                sources.add(url)
+
+        result: dict[str, Any] = {
+            "text": answer.text,
+            "sources": sources.items,
+            "model": answer.model or config.model,
+        }
+        if task.include.markdown:
+            result["markdown"] = responses_api.markdown(answer, sources)
+        if answer.queries:
+            result["searchQueries"] = answer.queries
+        if task.include.rawResponse:
+            result["rawResponse"] = [body]
+        return result

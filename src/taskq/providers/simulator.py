@@ -1,0 +1,272 @@
+"""Provider simulator: one aiohttp app speaking every upstream wire format, with latency and injected faults.
+
+It is a stand-in for load tests and end-to-end tests, never a provider: every response carries
+``x-simulator: taskq`` and generated answers say "[simulated]".
+
+Paths and auth match the real APIs (Bearer, x-goog-api-key, api_key query; 401 when missing).
+OpenAI and xAI share POST /v1/responses; a model starting with "grok" gets the xAI flavor.
+
+Faults come at random (``error_rate``: 429, 500, 503, timeout, malformed body) or per request, from a
+marker anywhere in the prompt or query, which keeps tests deterministic:
+
+    [sim:429] [sim:500] [sim:503] [sim:400] [sim:401] [sim:410] [sim:quota] [sim:malformed]
+    [sim:timeout]         hang until the client gives up (or timeout_seconds pass)
+    [sim:empty]           an answer with no text / no results (Gemini: no groundingMetadata)
+    [sim:429-once:TOKEN]  fail the first request carrying TOKEN, succeed afterwards (any kind-once)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from taskq.providers.simulator_bodies import Ask, Reply, success
+from taskq.providers.simulator_faults import failure
+
+log = logging.getLogger("taskq.simulator")
+
+KINDS = frozenset({"429", "500", "503", "400", "401", "410", "quota", "malformed", "timeout", "empty"})
+RANDOM_FAULTS = ("429", "500", "503", "timeout", "malformed")
+_MARKER = re.compile(r"\[sim:([a-z0-9]+)(-once:([^\]\s]{1,80}))?\]")
+_SERPAPI_ENGINES = frozenset({"google", "google_ai_mode", "bing_copilot"})
+
+
+def parse_latency(spec: str | float) -> Callable[[random.Random], float]:
+    """Seconds per response: a number, "uniform:LOW,HIGH" or "exp:MEAN"."""
+    if isinstance(spec, int | float) or re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(spec)):
+        fixed = float(spec)
+        return lambda _rng: fixed
+    name, _, args = str(spec).partition(":")
+    try:
+        values = [float(v) for v in args.split(",")]
+        if name == "uniform" and len(values) == 2:
+            low, high = values
+            return lambda rng: rng.uniform(low, high)
+        if name == "exp" and len(values) == 1 and values[0] > 0:
+            mean = values[0]
+            return lambda rng: rng.expovariate(1 / mean)
+    except ValueError:
+        pass
+    raise ValueError(f"latency must be SECONDS, uniform:LOW,HIGH or exp:MEAN, got {spec!r}")
+
+
+@dataclass
+class SimState:
+    latency: Callable[[random.Random], float]
+    error_rate: float
+    rng: random.Random
+    timeout_seconds: float
+    seen: set[str] = field(default_factory=set)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+STATE = web.AppKey("taskq_simulator", SimState)
+
+
+def create_app(
+    latency: str | float = 0.0,
+    error_rate: float = 0.0,
+    seed: int | None = None,
+    *,
+    timeout_seconds: float = 600.0,
+) -> web.Application:
+    if not 0.0 <= error_rate <= 1.0:
+        raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
+    app = web.Application()
+    app[STATE] = SimState(parse_latency(latency), error_rate, random.Random(seed), timeout_seconds)
+    app.router.add_post("/v1/responses", _responses)
+    app.router.add_post("/v1beta/models/{target}", _gemini)
+    app.router.add_post("/chat/completions", _perplexity)
+    app.router.add_get("/search.json", _serpapi)
+    app.router.add_get("/rss/search", _rss)
+    app.router.add_get("/healthz", _health)
+    app.on_response_prepare.append(_stamp)
+    return app
+
+
+def serve(host: str, port: int, latency: str, error_rate: float) -> None:
+    """Run the simulator until interrupted (blocking); prints the URL to point upstream_base_url at."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(latency, error_rate)
+    url = f"http://{host}:{port}"
+
+    def announce(_message: str) -> None:
+        print(f"taskq provider SIMULATOR (fake upstreams, not real providers) listening on {url}", flush=True)
+        print(f"  latency={latency} error_rate={error_rate}; set TASKQ_UPSTREAM_BASE_URL={url}", flush=True)
+
+    log.warning("starting the provider simulator: answers are simulated, not from real providers")
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=announce,
+        access_log=None,
+        handler_cancellation=True,
+        backlog=4096,
+    )
+
+
+async def _stamp(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["x-simulator"] = "taskq"
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"simulator": "taskq", "counts": dict(request.app[STATE].counts)})
+
+
+def _bearer(request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    return header.startswith("Bearer ") and len(header) > len("Bearer ")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _located(instruction: str) -> str:
+    """The location an adapter stated in a system instruction ("... located in CA, US ...")."""
+    match = re.search(r"located in ([A-Z]{2}(?:, [A-Z]{2})?)", instruction)
+    return match.group(1) if match else ""
+
+
+def _prompt(messages: Any) -> str:
+    """The last user message's text from an OpenAI-style input/messages list (or a bare string)."""
+    if isinstance(messages, str):
+        return messages
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+async def _responses(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if body is None:
+        return _bad_json("openai")
+    model = str(body.get("model") or "")
+    flavor = "xai" if model.startswith("grok") else "openai"
+    tools = body.get("tools") or [{}]
+    country = str((tools[0].get("user_location") or {}).get("country") or "")
+    if flavor == "xai":
+        system = [m for m in body.get("input") or [] if isinstance(m, dict) and m.get("role") == "system"]
+        country = _located(str(system[0].get("content", ""))) if system else ""
+    ask = Ask(flavor, _prompt(body.get("input")), model=model, country=country)
+    return await _answer(request, ask, _bearer(request), json.dumps(body))
+
+
+async def _gemini(request: web.Request) -> web.Response:
+    model, _, method = request.match_info["target"].partition(":")
+    body = await _json_body(request)
+    if method != "generateContent":
+        return _send(Reply(404, b'{"error":{"code":404,"status":"NOT_FOUND","message":"[simulated]"}}'))
+    if body is None:
+        return _bad_json("gemini")
+    texts = [p.get("text", "") for c in body.get("contents") or [] for p in c.get("parts") or []]
+    system = [p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts") or []]
+    ask = Ask("gemini", " ".join(texts), model=model, country=_located(" ".join(system)))
+    authorized = bool(request.headers.get("x-goog-api-key") or request.query.get("key"))
+    return await _answer(request, ask, authorized, json.dumps(body))
+
+
+async def _perplexity(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if body is None:
+        return _bad_json("perplexity")
+    location = (body.get("web_search_options") or {}).get("user_location") or {}
+    ask = Ask(
+        "perplexity", _prompt(body.get("messages")), str(body.get("model") or ""), location.get("country", "")
+    )
+    return await _answer(request, ask, _bearer(request), json.dumps(body))
+
+
+async def _serpapi(request: web.Request) -> web.Response:
+    params = {k: v for k, v in request.query.items() if k != "api_key"}
+    ask = Ask("serpapi", params.get("q", ""), country=params.get("gl", ""), params=params)
+    if params.get("engine") not in _SERPAPI_ENGINES:
+        return _send(Reply(400, b'{"error": "Unsupported `engine` parameter. [simulated]"}'))
+    if not params.get("q"):
+        return _send(failure(ask, "400"))
+    return await _answer(request, ask, bool(request.query.get("api_key")), params["q"])
+
+
+async def _rss(request: web.Request) -> web.Response:
+    params = dict(request.query)
+    ask = Ask("rss", params.get("q", ""), country=params.get("gl", ""), params=params)
+    return await _answer(request, ask, True, params.get("q", ""))
+
+
+def _bad_json(flavor: str) -> web.Response:
+    return _send(failure(Ask(flavor, ""), "400"))
+
+
+def _send(reply: Reply) -> web.Response:
+    headers = {**reply.headers, "Content-Type": f"{reply.content_type}; charset=utf-8"}
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
+def _fault(state: SimState, scanned: str) -> tuple[str | None, bool]:
+    """(fault kind or None, empty answer?) from markers in the request, else from the random error rate."""
+    fault, empty = None, False
+    for kind, once, token in _MARKER.findall(scanned):
+        if kind not in KINDS:
+            continue
+        if kind == "empty":
+            empty = True
+        elif once:
+            if token not in state.seen:
+                state.seen.add(token)
+                fault = kind
+        else:
+            fault = kind
+    if fault is None and state.error_rate and state.rng.random() < state.error_rate:
+        fault = state.rng.choice(RANDOM_FAULTS)
+    return fault, empty
+
+
+async def _answer(request: web.Request, ask: Ask, authorized: bool, scanned: str) -> web.Response:
+    state = request.app[STATE]
+    if not authorized:
+        state.counts["401"] += 1
+        return _send(failure(ask, "401"))
+    fault, empty = _fault(state, scanned)
+    delay = state.latency(state.rng)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    state.counts[fault or "ok"] += 1
+    if fault == "timeout":
+        log.info("simulator: holding a %s request open to force a client timeout", ask.flavor)
+        await _hang(request, state.timeout_seconds)
+        return _send(Reply(504, b'{"error": "simulated timeout"}'))
+    if fault:
+        log.info("simulator: injected %s fault into a %s response", fault, ask.flavor)
+        return _send(failure(ask, fault))
+    if empty:
+        ask = Ask(ask.flavor, ask.text, ask.model, ask.country, ask.params, empty=True)
+    return _send(success(ask))
+
+
+async def _hang(request: web.Request, seconds: float) -> None:
+    """Sleep, but stop as soon as the client hangs up so a timed-out test does not keep the server busy."""
+    remaining = seconds
+    while remaining > 0:
+        await asyncio.sleep(min(0.2, remaining))
+        remaining -= 0.2
+        if request.transport is None or request.transport.is_closing():
+            return
