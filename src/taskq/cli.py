@@ -41,6 +41,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq.providers.simulator import serve
+
+    serve(args.host, args.port, args.latency, args.error_rate)
+    return 0
+
+
 def cmd_org_create(args: argparse.Namespace, settings: Settings) -> int:
     org_id, api_key = _store(settings).create_org(
         args.name,
@@ -124,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--threads", type=int, default=4)
     serve.set_defaults(handler=cmd_serve)
+
+    sim = sub.add_parser("simulator", help="run the provider simulator (every upstream format, one address)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--latency", default="0", help="seconds, or uniform:A,B or exp:MEAN")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with an error")
+    sim.set_defaults(handler=cmd_simulator)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)
     create = org.add_parser("create", help="create an organization and its first API key")
