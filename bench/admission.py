@@ -15,9 +15,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from support import free_port, machine, median_spread, percentile, private_redis, spawn, table, wait_for  # noqa: E402
+from support import free_port, machine, median_spread, percentile, private_redis, spawn, table, wait_for
 
-from taskq.store import Store  # noqa: E402
+from taskq.store import Store
 
 BATCH = 500
 KEYS = {
@@ -127,7 +127,7 @@ def main() -> None:
             server.wait(10)
     print(
         f"machine: {machine()}; {args.rounds} rounds of {args.batches} batches x {BATCH} tasks; "
-        f"median (min–max)"
+        f"median (min-max)"
     )
     print(
         table(
@@ -143,7 +143,7 @@ def main() -> None:
                     median_spread(rows["rq_rate"]),
                     "",
                 ],
-                ["ratio taskq/RQ", median_spread(rows["ratio"]), "1.0", "≥ 3×"],
+                ["ratio taskq/RQ", median_spread(rows["ratio"]), "1.0", "≥ 3x"],
             ],
         )
     )

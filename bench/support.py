@@ -71,7 +71,7 @@ def wait_for(check: object, timeout: float = 15.0) -> None:
         try:
             if check():  # type: ignore[operator]
                 return
-        except Exception as exc:  # noqa: BLE001 - still starting
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"service did not come up: {last}")
@@ -93,8 +93,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def median_spread(values: Sequence[float]) -> str:
-    """'median (min–max)' of several runs."""
-    return f"{statistics.median(values):,.1f} ({min(values):,.1f}–{max(values):,.1f})"
+    """'median (min-max)' of several runs."""
+    return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
 
 
 def machine() -> str:

@@ -28,8 +28,12 @@ def test_concurrent_batches_never_overdraw_or_pass_limits(real_redis: Any) -> No
         http = app.test_client()
         for _ in range(10):
             batch = [
-                {"taskType": "CHATGPT", "payload": {"prompt": f"q{seed}", "country": "US"},
-                 "priority": rng.randint(1, 10), "idempotencyKey": f"k{rng.randrange(120)}"}
+                {
+                    "taskType": "CHATGPT",
+                    "payload": {"prompt": f"q{seed}", "country": "US"},
+                    "priority": rng.randint(1, 10),
+                    "idempotencyKey": f"k{rng.randrange(120)}",
+                }
                 for _ in range(rng.randint(1, 20))
             ]
             r = http.post("/v1/async/task/batch", json=batch, headers=auth(key))

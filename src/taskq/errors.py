@@ -47,6 +47,7 @@ class Code(StrEnum):
     PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
     MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
     WORKER_LOST = "WORKER_LOST"
+    WORKER_ERROR = "WORKER_ERROR"  # a bug in the worker itself; the task fails instead of hanging
 
 
 class TaskqError(Exception):

@@ -1,7 +1,12 @@
-"""Lua scripts: loaded from taskq/lua/, prefixed with the key-name preamble, registered once per client."""
+"""Lua scripts: loaded from taskq/lua/, prefixed with the key-name preamble, registered once per client.
+
+A script may say ``--#include <name>`` on a line of its own to splice in ``lua/<name>.lua`` (a library of
+shared local functions, named ``*_lib.lua``; libraries are not scripts of their own).
+"""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -10,12 +15,17 @@ from redis.commands.core import Script
 
 from taskq.keys import lua_preamble
 
+INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
+
+
+def _read(name: str) -> str:
+    return resources.files("taskq").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
 
 @cache
 def source(name: str) -> str:
-    """The full text of one script: the generated key builders, then the script itself."""
-    body = resources.files("taskq").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return lua_preamble() + body
+    """The full text of one script: the generated key builders, then the script with its includes."""
+    return lua_preamble() + INCLUDE.sub(lambda m: _read(m.group(1)), _read(name))
 
 
 class Scripts:

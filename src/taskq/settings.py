@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskq.schemas.tasks import TaskType
 
@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 25.0
     provider_caps: dict[str, int] = Field(default_factory=dict)
     retention_seconds: int = 24 * 3600
+    worker_http_transport: str = "aiohttp"  # or "httpx": its own pool (slower at high concurrency)
+    worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list; also how often retries are due
+    worker_redis_connections: int = 32
+    worker_deliver_webhooks: bool = True  # each drain also runs the webhook delivery loop
     batch_ttl_seconds: int = 7 * 24 * 3600
 
     # Providers
@@ -97,7 +101,7 @@ class Settings(BaseSettings):
     webhook_schedule_seconds: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0, 36000.0]
     )
-    webhook_allow_networks: list[str] = Field(default_factory=list)
+    webhook_allow_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_require_https: bool = False
     webhook_secret_overlap_seconds: int = 24 * 3600
     webhook_concurrency: int = 500
@@ -108,6 +112,19 @@ class Settings(BaseSettings):
     # Logging
     log_format: str = "text"
     log_level: str = "INFO"
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Accept a JSON list or a comma-separated string (TASKQ_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     def provider_key(self, task_type: TaskType) -> str | None:
         """Return the configured key for a task type, '' when it needs none, None when missing."""

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
-    from taskq.api import batches, health, openapi, ops, queue, tasks
+    from taskq.api import batches, health, openapi, ops, queue, tasks, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.register_blueprint(queue.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(webhooks.bp)
     errors.install(app)
 
     @app.errorhandler(redis.RedisError)

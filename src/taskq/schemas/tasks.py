@@ -138,6 +138,7 @@ class TaskRecord:
     batch: str | None
     delivered_ms: int | None
     delivery_state: str | None
+    delivery_attempts: int = 0
 
     @classmethod
     def from_hash(cls, task_id: str, h: dict[str, str]) -> TaskRecord:
@@ -161,6 +162,7 @@ class TaskRecord:
             batch=h.get("batch") or None,
             delivered_ms=_int_or_none(h.get("delivered")),
             delivery_state=h.get("wh_state") or None,
+            delivery_attempts=int(h.get("wh_attempts") or 0),
         )
 
     @property
@@ -204,5 +206,7 @@ def task_view(t: TaskRecord) -> dict[str, Any]:
             "url": t.webhook_url,
             "delivered": t.delivered_ms is not None,
             "deliveredAt": iso_ms(t.delivered_ms) if t.delivered_ms is not None else None,
+            "state": t.delivery_state,
+            "attempts": t.delivery_attempts,
         }
     return view

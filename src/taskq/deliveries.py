@@ -1,0 +1,225 @@
+"""Webhook deliveries in Redis: claim, record, reap and redeliver, and the per-task delivery history.
+
+A delivery is one attempt series of one webhook event (hash T:wh:<id>, attempt log T:wh:<id>:log):
+pending -> sending -> delivered | failed (pending again between retries). The completing script
+creates the first one (the outbox); a redelivery adds another of the same event (same webhook-id,
+same body). The worker calls the async functions with a redis.asyncio client; the intake calls the
+sync ones. Attempt log outcomes: delivered, retry, gone, blocked, exhausted (a retry with the schedule
+spent) and lost (the sender died before recording; see wh_reap.lua).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from taskq.errors import NotFound, ValidationFailed
+from taskq.keys import Shard
+from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
+from taskq.scripts import Scripts
+from taskq.store import Org, Store, now_ms
+
+Decision = Literal["delivered", "retry", "failed", "defer"]
+
+#: Most deliveries one task can have (the first plus redeliveries); bounds what a client can queue.
+MAX_DELIVERIES_PER_TASK = 20
+
+
+class NotRedeliverable(ValidationFailed):
+    """Raised when a task's webhook cannot be sent again: not finished, no url, or too many tries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery leased for one attempt (what wh_claim.lua returns)."""
+
+    id: str
+    url: str
+    event: str
+    body: str
+    org: str
+    attempt: int
+    task: str
+    secrets_json: str
+
+
+def new_delivery_id() -> str:
+    return uuid.uuid4().hex
+
+
+def event_body(task: TaskRecord) -> str:
+    """The webhook body of a finished task, serialized as the completing script's outbox record is."""
+    return json.dumps(event_view(task), separators=(",", ":"))
+
+
+def active_secrets(raw: str | None, at_ms: int) -> list[str]:
+    """The org's signing secrets still valid at at_ms, newest first (from the org's wh_secrets json)."""
+    entries = json.loads(raw) if raw else []
+    return [e["secret"] for e in entries if e["expires"] is None or e["expires"] > at_ms]
+
+
+def log_line(
+    at_ms: int, attempt: int, status: int | None, error: str | None, duration_ms: int | None, outcome: str
+) -> str:
+    return json.dumps(
+        {
+            "at": at_ms,
+            "attempt": attempt,
+            "status": status,
+            "error": error,
+            "durationMs": duration_ms,
+            "outcome": outcome,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# The worker's side (redis.asyncio) ---------------------------------------------------------------
+async def claim(
+    scripts: Scripts, shard: Shard, now: int, lease_until: int, limit: int
+) -> tuple[list[Claimed], int | None]:
+    """Lease up to limit due deliveries; also return when the next waiting one is due (ms) or None."""
+    raw = await scripts["wh_claim"](
+        keys=[shard.wh_due, shard.wh_proc], args=[shard.tag, now, lease_until, limit]
+    )
+    head = _text(raw[0])
+    items = [
+        Claimed(
+            id=_text(r[0]),
+            url=_text(r[1]),
+            event=_text(r[2]),
+            body=_text(r[3]),
+            org=_text(r[4]),
+            attempt=int(r[5]),
+            task=_text(r[6]),
+            secrets_json=_text(r[7]),
+        )
+        for r in raw[1:]
+    ]
+    return items, (int(float(head)) if head else None)
+
+
+async def record(
+    scripts: Scripts,
+    shard: Shard,
+    item: Claimed,
+    decision: Decision,
+    *,
+    now: int,
+    next_ms: int = 0,
+    line: str = "",
+    retention_seconds: int,
+) -> str:
+    """Record one attempt (or a deferral); returns the delivery state, "stale" or "missing"."""
+    result = await scripts["wh_record"](
+        keys=[shard.wh_due, shard.wh_proc],
+        args=[shard.tag, item.id, item.attempt, now, decision, next_ms, line, retention_seconds],
+    )
+    return _text(result)
+
+
+async def reap(scripts: Scripts, shard: Shard, now: int, limit: int = 1000) -> int:
+    """Put deliveries whose lease expired back in the due set; returns how many."""
+    return int(await scripts["wh_reap"](keys=[shard.wh_due, shard.wh_proc], args=[shard.tag, now, limit]))
+
+
+# The intake's side (sync redis) ------------------------------------------------------------------
+def redeliver(store: Store, org: Org, task_id: str) -> tuple[str, str]:
+    """Queue a new delivery of a finished task's webhook event; returns (delivery id, event id).
+
+    Raises NotFound for an unknown task or another organization's, NotRedeliverable otherwise.
+    """
+    task = store.task(org, task_id)
+    delivery = new_delivery_id()
+    result = store.scripts["wh_redeliver"](
+        keys=[org.shard.wh_due],
+        args=[
+            org.shard.tag,
+            task_id,
+            org.id,
+            delivery,
+            now_ms(),
+            event_body(task),
+            MAX_DELIVERIES_PER_TASK,
+        ],
+    )
+    match [_text(v) for v in result]:
+        case ["ok", event]:
+            return delivery, event
+        case ["missing"]:
+            raise NotFound(f"Task {task_id} not found", {"id": task_id})
+        case ["not_terminal", status]:
+            raise NotRedeliverable(
+                f"Task {task_id} is {status}; its webhook is sent when it is COMPLETED or FAILED",
+                {"id": task_id, "status": status},
+            )
+        case ["no_webhook"]:
+            raise NotRedeliverable(f"Task {task_id} was created without a webhook url", {"id": task_id})
+        case ["too_many", limit]:
+            raise NotRedeliverable(
+                f"Task {task_id} already has {limit} webhook deliveries, the most one task can have",
+                {"id": task_id, "limit": int(limit)},
+            )
+    raise RuntimeError(f"wh_redeliver returned {result!r}")
+
+
+def _attempt_view(raw: str) -> dict[str, Any]:
+    entry = json.loads(raw)
+    return {
+        "at": iso_ms(int(entry["at"])),
+        "attempt": entry["attempt"],
+        "statusCode": entry["status"],
+        "error": entry["error"],
+        "durationMs": entry["durationMs"],
+        "outcome": entry["outcome"],
+    }
+
+
+def _delivery_view(delivery_id: str, fields: dict[str, str], log: list[str]) -> dict[str, Any]:
+    pending = fields["state"] == "pending"
+    next_ms = fields.get("next") or fields.get("created")
+    return {
+        "deliveryId": delivery_id,
+        "eventId": fields["event"],
+        "state": fields["state"],
+        "createdAt": iso_ms(int(fields["created"])),
+        "nextAttemptAt": iso_ms(int(next_ms)) if pending and next_ms else None,
+        "attempts": [_attempt_view(line) for line in log],
+    }
+
+
+def history(store: Store, org: Org, task_id: str) -> dict[str, Any]:
+    """GET /v1/async/task/{id}/deliveries: the task's webhook state and every delivery, newest last."""
+    task = store.task(org, task_id)
+    shard, client = org.shard, store.client
+    ids: list[str] = [_text(i) for i in client.lrange(shard.task_deliveries(task_id), 0, -1)]
+    last = client.hget(shard.task(task_id), "wh_last")
+    if last and _text(last) not in ids:  # the completing script did not start the list
+        ids.append(_text(last))
+    pipe = client.pipeline(transaction=False)
+    for delivery in ids:
+        pipe.hgetall(shard.delivery(delivery))
+        pipe.lrange(shard.delivery_log(delivery), 0, -1)
+    replies = pipe.execute()
+    found = [
+        (delivery, fields, log)
+        for delivery, fields, log in zip(ids, replies[::2], replies[1::2], strict=True)
+        if fields  # expired with its retention
+    ]
+    webhook = None
+    if task.webhook_url:
+        webhook = {
+            "url": task.webhook_url,
+            "delivered": task.delivered_ms is not None,
+            "deliveredAt": iso_ms(task.delivered_ms) if task.delivered_ms is not None else None,
+            "state": task.delivery_state if task.status in TERMINAL else None,
+            "attempts": sum(int(fields.get("attempts", 0)) for _, fields, _ in found),
+        }
+    deliveries = [_delivery_view(delivery, fields, log) for delivery, fields, log in found]
+    return {"taskId": task_id, "webhook": webhook, "deliveries": deliveries}

@@ -1,0 +1,28 @@
+-- ack.lua: complete a task: store its result, charge its credits, queue its webhook; fenced.
+--
+-- KEYS[1]  leases       T:proc
+-- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)
+-- ARGV[5]  retention (s)   ARGV[6] webhook delivery id   ARGV[7] webhook body (json)
+-- ARGV[8]  result (json)   ARGV[9..] task types
+--
+-- Returns 1, or 0 when the token no longer holds the task (nothing changes).
+
+--#include queue_lib
+
+local tag, id, token, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if not holds(tag, id, token) then
+  return 0
+end
+local types = {}
+for i = 9, #ARGV do
+  types[#types + 1] = ARGV[i]
+end
+local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cost")
+local cost = tonumber(t[3] or "0")
+redis.call("HSET", k_task(tag, id), "status", "COMPLETED", "finished", now, "charged", cost,
+  "result", ARGV[8])
+redis.call("HINCRBY", k_org(tag, t[1]), "credits", -cost)
+redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -cost)
+settle(tag, t[1], t[2], types)
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+return 1

@@ -1,0 +1,34 @@
+-- reap.lua: return expired leases to the queue at their original place in line.
+--
+-- KEYS[1]  leases       T:proc
+-- ARGV[1]  shard tag T  ARGV[2] now (ms)   ARGV[3] limit   ARGV[4] max attempts   ARGV[5..] task types
+--
+-- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
+-- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body.
+-- Returns {requeued count, exhausted...}; each exhausted entry is a claim.lua entry.
+
+--#include queue_lib
+
+local tag, now, limit, max_attempts = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local types = {}
+for i = 5, #ARGV do
+  types[#types + 1] = ARGV[i]
+end
+
+local requeued, exhausted = 0, {}
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)) do
+  local t = redis.call("HMGET", k_task(tag, id), "status", "attempts")
+  if t[1] ~= "PROCESSING" then
+    redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
+  elseif tonumber(t[2] or "0") >= max_attempts then
+    exhausted[#exhausted + 1] = describe(tag, id)
+  else
+    requeue(tag, id, types, 0)
+    requeued = requeued + 1
+  end
+end
+local out = {requeued}
+for _, entry in ipairs(exhausted) do
+  out[#out + 1] = entry
+end
+return out

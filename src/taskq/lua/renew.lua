@@ -1,0 +1,21 @@
+-- renew.lua: extend the leases a worker still holds, all in one call.
+--
+-- KEYS[1]  leases       T:proc
+-- ARGV[1]  shard tag T  ARGV[2] new deadline (ms)   ARGV[3..] pairs (task id, fencing token)
+--
+-- Only the current token holder renews. Returns the ids whose lease is lost (reaped, released, or
+-- finished): the worker abandons those calls.
+
+--#include queue_lib
+
+local tag, deadline = ARGV[1], ARGV[2]
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if holds(tag, id, ARGV[i + 1]) then
+    redis.call("ZADD", KEYS[1], "XX", deadline, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost

@@ -1,0 +1,27 @@
+-- retry.lua: a retryable failure: the task waits in T:delayed until due, QUEUED; fenced.
+--
+-- KEYS[1]  leases       T:proc
+-- KEYS[2]  retry waits  T:delayed
+-- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5..] task types
+--
+-- A waiting task counts as queued (queued, q<p>) and keeps its credit reservation; claim.lua moves
+-- it back to its lane at its original score once due. Returns 1, or 0 when the token is stale.
+
+--#include queue_lib
+
+local tag, id, token = ARGV[1], ARGV[2], ARGV[3]
+if not holds(tag, id, token) then
+  return 0
+end
+local types = {}
+for i = 5, #ARGV do
+  types[#types + 1] = ARGV[i]
+end
+local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio")
+redis.call("ZREM", KEYS[1], id)
+redis.call("HSET", k_task(tag, id), "status", "QUEUED", "token", "")
+redis.call("ZADD", KEYS[2], ARGV[4], id)
+redis.call("HINCRBY", k_org(tag, t[1]), "queued", 1)
+redis.call("HINCRBY", k_org(tag, t[1]), "q" .. t[3], 1)
+settle(tag, t[1], t[2], types)
+return 1

@@ -1,0 +1,69 @@
+-- wh_record.lua: record one webhook delivery attempt and decide what comes next, atomically.
+--
+-- KEYS[1]  waiting deliveries  T:wh:due
+-- KEYS[2]  leased deliveries   T:wh:proc
+-- ARGV[1]  shard tag T   ARGV[2] delivery id   ARGV[3] attempt number (from the claim)   ARGV[4] now (ms)
+-- ARGV[5]  decision: "delivered" | "retry" | "failed" | "defer" (not sent: its receiver is saturated)
+-- ARGV[6]  next attempt (ms) for retry and defer
+-- ARGV[7]  the attempt's log line (json; unused for defer)   ARGV[8] retention of final records (s)
+--
+-- Only the current claim (state "sending", same attempt number, still leased) moves the delivery on;
+-- an older claim whose lease was reaped only adds its log line, unless it delivered: a success
+-- counts whoever made it. A final delivery (delivered / failed) expires after the retention, and its
+-- task (if it has not expired) gets wh_state, and `delivered` (ms) on success. wh_state follows
+-- the task's latest delivery (wh_last) only, so an old failure cannot hide a newer redelivery.
+-- Returns the delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
+
+local tag, id, attempt, now, decision = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = k_delivery(tag, id)
+local d = redis.call("HMGET", key, "state", "attempts", "task")
+local state, task = d[1], d[3]
+if not state then
+  return "missing"
+end
+local current = state == "sending" and d[2] == attempt and redis.call("ZSCORE", KEYS[2], id) ~= false
+
+if decision == "defer" then
+  if not current then
+    return "stale"
+  end
+  redis.call("HINCRBY", key, "attempts", -1)
+  if task and redis.call("EXISTS", k_task(tag, task)) == 1 then
+    redis.call("HINCRBY", k_task(tag, task), "wh_attempts", -1)
+  end
+  redis.call("HSET", key, "state", "pending", "next", ARGV[6])
+  redis.call("ZREM", KEYS[2], id)
+  redis.call("ZADD", KEYS[1], ARGV[6], id)
+  return "pending"
+end
+
+redis.call("RPUSH", k_delivery_log(tag, id), ARGV[7])
+if state == "delivered" or state == "failed" or not (current or decision == "delivered") then
+  return "stale"
+end
+redis.call("ZREM", KEYS[2], id)
+if decision == "retry" then
+  redis.call("HSET", key, "state", "pending", "next", ARGV[6])
+  redis.call("ZADD", KEYS[1], ARGV[6], id)
+  return "pending"
+end
+
+redis.call("ZREM", KEYS[1], id)
+local final = decision == "delivered" and "delivered" or "failed"
+redis.call("HSET", key, "state", final, "finished", now)
+redis.call("HDEL", key, "next")
+local retention = tonumber(ARGV[8])
+redis.call("EXPIRE", key, retention)
+redis.call("EXPIRE", k_delivery_log(tag, id), retention)
+
+local tkey = k_task(tag, task or "")
+if task and task ~= "" and redis.call("EXISTS", tkey) == 1 then
+  local last = redis.call("HGET", tkey, "wh_last")
+  if final == "delivered" then
+    redis.call("HSET", tkey, "delivered", now)
+  end
+  if last == id or not last then
+    redis.call("HSET", tkey, "wh_state", final)
+  end
+end
+return final

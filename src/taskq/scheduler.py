@@ -1,0 +1,218 @@
+"""Queue transitions after admission: clear, claim, renew, ack, fail, retry, release and reap.
+
+Each transition is one Lua call, described here as an ``Op``: its script, keys, arguments and how to
+read the reply. ``Scheduler.run`` executes an op on a synchronous client; the asyncio worker runs the
+same ops on ``redis.asyncio`` (``taskq.worker``), so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from taskq.errors import Code
+from taskq.keys import Shard
+from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
+from taskq.scripts import Scripts
+from taskq.store import Org, Store
+
+CLEAR_CHUNK = 1000
+PROMOTE_LIMIT = 100  # due retries moved back to their lanes per claim call
+REAP_LIMIT = 500  # expired leases handled per reap call
+ALL_TYPES = [t.value for t in TaskType]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[R]):
+    """One scheduler transition: a script call and the reading of its reply."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    parse: Callable[[Any], R]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A leased task: what a worker needs to run it and to prove it still holds it."""
+
+    shard: Shard
+    id: str
+    token: str
+    task_type: str
+    payload_json: str
+    org: str
+    priority: int
+    created_ms: int
+    idempotency_key: str
+    webhook_url: str
+    cost: int
+    attempts: int
+    started_ms: int
+    batch: str
+
+    @classmethod
+    def from_reply(cls, shard: Shard, row: Sequence[Any]) -> Claimed:
+        (id_, token, ttype, payload, org, prio, created, idem, webhook, cost, attempts, started, batch) = (
+            str(x) for x in row
+        )
+        return cls(shard, id_, token, ttype, payload, org, int(prio), int(created), idem, webhook,
+                   int(cost or 0), int(attempts or 0), int(started or 0), batch)  # fmt: skip
+
+    def record(
+        self, status: TaskStatus, now: int, *, result: str | None = None, error: str | None = None
+    ) -> TaskRecord:
+        """The task as it will read once this terminal transition is stored."""
+        return TaskRecord(
+            id=self.id, org=self.org, task_type=self.task_type, status=status.value, priority=self.priority,
+            created_ms=self.created_ms, payload_json=self.payload_json,
+            idempotency_key=self.idempotency_key or None, webhook_url=self.webhook_url or None,
+            cost=self.cost, charged=self.cost if status == TaskStatus.COMPLETED else 0,
+            attempts=self.attempts, started_ms=self.started_ms, finished_ms=now, result_json=result,
+            error_json=error, batch=self.batch or None, delivered_ms=None,
+            delivery_state="pending" if self.webhook_url else None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    requeued: int
+    exhausted: list[Claimed]
+
+
+def _ok(reply: Any) -> bool:
+    return int(reply) == 1
+
+
+def claim(
+    shard: Shard, caps: Mapping[str, int | None], *, now: int, lease_ms: int, k: int
+) -> Op[list[Claimed]]:
+    """Lease up to k tasks of the given types (type -> provider cap, None = no cap)."""
+    pairs = [x for ttype, cap in caps.items() for x in (ttype, -1 if cap is None else cap)]
+    return Op(
+        "claim",
+        [shard.proc, shard.delayed, shard.pinflight, shard.fence, shard.rr],
+        [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, *ALL_TYPES],
+        lambda rows: [Claimed.from_reply(shard, row) for row in rows],
+    )
+
+
+def renew(shard: Shard, held: Sequence[Claimed], *, deadline: int) -> Op[set[str]]:
+    """Extend every lease still held; the reply is the set of ids whose lease was lost."""
+    pairs = [x for task in held for x in (task.id, task.token)]
+    return Op("renew", [shard.proc], [shard.tag, deadline, *pairs], lambda lost: {str(i) for i in lost})
+
+
+def reap(shard: Shard, *, now: int, max_attempts: int) -> Op[Reaped]:
+    """Requeue expired leases; tasks out of attempts come back for ``lost()``."""
+
+    def parse(reply: Any) -> Reaped:
+        return Reaped(int(reply[0]), [Claimed.from_reply(shard, row) for row in reply[1:]])
+
+    return Op("reap", [shard.proc], [shard.tag, now, REAP_LIMIT, max_attempts, *ALL_TYPES], parse)
+
+
+def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: int) -> Op[bool]:
+    """COMPLETED: result stored, credits charged, webhook queued, in one step; False if fenced out."""
+    result_json = json.dumps(result, separators=(",", ":"))
+    body = _body(task.record(TaskStatus.COMPLETED, now, result=result_json))
+    args = [task.shard.tag, task.id, task.token, now, retention, _delivery_id(), body, result_json]
+    return Op("ack", [task.shard.proc], [*args, *ALL_TYPES], _ok)
+
+
+def fail(
+    task: Claimed, code: Code, message: str, *, now: int, retention: int, only_expired: bool = False
+) -> Op[bool]:
+    """FAILED with {code, message}: nothing charged, reservation released, webhook queued."""
+    error = json.dumps({"code": code.value, "message": message}, separators=(",", ":"))
+    body = _body(task.record(TaskStatus.FAILED, now, error=error))
+    args = [task.shard.tag, task.id, task.token, now, retention, _delivery_id(), body, error]
+    return Op("fail", [task.shard.proc], [*args, "1" if only_expired else "0", *ALL_TYPES], _ok)
+
+
+def lost(task: Claimed, *, now: int, retention: int) -> Op[bool]:
+    """The reaper's verdict on a task whose workers died max_attempts times."""
+    message = f"worker lost the task {task.attempts} times"
+    return fail(task, Code.WORKER_LOST, message, now=now, retention=retention, only_expired=True)
+
+
+def retry(task: Claimed, *, due: int) -> Op[bool]:
+    """Back to QUEUED, waiting in the retry set until due (ms)."""
+    return Op("retry", [task.shard.proc, task.shard.delayed], [task.shard.tag, task.id, task.token, due,
+                                                                *ALL_TYPES], _ok)  # fmt: skip
+
+
+def release(task: Claimed) -> Op[bool]:
+    """Give the task back unharmed: its place in line, this claim not counted as an attempt."""
+    return Op("release", [task.shard.proc], [task.shard.tag, task.id, task.token, *ALL_TYPES], _ok)
+
+
+def backoff(attempts: int, *, base: float, cap: float, hint: float | None, rng: random.Random) -> float:
+    """Seconds before a retry: exponential with jitter, capped, never sooner than the provider asked."""
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return max(hint or 0.0, rng.uniform(ceiling / 2, ceiling))
+
+
+def after_error(
+    task: Claimed,
+    code: Code,
+    message: str,
+    *,
+    retryable: bool,
+    retry_after: float | None,
+    now: int,
+    max_attempts: int,
+    base: float,
+    cap: float,
+    retention: int,
+    rng: random.Random,
+) -> Op[bool]:
+    """Retry a retryable error while attempts remain, else fail with the provider's code."""
+    if not retryable:
+        return fail(task, code, message, now=now, retention=retention)
+    if task.attempts >= max_attempts:
+        return fail(task, code, f"{message} (gave up after {task.attempts} attempts)", now=now,
+                    retention=retention)  # fmt: skip
+    delay = backoff(task.attempts, base=base, cap=cap, hint=retry_after, rng=rng)
+    return retry(task, due=now + int(delay * 1000))
+
+
+def _delivery_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _body(record: TaskRecord) -> str:
+    return json.dumps(event_view(record), separators=(",", ":"))
+
+
+class Scheduler:
+    """Runs scheduler ops on a synchronous client (tests, CLI, benchmarks)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.scripts = Scripts(client)
+
+    def run(self, op: Op[R]) -> R:
+        return op.parse(self.scripts[op.script](keys=op.keys, args=op.args))
+
+
+def clear_queue(store: Store, org: Org) -> int:
+    """Remove every QUEUED task of the organization (in atomic chunks); return how many."""
+    shard = org.shard
+    total = 0
+    while True:
+        removed = int(
+            store.scripts["clear"](
+                keys=[shard.org(org.id), shard.delayed],
+                args=[shard.tag, org.id, CLEAR_CHUNK, *ALL_TYPES],
+            )
+        )
+        total += removed
+        if removed < CLEAR_CHUNK:
+            return total

@@ -1,0 +1,38 @@
+"""The `taskq worker` command: start P RQ-supervised worker processes, each draining K calls at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from taskq.settings import Settings
+
+
+def register(sub: Any) -> None:
+    worker = sub.add_parser("worker", help="run worker processes (RQ worker pool of asyncio drains)")
+    worker.add_argument("--processes", type=int, help="RQ worker processes (TASKQ_WORKER_PROCESSES)")
+    worker.add_argument("--concurrency", type=int, help="provider calls in flight per process")
+    worker.add_argument("--drain-seconds", type=float, help="how long one drain job runs before RQ recycles")
+    worker.set_defaults(handler=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq.connection import resolve_url
+    from taskq.worker.hosting import serve
+
+    url, embedded = resolve_url(settings)
+    settings = settings.model_copy(update={"redis_url": url})
+    processes = args.processes or settings.worker_processes
+    concurrency = args.concurrency or settings.worker_concurrency
+    print(f"taskq worker: {processes} process(es) x {concurrency} calls, redis {url}", file=sys.stderr)
+    try:
+        return serve(
+            settings,
+            processes=processes,
+            concurrency=concurrency,
+            drain_seconds=args.drain_seconds or settings.drain_seconds,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()

@@ -1,0 +1,230 @@
+"""The drain: one asyncio loop keeping up to K provider calls in flight, claiming as slots free up.
+
+A drain claims in small batches while it has free slots, sleeps on the wake list when the queue is
+empty, renews its leases and reaps expired ones in the background, and stops claiming when asked
+(signal) or after its time is up. It then lets in-flight calls finish within a grace period and
+releases the rest unharmed. ``run`` is the RQ job that hosts one drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from taskq.keys import Shard
+from taskq.providers import ProviderConfig
+from taskq.scheduler import Claimed, claim, release
+from taskq.settings import Settings, load_settings
+from taskq.store import now_ms
+from taskq.worker.clients import AsyncScheduler, http_client, redis_client
+from taskq.worker.delivery import run_deliveries
+from taskq.worker.execute import execute
+from taskq.worker.leases import Leases, reap_forever
+from taskq.worker.upstreams import provider_configs
+
+log = logging.getLogger("taskq.worker")
+
+#: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+_hosted: Settings | None = None  # settings handed down by `taskq worker` through fork memory
+_stop_early = False  # a stop signal that arrived before the event loop was listening
+
+
+def host(settings: Settings) -> None:
+    """Make these settings the ones drains in this process (and its forks) use; secrets stay off Redis."""
+    global _hosted
+    _hosted = settings
+
+
+def note_stop(signum: int, frame: Any) -> None:
+    """Plain signal handler for the gap between fork and the event loop taking over."""
+    global _stop_early
+    _stop_early = True
+
+
+class Drain:
+    def __init__(
+        self,
+        settings: Settings,
+        ops: AsyncScheduler,
+        http: httpx.AsyncClient,
+        configs: dict[str, ProviderConfig],
+        *,
+        concurrency: int,
+        stop: asyncio.Event,
+    ) -> None:
+        self.settings, self.ops, self.http, self.configs = settings, ops, http, configs
+        self.concurrency = concurrency
+        self.stop = stop
+        self.leases = Leases(ops, settings)
+        self.shards = [Shard(i) for i in range(settings.shards)]
+        self.caps = {ttype: settings.provider_caps.get(ttype) for ttype in configs}
+        self.slot_freed = asyncio.Event()
+        self.rng = random.Random()
+        self.stats: Counter[str] = Counter()
+        self._next_shard = 0
+
+    async def run(self, seconds: float, parent_pid: int | None = None) -> dict[str, int]:
+        """Drain for up to `seconds` (or until stopped); return counts of what happened."""
+
+        def check_parent() -> None:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("RQ worker %s is gone; this drain stops claiming", parent_pid)
+                self.stop.set()
+
+        upkeep = [
+            asyncio.create_task(self.leases.renew_forever(check_parent)),
+            asyncio.create_task(reap_forever(self.ops, self.shards, self.settings)),
+        ]
+        webhooks_stop = asyncio.Event()
+        if self.settings.worker_deliver_webhooks:
+            # Same loop, same process: completions and their webhooks scale together (anchors §4.4).
+            upkeep.append(asyncio.create_task(run_deliveries(self.ops.client, self.settings, webhooks_stop)))
+        try:
+            await self._claim_loop(time.monotonic() + seconds)
+            await self._wind_down()
+            webhooks_stop.set()
+            if upkeep[2:]:
+                await asyncio.wait(upkeep[2:], timeout=self.settings.shutdown_grace_seconds + 1)
+        finally:
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
+        return dict(self.stats)
+
+    async def _claim_loop(self, deadline: float) -> None:
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            free = self.concurrency - len(self.leases.held)
+            if free <= 0:
+                self.slot_freed.clear()
+                await _first(self.slot_freed.wait(), self.stop.wait())
+            elif not await self._claim(free):
+                await self._idle()
+
+    async def _claim(self, free: int) -> int:
+        """One claim call per shard (round robin) until the slots are full; return tasks started."""
+        started = 0
+        for _ in self.shards:
+            shard = self.shards[self._next_shard]
+            self._next_shard = (self._next_shard + 1) % len(self.shards)
+            want = min(free - started, self.settings.claim_batch)
+            if want <= 0:
+                break
+            lease_ms = int(self.settings.lease_seconds * 1000)
+            tasks = await self.ops.run(claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=want))
+            for task in tasks:
+                self.leases.held[task.id] = (task, asyncio.create_task(self._run(task)))
+            started += len(tasks)
+            if len(tasks) == want:
+                # Likely more queued: pass the wake-up on so another idle worker joins in.
+                await self.ops.client.lpush(shard.wake, "more")
+        self.stats["claimed"] += started
+        return started
+
+    async def _idle(self) -> None:
+        """Block on the wake lists (admission pushes one per batch) until work arrives or a timeout."""
+        keys = [shard.wake for shard in self.shards]
+        wait = self.settings.worker_idle_wait_seconds
+        await _first(self.ops.client.blpop(keys, timeout=wait), self.stop.wait())
+
+    async def _run(self, task: Claimed) -> None:
+        try:
+            op = await execute(task, self.http, self.configs, self.settings, self.rng)
+            if await self.ops.run(op):
+                self.stats[op.script] += 1
+            else:
+                self.stats["fenced"] += 1
+                log.warning("task %s was no longer ours when it finished (lease lost)", task.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis unreachable or similar: the lease lapses and the reaper requeues the task.
+            self.stats["errors"] += 1
+            log.exception("could not record the outcome of task %s", task.id)
+        finally:
+            self.leases.held.pop(task.id, None)
+            self.slot_freed.set()
+
+    async def _wind_down(self) -> None:
+        """Let in-flight calls finish (grace if stopped, else the provider timeout); release the rest."""
+        start = time.monotonic()
+        while self.leases.held:
+            limit = self.settings.shutdown_grace_seconds
+            if not self.stop.is_set():
+                limit = max(limit, self.settings.provider_timeout_seconds)
+            left = start + limit - time.monotonic()
+            if left <= 0:
+                break
+            pending = [entry[1] for entry in self.leases.held.values()]
+            await asyncio.wait([*pending, asyncio.ensure_future(self.stop.wait())], timeout=min(left, 1.0),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        leftovers = list(self.leases.held.values())
+        for _, running in leftovers:
+            running.cancel()
+        await asyncio.gather(*(running for _, running in leftovers), return_exceptions=True)
+        for task, _ in leftovers:
+            if await self.ops.run(release(task)):
+                self.stats["released"] += 1
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of these awaitables is done; cancel the others."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def drain(
+    settings: Settings,
+    *,
+    concurrency: int,
+    seconds: float,
+    parent_pid: int | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Run one drain with its own clients; SIGTERM, SIGINT and SIGUSR1 (or `stop`) start the wind-down."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    if _stop_early:
+        stop.set()
+    client = redis_client(settings)
+    http = http_client(concurrency, settings.worker_http_transport)
+    try:
+        worker = Drain(settings, AsyncScheduler(client), http, provider_configs(settings),
+                       concurrency=concurrency, stop=stop)  # fmt: skip
+        stats = await worker.run(seconds, parent_pid)
+    finally:
+        await http.aclose()
+        await client.aclose()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    log.info("drain finished: %s", stats)
+    return stats
+
+
+def run(concurrency: int | None = None, seconds: float | None = None) -> dict[str, int]:
+    """RQ job: one drain in this work horse (settings from `taskq worker`, else the environment)."""
+    settings = _hosted or load_settings()
+    return asyncio.run(
+        drain(
+            settings,
+            concurrency=concurrency or settings.worker_concurrency,
+            seconds=seconds if seconds is not None else settings.drain_seconds,
+            parent_pid=os.getppid() if _hosted is not None else None,
+        )
+    )

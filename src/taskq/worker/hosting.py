@@ -1,0 +1,122 @@
+"""RQ hosting: a pool of RQ workers, each running back-to-back drain jobs from its own private queue.
+
+Each ``DrainWorker`` listens only on ``taskq-drain-<its name>`` and enqueues its next drain job there
+right before every dequeue, so a drain is always waiting for it; a process the pool respawns after a
+kill -9 has a new name, a new queue and a fresh job. Queues of workers that are gone are deleted by
+the next worker that starts. Each drain runs in a forked work horse, so RQ recycles the process after
+every drain. A stop request (SIGINT from the pool, SIGTERM) is forwarded to the horse as SIGUSR1: the
+drain stops claiming at once, finishes or releases its calls, and the job returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+from uuid import uuid4
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
+
+from taskq.settings import Settings
+from taskq.worker import drain
+
+log = logging.getLogger("taskq.worker")
+
+QUEUE_PREFIX = "taskq-drain-"
+JOB = "taskq.worker.drain.run"
+
+
+def queue_name(worker_name: str) -> str:
+    return QUEUE_PREFIX + worker_name
+
+
+class DrainWorker(Worker):
+    """An RQ worker whose only job is the drain; configured by ``worker_class()``."""
+
+    concurrency = 200
+    drain_seconds = 600.0
+    job_timeout = 900
+    job_monitoring_interval = 5  # how often the parent looks at its horse (and re-forwards a stop)
+
+    def __init__(self, queues: Any, name: str | None = None, **kwargs: Any) -> None:
+        name = name or uuid4().hex
+        own = Queue(queue_name(name), connection=kwargs["connection"], serializer=JSONSerializer)
+        kwargs["serializer"] = JSONSerializer
+        super().__init__([own], name=name, **kwargs)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        kwargs["with_scheduler"] = False  # no RQ scheduler process: our retries live in T:delayed
+        self._delete_orphan_queues()
+        worked: bool = super().work(*args, **kwargs)
+        return worked
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        if not self._stop_requested and self.queues[0].count == 0:
+            self.queues[0].enqueue(
+                JOB,
+                kwargs={"concurrency": self.concurrency, "seconds": self.drain_seconds},
+                job_timeout=self.job_timeout,
+                result_ttl=3600,
+                failure_ttl=86400,
+                description=f"taskq drain ({self.concurrency} calls, {self.drain_seconds:g}s)",
+            )
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def handle_warm_shutdown_request(self) -> None:
+        """RQ would wait for the drain to run out; tell it to wind down now (HerokuWorker does the same)."""
+        self._forward_stop()
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        if self._stop_requested:
+            self._forward_stop()  # repeated in case the horse had not installed its handler yet
+        super().maintain_heartbeats(job, execution)
+
+    def setup_work_horse_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent; it forwards SIGUSR1
+        signal.signal(signal.SIGTERM, drain.note_stop)  # e.g. systemd signalling the whole cgroup
+        signal.signal(signal.SIGUSR1, drain.note_stop)
+
+    def teardown(self) -> None:
+        super().teardown()  # type: ignore[no-untyped-call]
+        self.queues[0].delete(delete_jobs=True)
+
+    def _forward_stop(self) -> None:
+        if self.horse_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.horse_pid, signal.SIGUSR1)
+
+    def _delete_orphan_queues(self) -> None:
+        """Private queues whose worker is no longer registered (killed, its key expired) are deleted."""
+        alive = {w.name for w in Worker.all(connection=self.connection)} | {self.name}
+        for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
+            owner = queue.name.removeprefix(QUEUE_PREFIX)
+            if queue.name.startswith(QUEUE_PREFIX) and owner not in alive:
+                log.info("deleting the drain queue of worker %s, which is gone", owner)
+                queue.delete(delete_jobs=True)
+
+
+def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> type[DrainWorker]:
+    """A DrainWorker subclass carrying this run's sizing (workers are forked, so nothing is pickled)."""
+    timeout = int(drain_seconds + settings.provider_timeout_seconds + settings.shutdown_grace_seconds + 120)
+    attrs = {"concurrency": concurrency, "drain_seconds": drain_seconds, "job_timeout": timeout}
+    return type("DrainWorker", (DrainWorker,), attrs)
+
+
+def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds: float) -> int:
+    """Run `processes` RQ-supervised drain workers until SIGTERM/SIGINT; respawn any that die."""
+    drain.host(settings)
+    connection = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+    pool = WorkerPool(
+        [QUEUE_PREFIX + "pool"],  # placeholder: each worker swaps in its own queue
+        connection=connection,
+        num_workers=processes,
+        worker_class=worker_class(settings, concurrency, drain_seconds),
+        serializer=JSONSerializer,
+    )
+    pool.start(burst=False, logging_level=settings.log_level)
+    return 0

@@ -1,0 +1,84 @@
+"""Lease upkeep while a drain runs: renew every held lease in one call per shard, reap expired ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+
+from taskq.keys import Shard
+from taskq.scheduler import REAP_LIMIT, Claimed, lost, reap, renew
+from taskq.settings import Settings
+from taskq.store import now_ms
+from taskq.worker.clients import AsyncScheduler
+
+log = logging.getLogger("taskq.worker")
+
+
+class Leases:
+    """The tasks this process holds, keyed by id, with the asyncio task running each."""
+
+    def __init__(self, ops: AsyncScheduler, settings: Settings) -> None:
+        self.ops = ops
+        self.settings = settings
+        self.held: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        self.lease_ms = int(settings.lease_seconds * 1000)
+
+    async def renew_once(self) -> int:
+        """Extend every lease; cancel the calls whose lease was lost (someone else runs them now)."""
+        by_shard: dict[int, list[Claimed]] = defaultdict(list)
+        for task, _ in self.held.values():
+            by_shard[task.shard.index].append(task)
+        deadline = now_ms() + self.lease_ms
+        gone = 0
+        for tasks in by_shard.values():
+            for task_id in await self.ops.run(renew(tasks[0].shard, tasks, deadline=deadline)):
+                entry = self.held.get(task_id)
+                if entry is not None:
+                    log.warning("lease of task %s lost; abandoning its call", task_id)
+                    entry[1].cancel()
+                    gone += 1
+        return gone
+
+    async def renew_forever(self, on_tick: Callable[[], None] | None = None) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            if on_tick is not None:
+                on_tick()
+            try:
+                await self.renew_once()
+            except Exception:
+                log.exception("lease renewal failed; retrying next interval")
+
+
+async def reap_once(ops: AsyncScheduler, shard: Shard, settings: Settings) -> int:
+    """Requeue this shard's expired leases if no other worker is reaping it now; return how many moved."""
+    interval_ms = max(100, int(settings.reaper_interval_seconds * 1000))
+    if not await ops.client.set(shard.reaper, "1", nx=True, px=interval_ms):
+        return 0
+    moved = 0
+    for _ in range(20):  # bounded: at most 20 x REAP_LIMIT per round
+        now = now_ms()
+        reaped = await ops.run(reap(shard, now=now, max_attempts=settings.max_attempts))
+        for task in reaped.exhausted:
+            await ops.run(lost(task, now=now, retention=settings.retention_seconds))
+        batch = reaped.requeued + len(reaped.exhausted)
+        moved += batch
+        if reaped.requeued:
+            await ops.client.lpush(shard.wake, "reaped")  # idle workers claim them at once
+        if batch < REAP_LIMIT:
+            break
+    if moved:
+        log.info("reaped %s: %d expired leases requeued or failed", shard.tag, moved)
+    return moved
+
+
+async def reap_forever(ops: AsyncScheduler, shards: list[Shard], settings: Settings) -> None:
+    while True:
+        for shard in shards:
+            try:
+                await reap_once(ops, shard, settings)
+            except Exception:
+                log.exception("reaper failed on %s; retrying next interval", shard.tag)
+        await asyncio.sleep(settings.reaper_interval_seconds)

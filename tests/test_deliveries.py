@@ -1,0 +1,465 @@
+"""The webhook delivery loop on a real Redis with real receivers on 127.0.0.1: sign, send, retry, record."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import standardwebhooks
+from aiohttp import web
+
+from taskq import deliveries
+from taskq.schemas.tasks import TaskRecord, event_view
+from taskq.scripts import Scripts
+from taskq.settings import Settings
+from taskq.store import Store, now_ms
+from taskq.webhooks.signing import generate_secret
+from taskq.worker.delivery import run_deliveries
+from tests.conftest import REAL_REDIS_URL, make_settings
+
+pytestmark = pytest.mark.redis
+
+SCHEDULE = [0.05, 0.1, 0.2]
+
+
+def fast_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "webhook_allow_networks": ["127.0.0.0/8"],
+        "webhook_require_https": False,
+        "webhook_schedule_seconds": SCHEDULE,
+        "webhook_timeout_seconds": 2.0,
+        "webhook_concurrency": 50,
+        "reaper_interval_seconds": 0.05,
+        "shutdown_grace_seconds": 1.0,
+        "retention_seconds": 3600,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+# Outbox records exactly as the completing script writes them ---------------------------------------
+def finish_task(store: Store, org_id: str, url: str | None, *, status: str = "COMPLETED") -> tuple[str, str]:
+    """A finished task with its first delivery queued per the outbox contract; returns (task id, delivery)."""
+    client, shard = store.client, store.org(org_id).shard
+    task_id, delivery_id, now = str(uuid.uuid4()), uuid.uuid4().hex, now_ms()
+    fields: dict[str, Any] = {
+        "org": org_id,
+        "type": "GOOGLE",
+        "status": status,
+        "prio": 5,
+        "created": now - 2000,
+        "payload": json.dumps({"query": "taskq"}),
+        "webhook": url or "",
+        "cost": 3,
+        "charged": 3 if status == "COMPLETED" else 0,
+        "attempts": 1,
+        "started": now - 1500,
+        "finished": now,
+    }
+    if status == "COMPLETED":
+        fields["result"] = json.dumps({"text": "ünïcode answer", "sources": []})
+    elif status == "FAILED":
+        fields["error"] = json.dumps({"code": "PROVIDER_REJECTED", "message": "no"})
+    else:
+        del fields["started"], fields["finished"], fields["charged"]
+    client.hset(shard.task(task_id), mapping=fields)
+    client.expire(shard.task(task_id), 3600)
+    if status not in ("COMPLETED", "FAILED") or not url:
+        return task_id, ""
+    body = json.dumps(event_view(TaskRecord.from_hash(task_id, client.hgetall(shard.task(task_id)))))
+    client.hset(
+        shard.delivery(delivery_id),
+        mapping={
+            "task": task_id,
+            "org": org_id,
+            "url": url,
+            "event": "msg_" + task_id,
+            "body": body,
+            "attempts": "0",
+            "state": "pending",
+            "created": now,
+        },
+    )
+    client.zadd(shard.wh_due, {delivery_id: now})
+    client.hset(shard.task(task_id), mapping={"wh_state": "pending", "wh_last": delivery_id})
+    return task_id, delivery_id
+
+
+# A receiver that checks deliveries the way a customer would -----------------------------------------
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    verified: bool
+
+
+@dataclass
+class Receiver:
+    secrets: list[str] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    base: str = ""
+
+    def by_id(self, path_prefix: str = "/") -> dict[str, list[Hit]]:
+        out: dict[str, list[Hit]] = {}
+        for hit in self.hits:
+            if hit.path.startswith(path_prefix):
+                out.setdefault(hit.headers["webhook-id"], []).append(hit)
+        return out
+
+    def _verified(self, body: bytes, headers: dict[str, str]) -> bool:
+        for secret in self.secrets:
+            try:
+                standardwebhooks.Webhook(secret).verify(body, headers)
+                return True
+            except standardwebhooks.WebhookVerificationError:
+                continue
+        return False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        hit = Hit(request.path, headers, body, time.monotonic(), self._verified(body, headers))
+        self.hits.append(hit)
+        if not hit.verified:
+            return web.Response(status=401)
+        seen = sum(1 for h in self.hits if h.headers["webhook-id"] == headers["webhook-id"])
+        kind, _, arg = request.path.strip("/").partition("/")
+        match kind:
+            case "ok":
+                return web.Response(status=204)
+            case "flaky":  # fails the first <arg> attempts of each event
+                return web.Response(status=500 if seen <= int(arg) else 200)
+            case "busy":  # asks for a pause once
+                return web.Response(status=429, headers={"Retry-After": arg}) if seen == 1 else web.Response()
+            case "gone":
+                return web.Response(status=410)
+            case "hang":
+                await self.release.wait()
+                return web.Response()
+        return web.Response(status=500)
+
+
+@asynccontextmanager
+async def receiving(secrets: list[str]) -> AsyncIterator[Receiver]:
+    receiver = Receiver(secrets=list(secrets))
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    receiver.base = f"http://{host}:{port}"
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        await runner.cleanup()
+
+
+async def deliver_until(settings: Settings, done: Callable[[], bool], timeout: float = 8.0) -> float:
+    """Run the delivery loop until done() holds; returns the seconds it took."""
+    client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_deliveries(client, settings, stop))
+    started = time.monotonic()
+    try:
+        while not done():
+            assert not runner.done(), runner.exception()
+            assert time.monotonic() - started < timeout, "deliveries did not settle in time"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+    finally:
+        stop.set()
+        await runner
+        await client.aclose()
+
+
+def states(client: redis.Redis, store: Store, org_id: str, delivery_ids: list[str]) -> list[str]:
+    shard = store.org(org_id).shard
+    pipe = client.pipeline(transaction=False)
+    for delivery in delivery_ids:
+        pipe.hget(shard.delivery(delivery), "state")
+    return [state or "" for state in pipe.execute()]
+
+
+def log_of(client: redis.Redis, store: Store, org_id: str, delivery_id: str) -> list[dict[str, Any]]:
+    key = store.org(org_id).shard.delivery_log(delivery_id)
+    return [json.loads(line) for line in client.lrange(key, 0, -1)]
+
+
+@pytest.fixture
+def rstore(real_redis: redis.Redis) -> Store:
+    return Store(real_redis)
+
+
+@pytest.fixture
+def org(rstore: Store) -> tuple[str, list[str]]:
+    org_id, _ = rstore.create_org("hooks", credits=1000, concurrency=10, queue_limit=100)
+    return org_id, rstore.webhook_secrets(org_id)
+
+
+# Tests ----------------------------------------------------------------------------------------------
+def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+
+    async def run() -> tuple[list[tuple[str, str]], Receiver]:
+        async with receiving(secrets) as rx:
+            made = [finish_task(rstore, org_id, rx.base + "/ok", status=s) for s in ("COMPLETED", "FAILED")]
+            ids = [d for _, d in made]
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 2
+            )
+            return made, rx
+
+    made, rx = asyncio.run(run())
+    shard = rstore.org(org_id).shard
+    hits = {hit.headers["webhook-id"]: hit for hit in rx.hits}
+    assert len(rx.hits) == 2
+    for task_id, delivery_id in made:
+        hit = hits["msg_" + task_id]
+        assert hit.verified
+        assert hit.body.decode() == real_redis.hget(shard.delivery(delivery_id), "body")
+        event = json.loads(hit.body)
+        assert event["task"]["id"] == task_id and "webhook" not in event
+        task = real_redis.hgetall(shard.task(task_id))
+        assert task["wh_state"] == "delivered" and int(task["delivered"]) <= now_ms()
+        [entry] = log_of(real_redis, rstore, org_id, delivery_id)
+        assert (entry["attempt"], entry["status"], entry["outcome"], entry["error"]) == (
+            1,
+            204,
+            "delivered",
+            None,
+        )
+        assert 0 < real_redis.ttl(shard.delivery(delivery_id)) <= 3600
+        assert 0 < real_redis.ttl(shard.delivery_log(delivery_id)) <= 3600
+    assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
+
+
+def test_a_failing_receiver_gets_one_success_per_event_with_a_stable_id_and_backoff(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+
+    async def run() -> tuple[list[str], Receiver]:
+        async with receiving(secrets) as rx:
+            ids = [finish_task(rstore, org_id, rx.base + "/flaky/2")[1] for _ in range(5)]
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 5
+            )
+            return ids, rx
+
+    ids, rx = asyncio.run(run())
+    by_event = rx.by_id()
+    assert len(by_event) == 5
+    for hits in by_event.values():
+        assert len(hits) == 3 and all(h.verified for h in hits)
+        gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(hits)]
+        # equal jitter keeps at least half of each scheduled delay
+        assert gaps[0] >= SCHEDULE[0] / 2 and gaps[1] >= SCHEDULE[1] / 2, gaps
+    for delivery_id in ids:
+        log = log_of(real_redis, rstore, org_id, delivery_id)
+        assert [(e["attempt"], e["status"], e["outcome"]) for e in log] == [
+            (1, 500, "retry"),
+            (2, 500, "retry"),
+            (3, 200, "delivered"),
+        ]
+        assert log[0]["error"] == "HTTP 500"
+        task_id = real_redis.hget(rstore.org(org_id).shard.delivery(delivery_id), "task")
+        assert real_redis.hget(rstore.org(org_id).shard.task(task_id), "wh_attempts") == "3"
+
+
+def test_retry_after_on_429_is_honoured(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+
+    async def run() -> Receiver:
+        async with receiving(secrets) as rx:
+            _, delivery_id = finish_task(rstore, org_id, rx.base + "/busy/1")
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+            )
+            return rx
+
+    first, second = asyncio.run(run()).hits
+    assert second.at - first.at >= 0.95  # Retry-After: 1 beats the 0.05 s schedule
+
+
+def test_410_gone_stops_at_once(real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]) -> None:
+    org_id, secrets = org
+
+    async def run() -> tuple[str, str, Receiver]:
+        async with receiving(secrets) as rx:
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/gone")
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"]
+            )
+            await asyncio.sleep(0.3)  # longer than the whole retry schedule
+            return task_id, delivery_id, rx
+
+    task_id, delivery_id, rx = asyncio.run(run())
+    assert len(rx.hits) == 1
+    assert [e["outcome"] for e in log_of(real_redis, rstore, org_id, delivery_id)] == ["gone"]
+    task = real_redis.hgetall(rstore.org(org_id).shard.task(task_id))
+    assert task["wh_state"] == "failed" and "delivered" not in task
+
+
+def test_a_spent_schedule_marks_the_delivery_failed(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+
+    async def run() -> tuple[str, str, Receiver]:
+        async with receiving(secrets) as rx:
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/down")
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"]
+            )
+            return task_id, delivery_id, rx
+
+    task_id, delivery_id, rx = asyncio.run(run())
+    assert len(rx.hits) == len(SCHEDULE) + 1
+    log = log_of(real_redis, rstore, org_id, delivery_id)
+    assert [e["outcome"] for e in log] == ["retry", "retry", "retry", "exhausted"]
+    assert real_redis.hget(rstore.org(org_id).shard.task(task_id), "wh_state") == "failed"
+
+
+def test_a_hanging_receiver_does_not_slow_other_receivers(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+    # 8 sends in flight, at most 2 per receiver; the hanging receiver never answers within the test
+    settings = fast_settings(webhook_concurrency=8, webhook_timeout_seconds=10.0, shutdown_grace_seconds=0.1)
+
+    async def run() -> tuple[float, list[str], Receiver]:
+        async with receiving(secrets) as slow, receiving(secrets) as fast:
+            stuck = [finish_task(rstore, org_id, slow.base + "/hang")[1] for _ in range(20)]
+            quick = [finish_task(rstore, org_id, fast.base + "/ok")[1] for _ in range(40)]
+
+            def fast_done() -> bool:
+                return states(real_redis, rstore, org_id, quick) == ["delivered"] * 40
+
+            took = await deliver_until(settings, fast_done)
+            stuck_states = states(real_redis, rstore, org_id, stuck)
+            slow.release.set()
+            return took, stuck_states, slow
+
+    took, stuck_states, slow = asyncio.run(run())
+    assert took < 3.0  # a blocked loop would wait out the 10 s timeout
+    assert "delivered" not in stuck_states and len(slow.hits) <= 2
+
+
+def test_during_a_secret_rotation_both_signatures_are_sent_and_each_verifies(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, [old] = org
+    new = rstore.rotate_webhook_secret(org_id, overlap_seconds=3600)
+
+    async def run() -> Receiver:
+        async with receiving([new]) as rx:
+            _, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+            )
+            return rx
+
+    [hit] = asyncio.run(run()).hits
+    assert len(hit.headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        standardwebhooks.Webhook(secret).verify(hit.body, hit.headers)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(generate_secret()).verify(hit.body, hit.headers)
+
+
+def test_a_delivery_whose_sender_died_is_sent_again_with_the_same_id(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+    shard = rstore.org(org_id).shard
+
+    async def run() -> tuple[str, str, Receiver]:
+        async with receiving(secrets) as rx:
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
+            client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+            now = now_ms()  # a sender claims it with a short lease, then dies without sending
+            [claimed], _ = await deliveries.claim(Scripts(client), shard, now, now + 50, 10)
+            await client.aclose()
+            assert claimed.attempt == 1 and claimed.event == "msg_" + task_id
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+            )
+            return task_id, delivery_id, rx
+
+    task_id, delivery_id, rx = asyncio.run(run())
+    [hit] = rx.hits
+    assert hit.headers["webhook-id"] == "msg_" + task_id
+    assert [(e["attempt"], e["outcome"]) for e in log_of(real_redis, rstore, org_id, delivery_id)] == [
+        (1, "lost"),
+        (2, "delivered"),
+    ]
+
+
+def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, _ = org
+    shard = rstore.org(org_id).shard
+    finish_task(rstore, org_id, "http://127.0.0.1:9/ok")
+
+    async def run() -> list[str]:
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        scripts, now = Scripts(client), now_ms()
+        [first], _ = await deliveries.claim(scripts, shard, now, now + 10, 10)
+        assert await deliveries.reap(scripts, shard, now + 20) == 1
+        [second], _ = await deliveries.claim(scripts, shard, now + 30, now + 60_000, 10)
+        line = deliveries.log_line(now, 1, 500, "HTTP 500", 5, "retry")
+        results = [
+            await deliveries.record(
+                scripts, shard, first, "retry", now=now, next_ms=now, line=line, retention_seconds=60
+            ),
+            await deliveries.record(
+                scripts, shard, first, "delivered", now=now, line=line, retention_seconds=60
+            ),
+            await deliveries.record(
+                scripts, shard, second, "retry", now=now, next_ms=now, line=line, retention_seconds=60
+            ),
+        ]
+        await client.aclose()
+        return [str(second.attempt), *results]
+
+    assert asyncio.run(run()) == ["2", "stale", "delivered", "stale"]
+    assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
+
+
+def test_an_expired_task_is_not_recreated_by_its_delivery(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    org_id, secrets = org
+    shard = rstore.org(org_id).shard
+
+    async def run() -> str:
+        async with receiving(secrets) as rx:
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
+            real_redis.delete(shard.task(task_id))
+            await deliver_until(
+                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+            )
+            return task_id
+
+    assert real_redis.exists(shard.task(asyncio.run(run()))) == 0

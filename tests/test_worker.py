@@ -1,0 +1,170 @@
+"""The drain against a real Redis and a stub upstream: results, retries, failures, caps, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from taskq.scheduler import ALL_TYPES
+from taskq.settings import Settings
+from taskq.store import Store
+from taskq.worker.drain import drain
+from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
+from tests.test_worker_support import Upstream
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream(latency=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def wstore(real_redis: redis.Redis) -> Store:
+    return Store(real_redis)
+
+
+def worker_settings(upstream: Upstream, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": REAL_REDIS_URL, "upstream_base_url": upstream.url, "lease_seconds": 3.0,
+        "reaper_interval_seconds": 0.5, "worker_idle_wait_seconds": 0.1, "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.2, "shutdown_grace_seconds": 0.5, "max_attempts": 3,
+        "worker_deliver_webhooks": False,
+    }  # fmt: skip
+    values.update(overrides)
+    return make_settings(**values)
+
+
+def settled(store: Store, org: str) -> Callable[[], bool]:
+    def check() -> bool:
+        c = counters(store, org)
+        return c["queued"] == 0 and c["inflight"] == 0
+
+    return check
+
+
+def run_drain(
+    settings: Settings, until: Callable[[], bool], *, concurrency: int = 50, timeout: float = 20
+) -> Any:
+    """Run one drain in this process until `until()` holds, then stop it gracefully; return its stats."""
+
+    async def main() -> dict[str, int]:
+        stop = asyncio.Event()
+        job = asyncio.create_task(drain(settings, concurrency=concurrency, seconds=timeout, stop=stop))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not until() and loop.time() < end and not job.done():
+            await asyncio.sleep(0.05)
+        stop.set()
+        return await job
+
+    return asyncio.run(main())
+
+
+def new_org(store: Store, **limits: int) -> str:
+    values = {"credits": 10_000, "concurrency": 100, "queue_limit": 10_000, **limits}
+    return store.create_org("w", **values)[0]
+
+
+def test_drain_completes_every_task_and_charges_each_once(upstream: Upstream, wstore: Store) -> None:
+    cfg = worker_settings(upstream)
+    org = new_org(wstore)
+    ids = admit_tasks(wstore, cfg, org, [request(prompt=f"q{i}", priority=1 + i % 10) for i in range(60)])
+    stats = run_drain(cfg, settled(wstore, org))
+    assert stats["ack"] == 60
+    records = [wstore.task(wstore.org(org), i) for i in ids]
+    assert {r.status for r in records} == {"COMPLETED"}
+    assert json.loads(records[0].result_json or "")["text"] == "answer to q0"
+    assert nonzero(counters(wstore, org)) == {"credits": 10_000 - 60 * 5}
+    assert sum(upstream.calls.values()) == 60
+
+
+def test_retryable_error_waits_and_then_completes(upstream: Upstream, wstore: Store) -> None:
+    cfg = worker_settings(upstream)
+    org = new_org(wstore)
+    [tid] = admit_tasks(wstore, cfg, org, [request(prompt="flaky:2:a")])
+    stats = run_drain(cfg, settled(wstore, org))
+    record = wstore.task(wstore.org(org), tid)
+    assert (record.status, record.attempts, stats["retry"]) == ("COMPLETED", 3, 2)
+    assert nonzero(counters(wstore, org)) == {"credits": 9_995}
+
+
+def test_retryable_error_fails_with_its_code_once_attempts_run_out(upstream: Upstream, wstore: Store) -> None:
+    cfg = worker_settings(upstream, max_attempts=2)
+    org = new_org(wstore)
+    [tid] = admit_tasks(wstore, cfg, org, [request(prompt="fail:503", webhook="https://example.com/h")])
+    run_drain(cfg, settled(wstore, org))
+    record = wstore.task(wstore.org(org), tid)
+    assert (record.status, record.attempts, record.charged) == ("FAILED", 2, 0)
+    assert json.loads(record.error_json or "")["code"] == "PROVIDER_UNAVAILABLE"
+    assert nonzero(counters(wstore, org)) == {"credits": 10_000}
+    assert wstore.client.zcard(wstore.org(org).shard.wh_due) == 1
+
+
+def test_permanent_error_fails_at_once_and_releases_the_credits(upstream: Upstream, wstore: Store) -> None:
+    cfg = worker_settings(upstream)
+    org = new_org(wstore)
+    [tid] = admit_tasks(wstore, cfg, org, [request(prompt="fail:400")])
+    run_drain(cfg, settled(wstore, org))
+    record = wstore.task(wstore.org(org), tid)
+    assert (record.status, record.attempts) == ("FAILED", 1)
+    assert json.loads(record.error_json or "")["code"] == "PROVIDER_REJECTED"
+    assert nonzero(counters(wstore, org)) == {"credits": 10_000}
+
+
+def test_a_bug_in_worker_code_fails_the_task_instead_of_hanging(upstream: Upstream, wstore: Store) -> None:
+    cfg = worker_settings(upstream)
+    org = new_org(wstore)
+    [tid] = admit_tasks(wstore, cfg, org, [request()])
+    wstore.client.hset(wstore.org(org).shard.task(tid), "payload", "{not json")
+    run_drain(cfg, settled(wstore, org))
+    record = wstore.task(wstore.org(org), tid)
+    assert record.status == "FAILED"
+    assert json.loads(record.error_json or "")["code"] == "WORKER_ERROR"
+
+
+def test_org_concurrency_bounds_calls_in_flight(upstream: Upstream, wstore: Store) -> None:
+    upstream.latency = 0.1
+    cfg = worker_settings(upstream)
+    org = new_org(wstore, concurrency=3)
+    admit_tasks(wstore, cfg, org, [request(prompt=f"c{i}") for i in range(12)])
+    run_drain(cfg, settled(wstore, org))
+    assert upstream.peak == 3
+    assert nonzero(counters(wstore, org)) == {"credits": 10_000 - 12 * 5}
+
+
+def test_provider_cap_bounds_calls_in_flight_across_orgs(upstream: Upstream, wstore: Store) -> None:
+    upstream.latency = 0.1
+    cfg = worker_settings(upstream, provider_caps={"CHATGPT": 2})
+    orgs = [new_org(wstore), new_org(wstore)]
+    for org in orgs:
+        admit_tasks(wstore, cfg, org, [request(prompt=f"{org}{i}") for i in range(5)])
+    run_drain(cfg, lambda: all(settled(wstore, org)() for org in orgs))
+    assert upstream.peak == 2
+    assert wstore.client.hget(wstore.org(orgs[0]).shard.pinflight, "CHATGPT") == "0"
+
+
+def test_stop_lets_short_calls_finish_and_releases_long_ones_unharmed(
+    upstream: Upstream, wstore: Store
+) -> None:
+    cfg = worker_settings(upstream, shutdown_grace_seconds=0.5)
+    org = new_org(wstore)
+    quick = admit_tasks(wstore, cfg, org, [request(prompt=f"slow:0.2:{i}") for i in range(5)])
+    slow = admit_tasks(wstore, cfg, org, [request(prompt=f"slow:30:{i}") for i in range(5)])
+    stats = run_drain(cfg, lambda: counters(wstore, org)["inflight"] == 10)
+    assert stats["released"] == 5 and stats["ack"] == 5
+    assert {wstore.task(wstore.org(org), i).status for i in quick} == {"COMPLETED"}
+    records = [wstore.task(wstore.org(org), i) for i in slow]
+    assert {(r.status, r.attempts) for r in records} == {("QUEUED", 0)}
+    assert nonzero(counters(wstore, org)) == {"credits": 9_975, "reserved": 25, "queued": 5, "q1": 5}
+    shard = wstore.org(org).shard
+    assert wstore.client.zcard(shard.proc) == 0
+    assert all(wstore.client.hget(shard.pinflight, t) in (None, "0") for t in ALL_TYPES)

@@ -1,0 +1,138 @@
+"""Worker processes for real: kill -9 mid-flight, SIGTERM to `taskq worker`, RQ respawning a dead worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue, Worker
+
+from taskq.store import Store
+from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
+from tests.test_worker_support import Upstream
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+DRAIN = "from taskq.worker.drain import run; run()"
+
+
+@pytest.fixture
+def wstore(real_redis: redis.Redis) -> Store:
+    return Store(real_redis)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], upstream: Upstream, **env: str) -> subprocess.Popen[bytes]:
+        values = {
+            "TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": upstream.url,
+            "TASKQ_OPENAI_API_KEY": "sk-test", "TASKQ_LEASE_SECONDS": "2",
+            "TASKQ_REAPER_INTERVAL_SECONDS": "0.5", "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.2",
+            "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **env,
+        }  # fmt: skip
+        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **values})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> float:
+    """Poll until check() is truthy; return the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def attempts(store: Store, org: str, ids: list[str]) -> list[tuple[str, int]]:
+    pipe = store.client.pipeline()
+    for task_id in ids:
+        pipe.hmget(store.org(org).shard.task(task_id), ["status", "attempts"])
+    return [(status, int(n)) for status, n in pipe.execute()]
+
+
+def test_killed_worker_loses_nothing_and_its_tasks_complete_once(
+    wstore: Store, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    n = 300
+    org = wstore.create_org("crash", credits=100_000, concurrency=1000, queue_limit=10_000)[0]
+    with Upstream(latency=3.0) as upstream:
+        ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"k{i}") for i in range(n)])
+        victim = spawn(["-c", DRAIN], upstream, TASKQ_WORKER_CONCURRENCY="500")
+        wait_for(lambda: counters(wstore, org)["inflight"] == n, 15, "all tasks leased")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(5)
+        killed_at = time.monotonic()
+        spawn(["-c", DRAIN], upstream, TASKQ_WORKER_CONCURRENCY="500")
+        requeue = wait_for(lambda: all(a >= 2 for _, a in attempts(wstore, org, ids)), 20, "requeue")
+        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 20, "done")
+        finished = time.monotonic() - killed_at
+        print(f"\nkill -9 with {n} leased: requeued and re-leased in {requeue:.2f}s, done in {finished:.2f}s")
+    assert {status for status, _ in attempts(wstore, org, ids)} == {"COMPLETED"}
+    assert nonzero(counters(wstore, org)) == {"credits": 100_000 - n * 5}  # charged exactly once each
+    assert {wstore.task(wstore.org(org), i).charged for i in ids} == {5}
+
+
+def test_sigterm_to_taskq_worker_finishes_or_releases_everything_and_exits_0(
+    wstore: Store, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    org = wstore.create_org("term", credits=100_000, concurrency=1000, queue_limit=10_000)[0]
+    with Upstream() as upstream:
+        quick = admit_tasks(
+            wstore, make_settings(), org, [request(prompt=f"slow:0.3:{i}") for i in range(20)]
+        )
+        slow = admit_tasks(wstore, make_settings(), org, [request(prompt=f"slow:60:{i}") for i in range(30)])
+        pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "100"], upstream)
+        rq = redis.Redis.from_url(REAL_REDIS_URL)
+        wait_for(lambda: counters(wstore, org)["inflight"] == 50, 20, "all tasks in flight")
+        [worker] = Worker.all(connection=rq)  # visible to `rq info`
+        assert worker.get_state() == "busy"
+        pool.send_signal(signal.SIGTERM)
+        took = wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
+        print(f"\nSIGTERM with 50 calls in flight: exited {pool.returncode} after {took:.2f}s")
+    assert pool.returncode == 0
+    assert {status for status, _ in attempts(wstore, org, quick)} == {"COMPLETED"}
+    assert set(attempts(wstore, org, slow)) == {("QUEUED", 0)}
+    assert nonzero(counters(wstore, org)) == {
+        "credits": 100_000 - 20 * 5,
+        "reserved": 150,
+        "queued": 30,
+        "q1": 30,
+    }
+    assert Worker.all(connection=rq) == [] and Queue.all(connection=rq) == []
+
+
+def test_rq_respawns_a_killed_worker_process_with_a_fresh_drain(
+    wstore: Store, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    org = wstore.create_org("respawn", credits=100_000, concurrency=1000, queue_limit=10_000)[0]
+    rq = redis.Redis.from_url(REAL_REDIS_URL)
+    with Upstream(latency=0.5) as upstream:
+        pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "50"], upstream)
+        wait_for(
+            lambda: [w.get_state() for w in Worker.all(connection=rq)] == ["busy"], 20, "a draining worker"
+        )
+        [first] = Worker.all(connection=rq)
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for(lambda: any(w.name != first.name for w in Worker.all(connection=rq)), 20, "a new worker")
+        ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"r{i}") for i in range(100)])
+        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 30, "done")
+        pool.send_signal(signal.SIGTERM)
+        wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
+    assert {status for status, _ in attempts(wstore, org, ids)} == {"COMPLETED"}
+    assert pool.returncode == 0
