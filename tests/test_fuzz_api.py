@@ -14,7 +14,9 @@ from taskq.store import Store
 from tests.conftest import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
-_app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)
+_app = create_app(
+    make_settings(rate_limit_per_second=10**9, webhook_resolve_timeout_seconds=0.01), client=_client
+)
 _org, _key = Store(_client).create_org("fuzz", credits=10**9, concurrency=10, queue_limit=10**9)
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", _app)

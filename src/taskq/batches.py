@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq.errors import NotFound, ValidationFailed
-from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms, summary_view
+from taskq.schemas.payloads import PAYLOAD_MODELS
+from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskRequest, TaskType, event_view, iso_ms, summary_view
 from taskq.store import Org, Store
 
 STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED")
@@ -55,6 +56,33 @@ def batch_view(store: Store, org: Org, batch_id: str) -> dict[str, Any]:
         "taskIds": [i or None for i in ids],
         "batchWebhook": {"url": fields["webhook"]} if fields.get("webhook") else None,
     }
+
+
+def failed_tasks(store: Store, org: Org, batch_id: str) -> tuple[list[tuple[int, str]], list[TaskRequest]]:
+    """The FAILED tasks of a batch as new requests (no idempotency key: the old one stays bound), with
+    their (index, task id) in the source batch."""
+    ids = batch_task_ids(store, org, batch_id)
+    pipe = store.client.pipeline(transaction=False)
+    indexed = [(i, t) for i, t in enumerate(ids) if t]
+    for _, task_id in indexed:
+        pipe.hmget(org.shard.task(task_id), ["status", "type", "payload", "prio", "webhook"])
+    sources, items = [], []
+    for (index, task_id), (status, task_type, payload, prio, webhook) in zip(
+        indexed, pipe.execute() if indexed else [], strict=True
+    ):
+        if status != "FAILED":
+            continue
+        sources.append((index, task_id))
+        items.append(
+            TaskRequest(
+                task_type=TaskType(task_type),
+                payload=PAYLOAD_MODELS[task_type].model_validate_json(payload),
+                priority=int(prio),
+                idempotency_key=None,
+                webhook_url=webhook or None,
+            )
+        )
+    return sources, items
 
 
 @dataclass(frozen=True, slots=True)

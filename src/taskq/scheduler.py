@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,10 +143,10 @@ def lost(task: Claimed, *, now: int, retention: int) -> Op[bool]:
     return fail(task, Code.WORKER_LOST, message, now=now, retention=retention, only_expired=True)
 
 
-def retry(task: Claimed, *, due: int) -> Op[bool]:
-    """Back to QUEUED, waiting in the retry set until due (ms)."""
-    return Op("retry", [task.shard.proc, task.shard.delayed], [task.shard.tag, task.id, task.token, due,
-                                                                *ALL_TYPES], _ok)  # fmt: skip
+def retry(task: Claimed, *, due: int, now: int, retention: int) -> Op[bool]:
+    """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested."""
+    args = [task.shard.tag, task.id, task.token, due, now, retention, *ALL_TYPES]
+    return Op("retry", [task.shard.proc, task.shard.delayed], args, _ok)
 
 
 def release(task: Claimed) -> Op[bool]:
@@ -180,7 +181,7 @@ def after_error(
         return fail(task, code, f"{message} (gave up after {task.attempts} attempts)", now=now,
                     retention=retention)  # fmt: skip
     delay = backoff(task.attempts, base=base, cap=cap, hint=retry_after, rng=rng)
-    return retry(task, due=now + int(delay * 1000))
+    return retry(task, due=now + int(delay * 1000), now=now, retention=retention)
 
 
 def _delivery_id() -> str:
@@ -202,7 +203,7 @@ class Scheduler:
         return op.parse(self.scripts[op.script](keys=op.keys, args=op.args))
 
 
-def clear_queue(store: Store, org: Org) -> int:
+def clear_queue(store: Store, org: Org, *, retention: int) -> int:
     """Remove every QUEUED task of the organization (in atomic chunks); return how many."""
     shard = org.shard
     total = 0
@@ -210,9 +211,24 @@ def clear_queue(store: Store, org: Org) -> int:
         removed = int(
             store.scripts["clear"](
                 keys=[shard.org(org.id), shard.delayed],
-                args=[shard.tag, org.id, CLEAR_CHUNK, *ALL_TYPES],
+                args=[shard.tag, org.id, CLEAR_CHUNK, _now_ms(), retention, *ALL_TYPES],
             )
         )
         total += removed
         if removed < CLEAR_CHUNK:
             return total
+
+
+def cancel(store: Store, org: Org, task_ids: Sequence[str], *, retention: int) -> list[str]:
+    """Cancel tasks of one org in one round trip; per task "canceled", "requested", "missing" or its
+    terminal status (see cancel.lua)."""
+    script = store.scripts["cancel"]
+    pipe = store.client.pipeline(transaction=False)
+    now = _now_ms()
+    for task_id in task_ids:
+        script(keys=[org.shard.delayed], args=[org.shard.tag, task_id, org.id, now, retention], client=pipe)
+    return [str(r) for r in pipe.execute()] if task_ids else []
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -22,10 +22,23 @@ def _read(name: str) -> str:
     return resources.files("taskq").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+def _expand(name: str, seen: set[str]) -> str:
+    """A file with its includes spliced in, recursively; each library once per script."""
+
+    def splice(match: re.Match[str]) -> str:
+        lib = match.group(1)
+        if lib in seen:
+            return ""
+        seen.add(lib)
+        return _expand(lib, seen)
+
+    return INCLUDE.sub(splice, _read(name))
+
+
 @cache
 def source(name: str) -> str:
     """The full text of one script: the generated key builders, then the script with its includes."""
-    return lua_preamble() + INCLUDE.sub(lambda m: _read(m.group(1)), _read(name))
+    return lua_preamble() + _expand(name, set())
 
 
 class Scripts:

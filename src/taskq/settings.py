@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     redis_cluster: bool = False
     shards: int = Field(default=1, ge=1, le=1024)
+    # RQ's supervision data (worker registry, drain jobs): a plain Redis, since RQ's multi-key commands
+    # do not run on a cluster. Default: redis_url, unless that is a cluster (then this is required).
+    rq_redis_url: str | None = None
     embedded_redis_port: int = 6390
     data_dir: str = ".taskq"
 
@@ -98,6 +101,7 @@ class Settings(BaseSettings):
 
     # Webhooks
     webhook_timeout_seconds: float = 15.0
+    webhook_resolve_timeout_seconds: float = 2.0
     webhook_schedule_seconds: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0, 36000.0]
     )

@@ -145,7 +145,108 @@ def _paths() -> dict[str, Any]:
             "error": _ref("ErrorBody"),
         },
     }
-    return {
+    batch_id = {
+        "name": "batchId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    obj = _json({"type": "object"})
+    page = [
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    ]
+    extra: dict[str, Any] = {
+        "/v1/async/task/{taskId}/cancel": {
+            "post": {
+                "operationId": "cancelTask",
+                "parameters": [task_id],
+                "responses": {"200": obj, **_errors(401, 404, 409, 429)},
+            }
+        },
+        "/v1/async/task/{taskId}/deliveries": {
+            "get": {
+                "operationId": "listTaskDeliveries",
+                "parameters": [task_id],
+                "responses": {"200": obj, **_errors(401, 404, 429)},
+            }
+        },
+        "/v1/async/task/{taskId}/webhook/redeliver": {
+            "post": {
+                "operationId": "redeliverTaskWebhook",
+                "parameters": [task_id],
+                "responses": {"200": obj, **_errors(401, 404, 409, 429)},
+            }
+        },
+        "/v1/async/batch/{batchId}": {
+            "get": {
+                "operationId": "getBatch",
+                "parameters": [batch_id],
+                "responses": {"200": obj, **_errors(401, 404, 429)},
+            }
+        },
+        "/v1/async/batch/{batchId}/results": {
+            "get": {
+                "operationId": "getBatchResults",
+                "parameters": [batch_id, *page],
+                "responses": {
+                    "200": {
+                        "description": "Finished results as JSON lines; X-Next-Cursor when more follow",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 404, 429),
+                },
+            }
+        },
+        "/v1/async/batch/{batchId}/cancel": {
+            "post": {
+                "operationId": "cancelBatch",
+                "parameters": [batch_id],
+                "responses": {"200": obj, **_errors(401, 404, 429)},
+            }
+        },
+        "/v1/async/batch/{batchId}/retry-failed": {
+            "post": {
+                "operationId": "retryFailedTasks",
+                "parameters": [batch_id],
+                "responses": {"200": obj, **_errors(401, 404, 422, 429)},
+            }
+        },
+        "/v1/async/tasks": {
+            "get": {
+                "operationId": "listTasks",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"],
+                        },
+                    },
+                    {
+                        "name": "taskType",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(PAYLOAD_MODELS)},
+                    },
+                    {
+                        "name": "priority",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10},
+                    },
+                    {"name": "batchId", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "createdAfter",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    *page,
+                ],
+                "responses": {"200": obj, **_errors(400, 401, 429)},
+            }
+        },
+    }
+    return extra | {
         "/v1/async/task": {
             "post": {
                 "operationId": "createAsyncTask",
@@ -159,6 +260,15 @@ def _paths() -> dict[str, Any]:
         "/v1/async/task/batch": {
             "post": {
                 "operationId": "createBatchAsyncTasks",
+                "parameters": [
+                    {
+                        "name": "batchWebhook",
+                        "in": "query",
+                        "required": False,
+                        "description": "URL for one signed batch.completed event (taskq's addition)",
+                        "schema": {"type": "string", "format": "uri"},
+                    },
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from taskq.api import authenticate, store
+from taskq.api import authenticate, settings, store
 from taskq.scheduler import clear_queue
 
 bp = Blueprint("queue", __name__, url_prefix="/v1")
@@ -20,7 +20,7 @@ def status() -> Any:
 @bp.delete("/async/queue")
 def clear() -> Any:
     org = authenticate()
-    return {"success": True, "cleared": clear_queue(store(), org)}
+    return {"success": True, "cleared": clear_queue(store(), org, retention=settings().retention_seconds)}
 
 
 @bp.get("/credits")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -11,7 +13,8 @@ from flask import Blueprint, request
 from taskq.admission import Accepted, Outcome, admit, validate
 from taskq.api import authenticate, settings, store
 from taskq.api.errors import HttpError, timestamp
-from taskq.errors import Code, TaskqError, ValidationFailed
+from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
+from taskq.scheduler import cancel
 from taskq.schemas.tasks import FieldError, TaskRequest, parse_task, task_view
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/async")
@@ -39,35 +42,83 @@ def _checked(raw: object, webhook_check: Any) -> TaskRequest | list[FieldError]:
     return validate(parse_task(raw), settings(), webhook_check)
 
 
-def _webhook_check() -> Any:
-    """Admission-time webhook target check, resolving each host once per request."""
+# Lookups run on daemon threads (a lookup stuck in getaddrinfo must not hold a request, nor block
+# process exit), at most this many at once; past that a target is refused as not checkable now.
+_dns_slots = threading.BoundedSemaphore(32)
+
+
+def _check_one(url: str, allow: Any, require_https: bool) -> str | None:
+    from taskq.webhooks import ssrf
+
+    try:
+        ssrf.check_url(url, allow, require_https)
+        return None
+    except ssrf.UnsafeTarget as exc:
+        return str(exc)
+
+
+def _start_check(
+    url: str, allow: Any, require_https: bool
+) -> tuple[threading.Event, list[str | None]] | None:
+    if not _dns_slots.acquire(blocking=False):
+        return None
+    done, box = threading.Event(), []
+
+    def run() -> None:
+        try:
+            box.append(_check_one(url, allow, require_https))
+        finally:
+            _dns_slots.release()
+            done.set()
+
+    threading.Thread(target=run, name="taskq-dns", daemon=True).start()
+    return done, box
+
+
+def _webhook_check(raw: object, extra: str = "") -> Any:
+    """Admission-time webhook target checks for a whole request, resolved concurrently under one
+    deadline, so names that resolve slowly cannot hold an intake thread (the sender checks again)."""
     from taskq.webhooks import ssrf
 
     cfg = settings()
     allow = ssrf.parse_networks(cfg.webhook_allow_networks)
-    seen: dict[str, str | None] = {}
+    items = raw if isinstance(raw, list) else [raw]
+    urls = {extra} if extra else set()
+    for item in items:
+        hook = item.get("webhook") if isinstance(item, dict) else None
+        if isinstance(hook, dict) and isinstance(hook.get("url"), str) and 0 < len(hook["url"]) <= 2048:
+            urls.add(hook["url"])
+    timeout = cfg.webhook_resolve_timeout_seconds
+    started = {url: _start_check(url, allow, cfg.webhook_require_https) for url in urls}
+    deadline = time.monotonic() + timeout
+    verdicts: dict[str, str | None] = {}
+    for url, pending in started.items():
+        if pending is None:
+            verdicts[url] = "webhook url could not be checked now (too many lookups in progress); retry"
+        elif pending[0].wait(max(0.0, deadline - time.monotonic())) and pending[1]:
+            verdicts[url] = pending[1][0]
+        else:
+            verdicts[url] = f"webhook url host did not resolve within {timeout:g} s"
 
     def check(url: str) -> str | None:
-        if url not in seen:
-            try:
-                ssrf.check_url(url, allow, cfg.webhook_require_https)
-                seen[url] = None
-            except ssrf.UnsafeTarget as exc:
-                seen[url] = str(exc)
-        return seen[url]
+        return verdicts[url] if url in verdicts else _check_one(url, allow, cfg.webhook_require_https)
 
     return check
 
 
-def _batch_webhook(check: Any) -> str:
+def _batch_webhook_url() -> str:
     """The optional batch.completed webhook: ?batchWebhook=<url> (or .url) or a Batch-Webhook header."""
-    url = (
+    return (
         request.args.get("batchWebhook")
         or request.args.get("batchWebhook.url")
         or request.args.get("batchWebhook[url]")
         or request.headers.get("Batch-Webhook")
         or ""
     )
+
+
+def _batch_webhook(check: Any) -> str:
+    url = _batch_webhook_url()
     if not url:
         return ""
     problem = check(url) if len(url) <= 2048 else "url is longer than 2048 characters"
@@ -81,7 +132,7 @@ def _batch_webhook(check: Any) -> str:
     return url
 
 
-def _item(outcome: Outcome) -> dict[str, Any]:
+def result_item(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Accepted):
         return {"success": True, "index": outcome.index, "task": outcome.task, "credits": outcome.credits}
     err = outcome.error
@@ -106,12 +157,12 @@ def create_batch() -> Any:
             {"count": len(body), "max": limit},
             status=422,
         )
-    check = _webhook_check()
+    check = _webhook_check(body, _batch_webhook_url())
     batch_hook = _batch_webhook(check)
     items = [_checked(raw, check) for raw in body]
     batch_id = str(uuid.uuid4())
     outcomes = admit(store(), settings(), org, items, batch_id=batch_id, batch_webhook=batch_hook)
-    results = [_item(o) for o in outcomes]
+    results = [result_item(o) for o in outcomes]
     succeeded = sum(1 for r in results if r["success"])
     return {
         "success": True,
@@ -125,7 +176,7 @@ def create_batch() -> Any:
 def create_task() -> Any:
     org = authenticate()
     body = read_json(status=400)
-    item = _checked(body, _webhook_check())
+    item = _checked(body, _webhook_check(body))
     if isinstance(item, list):
         raise ValidationFailed("Request validation failed", [e.to_json() for e in item])
     outcome = admit(store(), settings(), org, [item])[0]
@@ -139,3 +190,25 @@ def create_task() -> Any:
 def get_task(task_id: str) -> Any:
     org = authenticate()
     return task_view(store().task(org, task_id))
+
+
+CANCEL_ANSWERS = {"canceled": (True, False), "requested": (False, True)}
+
+
+@bp.post("/task/<task_id>/cancel")
+def cancel_task(task_id: str) -> Any:
+    """Cancel a QUEUED task now, or a PROCESSING one at its next safe point (taskq's addition)."""
+    org = authenticate()
+    record = store().task(org, task_id)
+    verdict = cancel(store(), org, [task_id], retention=settings().retention_seconds)[0]
+    if verdict == "missing":
+        raise NotFound(f"Task {task_id} not found", {"id": task_id})
+    if verdict not in CANCEL_ANSWERS:
+        raise TaskqError(
+            f"Task {task_id} already finished ({verdict})",
+            {"id": task_id, "status": verdict},
+            code=Code.TASK_ALREADY_FINISHED,
+        )
+    canceled, requested = CANCEL_ANSWERS[verdict]
+    view = task_view(store().task(org, task_id)) if canceled else task_view(record)
+    return {"success": True, **view, "canceled": canceled, "cancelRequested": requested}

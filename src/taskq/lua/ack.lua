@@ -24,5 +24,5 @@ redis.call("HSET", k_task(tag, id), "status", "COMPLETED", "finished", now, "cha
 redis.call("HINCRBY", k_org(tag, t[1]), "credits", -cost)
 redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -cost)
 settle(tag, t[1], t[2], types)
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "COMPLETED", "", "", true)
 return 1

@@ -96,6 +96,7 @@ while #out < k and rounds < k + 64 do
     redis.call("HINCRBY", okey, "queued", -1)
     redis.call("HINCRBY", okey, "q" .. prio, -1)
     redis.call("HINCRBY", KEYS[3], ttype, 1)
+    count(tag, "claimed:" .. ttype)
     local turn = redis.call("INCR", KEYS[5])
     redis.call("HSET", k_turn(tag), org, turn)
     if inflight >= limit then

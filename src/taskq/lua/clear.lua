@@ -2,17 +2,20 @@
 --
 -- KEYS[1]  org hash      T:org:<org>
 -- KEYS[2]  delayed       T:delayed
--- ARGV[1]  shard tag T   ARGV[2] org id   ARGV[3] limit   ARGV[4..] task types
+-- ARGV[1]  shard tag T   ARGV[2] org id   ARGV[3] limit   ARGV[4] now (ms)   ARGV[5] retention (s)
+-- ARGV[6..] task types
 --
 -- Each removed task is deleted with its idempotency key; its credit reservation is released and the
--- queued counters drop. Returns the number removed (0 when nothing is left).
+-- queued counters drop; its batch counts it as canceled. Returns the number removed (0: none left).
 
-local tag, org, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+--#include queue_lib
+
+local tag, org, limit, now, retention = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local removed, released = 0, 0
 local prio_counts = {}
 
 local function drop(id)
-  local t = redis.call("HMGET", k_task(tag, id), "cost", "prio", "idem")
+  local t = redis.call("HMGET", k_task(tag, id), "cost", "prio", "idem", "batch")
   if t[2] then
     released = released + tonumber(t[1] or "0")
     prio_counts[t[2]] = (prio_counts[t[2]] or 0) + 1
@@ -20,11 +23,14 @@ local function drop(id)
       redis.call("DEL", k_idem(tag, org, t[3]))
     end
     redis.call("DEL", k_task(tag, id))
+    if t[4] and t[4] ~= "" then
+      batch_progress(tag, t[4], "CANCELED", 0, now, retention)
+    end
     removed = removed + 1
   end
 end
 
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   if removed >= limit then break end
   local lane = k_lane(tag, org, ARGV[i])
   local ids = redis.call("ZRANGE", lane, 0, limit - removed - 1)

@@ -25,5 +25,6 @@ local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cost")
 redis.call("HSET", k_task(tag, id), "status", "FAILED", "finished", now, "charged", 0, "error", ARGV[8])
 redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -tonumber(t[3] or "0"))
 settle(tag, t[1], t[2], types)
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7])
+local err = cjson.decode(ARGV[8])
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "FAILED", err.code or "", err.message or "", true)
 return 1

@@ -7,6 +7,8 @@
 --   reserved     sum of cost of QUEUED and PROCESSING tasks; credits drop only on COMPLETED
 --   capped       an org is in T:capped (and absent from every ready index) iff inflight >= concurrency
 
+--#include metrics_lib
+
 local BAND = 1099511627776
 
 -- The org's round-robin turn; an org without one starts at the back of the line.
@@ -79,12 +81,42 @@ local function requeue(tag, id, types, attempts_delta)
   end
 end
 
--- Last step of COMPLETED/FAILED: queue the webhook (outbox), start the retention clock.
-local function finish(tag, id, now, retention, delivery, body)
-  local t = redis.call("HMGET", k_task(tag, id), "org", "idem", "webhook")
-  local org, idem, webhook = t[1], t[2], t[3]
+-- A finished task counts toward its batch; the batch's last task closes it and queues batch.completed.
+local function batch_progress(tag, batch, status, charged, now, retention)
+  local bkey = k_batch(tag, batch)
+  if redis.call("EXISTS", bkey) == 0 then
+    return
+  end
+  local done = redis.call("HINCRBY", bkey, "done", 1)
+  redis.call("HINCRBY", bkey, string.lower(status), 1)
+  redis.call("HINCRBY", bkey, "charged", charged)
+  local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
+    "failed", "canceled", "charged")
+  if done < tonumber(b[1]) then
+    return
+  end
+  redis.call("HSET", bkey, "finished", now)
+  redis.call("EXPIRE", bkey, retention)
+  redis.call("EXPIRE", k_batch_ids(tag, batch), retention)
+  if b[2] and b[2] ~= "" then
+    local body = cjson.encode({type = "batch.completed", batchId = batch, total = tonumber(b[4]),
+      admitted = tonumber(b[1]), counts = {COMPLETED = tonumber(b[6] or "0"), FAILED = tonumber(b[7] or "0"),
+      CANCELED = tonumber(b[8] or "0")}, creditsCharged = tonumber(b[9] or "0"),
+      createdAt = iso_ms(b[5]), finishedAt = iso_ms(now)})
+    local delivery = "batch_" .. batch
+    redis.call("HSET", k_delivery(tag, delivery), "task", "", "org", b[3], "url", b[2],
+      "event", "msg_batch_" .. batch, "body", body, "attempts", 0, "state", "pending", "created", now)
+    redis.call("ZADD", k_wh_due(tag), now, delivery)
+  end
+end
+
+-- Last step of COMPLETED/FAILED/CANCELED: count it, queue the webhook (outbox) unless told not to,
+-- start the retention clock, move its batch on. code/message describe a failure ("" otherwise).
+local function finish(tag, id, now, retention, delivery, body, status, code, message, notify)
+  local t = redis.call("HMGET", k_task(tag, id), "org", "idem", "webhook", "type", "started", "batch", "charged")
+  local org, idem, webhook, ttype = t[1], t[2], t[3], t[4]
   redis.call("ZREM", k_proc(tag), id)
-  if webhook and webhook ~= "" then
+  if webhook and webhook ~= "" and notify then
     redis.call("HSET", k_delivery(tag, delivery), "task", id, "org", org, "url", webhook,
       "event", "msg_" .. id, "body", body, "attempts", 0, "state", "pending", "created", now)
     redis.call("ZADD", k_wh_due(tag), now, delivery)
@@ -98,6 +130,51 @@ local function finish(tag, id, now, retention, delivery, body)
   end
   redis.call("ZADD", k_done(tag), now, id)
   redis.call("ZREMRANGEBYSCORE", k_done(tag), "-inf", "(" .. (tonumber(now) - retention * 1000))
+
+  if status == "COMPLETED" then
+    count(tag, "completed:" .. ttype)
+    count_minute(tag, now, "completed")
+  elseif status == "FAILED" then
+    count(tag, "failed:" .. ttype .. ":" .. code)
+    count_minute(tag, now, "failed")
+    redis.call("LPUSH", k_failures(tag), cjson.encode({id = id, org = org, type = ttype, code = code,
+      message = message, at = tonumber(now)}))
+    redis.call("LTRIM", k_failures(tag), 0, 99)
+  else
+    count(tag, "canceled:" .. ttype)
+  end
+  if t[5] and t[5] ~= "" and status ~= "CANCELED" then
+    count_latency(tag, ttype, tonumber(now) - tonumber(t[5]))
+  end
+  if t[6] and t[6] ~= "" then
+    batch_progress(tag, t[6], status, tonumber(t[7] or "0"), now, retention)
+  end
+end
+
+-- The webhook body of a canceled task: what GET returns for it, without the webhook block.
+local function canceled_body(tag, id, now)
+  local t = redis.call("HMGET", k_task(tag, id), "type", "prio", "created", "idem", "cost", "started")
+  local latency = cjson.null
+  if t[6] and t[6] ~= "" then
+    latency = tonumber(now) - tonumber(t[6])
+  end
+  return cjson.encode({
+    task = {id = id, taskType = t[1], status = "CANCELED", priority = tonumber(t[2]),
+      createdAt = iso_ms(t[3]), latencyMs = latency,
+      idempotencyKey = (t[4] and t[4] ~= "") and t[4] or cjson.null},
+    credits = {creditsToCharge = tonumber(t[5] or "0"), creditsCharged = 0},
+    response = {error = {code = "TASK_CANCELED", message = "The task was canceled by request"}}})
+end
+
+-- Make a task CANCELED: release its credits, count it, webhook only if the org opted in.
+local function cancel_task(tag, id, now, retention)
+  local t = redis.call("HMGET", k_task(tag, id), "org", "cost")
+  redis.call("HSET", k_task(tag, id), "status", "CANCELED", "finished", now, "charged", 0, "token", "",
+    "error", cjson.encode({code = "TASK_CANCELED", message = "The task was canceled by request"}))
+  redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -tonumber(t[2] or "0"))
+  local notify = redis.call("HGET", k_org(tag, t[1]), "notify_canceled") == "1"
+  finish(tag, id, now, retention, "c_" .. id, notify and canceled_body(tag, id, now) or "", "CANCELED",
+    "TASK_CANCELED", "The task was canceled by request", notify)
 end
 
 -- The fields a worker needs to run a task, in the order taskq.scheduler.Claimed reads them.

@@ -22,9 +22,11 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
     redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
   elseif tonumber(t[2] or "0") >= max_attempts then
     exhausted[#exhausted + 1] = describe(tag, id)
+    count(tag, "lease_expired")
   else
     requeue(tag, id, types, 0)
     requeued = requeued + 1
+    count(tag, "lease_expired")
   end
 end
 local out = {requeued}

@@ -2,7 +2,11 @@
 --
 -- KEYS[1]  leases       T:proc
 -- KEYS[2]  retry waits  T:delayed
--- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5..] task types
+-- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5] now (ms)
+-- ARGV[6]  retention (s)   ARGV[7..] task types
+--
+-- A retry is a cancellation safe point: a task whose cancel was requested while it ran becomes
+-- CANCELED here instead of waiting.
 --
 -- A waiting task counts as queued (queued, q<p>) and keeps its credit reservation; claim.lua moves
 -- it back to its lane at its original score once due. Returns 1, or 0 when the token is stale.
@@ -14,10 +18,16 @@ if not holds(tag, id, token) then
   return 0
 end
 local types = {}
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   types[#types + 1] = ARGV[i]
 end
-local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio")
+local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "cancel")
+count(tag, "retried:" .. t[2])
+if t[4] == "1" then
+  settle(tag, t[1], t[2], types)
+  cancel_task(tag, id, ARGV[5], tonumber(ARGV[6]))
+  return 1
+end
 redis.call("ZREM", KEYS[1], id)
 redis.call("HSET", k_task(tag, id), "status", "QUEUED", "token", "")
 redis.call("ZADD", KEYS[2], ARGV[4], id)

@@ -14,6 +14,8 @@
 -- the task's latest delivery (wh_last) only, so an old failure cannot hide a newer redelivery.
 -- Returns the delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
 
+--#include metrics_lib
+
 local tag, id, attempt, now, decision = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local key = k_delivery(tag, id)
 local d = redis.call("HMGET", key, "state", "attempts", "task")
@@ -38,6 +40,16 @@ if decision == "defer" then
 end
 
 redis.call("RPUSH", k_delivery_log(tag, id), ARGV[7])
+local outcome = cjson.decode(ARGV[7]).outcome or decision
+count(tag, "wh:" .. outcome)
+if decision ~= "delivered" then  -- the dashboard's failing endpoints: attempts per host this hour
+  local url = redis.call("HGET", key, "url") or ""
+  local host = string.match(url, "^%a+://([^/?#]+)") or url
+  redis.call("HINCRBY", k_wh_failing(tag), host, 1)
+  if redis.call("TTL", k_wh_failing(tag)) < 0 then
+    redis.call("EXPIRE", k_wh_failing(tag), 3600)
+  end
+end
 if state == "delivered" or state == "failed" or not (current or decision == "delivered") then
   return "stale"
 end

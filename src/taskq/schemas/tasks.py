@@ -29,9 +29,10 @@ class TaskStatus(StrEnum):
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELED = "CANCELED"  # taskq's addition: canceled by request (POST .../cancel)
 
 
-TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED})
 
 
 class WebhookSpec(BaseModel):
@@ -193,7 +194,7 @@ def event_view(t: TaskRecord) -> dict[str, Any]:
     view: dict[str, Any] = {"task": summary_view(t), "credits": credits_view(t)}
     if t.status == TaskStatus.COMPLETED and t.result_json is not None:
         view["response"] = json.loads(t.result_json)
-    elif t.status == TaskStatus.FAILED and t.error_json is not None:
+    elif t.status in (TaskStatus.FAILED, TaskStatus.CANCELED) and t.error_json is not None:
         view["response"] = {"error": json.loads(t.error_json)}
     return view
 

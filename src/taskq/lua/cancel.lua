@@ -1,0 +1,37 @@
+-- cancel.lua: cancel one task of an organization.
+--
+-- KEYS[1]  retry waits  T:delayed
+-- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] org id   ARGV[4] now (ms)   ARGV[5] retention (s)
+--
+-- A QUEUED task (in its lane or waiting to retry) becomes CANCELED at once: out of the queue, its
+-- credit reservation released, counted, its webhook sent only if the org opted in (notify_canceled).
+-- A PROCESSING task is marked; it becomes CANCELED at its next safe point (a retry) — if its current
+-- call succeeds it completes, so a task is either canceled or runs, never both. Atomic against claims.
+-- Returns "canceled", "requested" (PROCESSING), "missing" (unknown or another org's), or the
+-- terminal status it already has.
+
+--#include queue_lib
+
+local tag, id, org, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local t = redis.call("HMGET", k_task(tag, id), "org", "status", "type", "prio")
+if t[1] ~= org then
+  return "missing"
+end
+if t[2] == "PROCESSING" then
+  redis.call("HSET", k_task(tag, id), "cancel", 1)
+  return "requested"
+end
+if t[2] ~= "QUEUED" then
+  return t[2]
+end
+if redis.call("ZREM", k_lane(tag, org, t[3]), id) == 1 then
+  if redis.call("SISMEMBER", k_capped(tag), org) == 0 then
+    index_lane(tag, org, t[3], turn_of(tag, org))
+  end
+elseif redis.call("ZREM", KEYS[1], id) == 0 then
+  return "missing"
+end
+redis.call("HINCRBY", k_org(tag, org), "queued", -1)
+redis.call("HINCRBY", k_org(tag, org), "q" .. t[4], -1)
+cancel_task(tag, id, now, tonumber(ARGV[5]))
+return "canceled"

@@ -1,0 +1,48 @@
+-- metrics_lib.lua: counters for /metrics and the dashboard (field names: see taskq.metrics), and the
+-- ISO-8601 formatting of event timestamps. Spliced into scripts with "--#include metrics_lib".
+
+-- Upper bounds (ms) of the latency histogram: the same as taskq.metrics.LATENCY_BUCKETS_MS.
+local LAT_BUCKETS = {100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000}
+
+local function count(tag, field, n)
+  redis.call("HINCRBY", k_metrics(tag), field, n or 1)
+end
+
+-- One more event in this minute's bucket of the dashboard chart (kept two hours).
+local function count_minute(tag, now, field)
+  local key = k_stats(tag, math.floor(tonumber(now) / 60000))
+  redis.call("HINCRBY", key, field, 1)
+  redis.call("EXPIRE", key, 7200)
+end
+
+local function count_latency(tag, ttype, ms)
+  local index = #LAT_BUCKETS
+  for i, bound in ipairs(LAT_BUCKETS) do
+    if ms <= bound then
+      index = i - 1
+      break
+    end
+  end
+  count(tag, "lat:" .. ttype .. ":" .. index)
+  count(tag, "latsum:" .. ttype, ms)
+  count(tag, "latcount:" .. ttype)
+end
+
+-- Epoch milliseconds as 2026-04-09T15:00:00.000Z (days-from-civil, proleptic Gregorian calendar).
+local function iso_ms(ms)
+  ms = tonumber(ms)
+  local secs = math.floor(ms / 1000)
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, month, day, math.floor(rem / 3600),
+    math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
+end
