@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskq.errors import TaskqError
+from taskq.logs import configure as configure_logging
 from taskq.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -77,6 +78,8 @@ def cmd_org_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_org_set(args: argparse.Namespace, settings: Settings) -> int:
     changes = {k: v for k, v in (("concurrency", args.concurrency), ("queue_limit", args.queue_limit)) if v}
+    if args.notify_canceled is not None:
+        changes["notify_canceled"] = 1 if args.notify_canceled == "yes" else 0
     _store(settings).update_org(args.org_id, **changes)
     _print({"orgId": args.org_id, **changes})
     return 0
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("org_id")
     update.add_argument("--concurrency", type=int)
     update.add_argument("--queue-limit", type=int)
+    update.add_argument("--notify-canceled", choices=["yes", "no"], help="send webhooks for CANCELED tasks")
     update.set_defaults(handler=cmd_org_set)
     rotate = org.add_parser("rotate-webhook-secret", help="new webhook secret; the old one overlaps")
     rotate.add_argument("org_id")
@@ -194,6 +198,7 @@ def extend(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.handler(args, settings)
         return code
