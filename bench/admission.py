@@ -91,33 +91,28 @@ def bench_rq(url: str, batches: int) -> tuple[list[float], float]:
     return latencies, BATCH * batches / (sum(latencies) / 1000)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--http-workers", type=int, default=2)
-    args = parser.parse_args()
-
+def measure(
+    rounds: int = 3, batches: int = 40, clients: int = 4, http_workers: int = 2
+) -> dict[str, list[float]]:
+    """Run `rounds` rounds of taskq over HTTP and RQ enqueue_many on one private Redis; figures per round."""
+    rows: dict[str, list[float]] = {
+        "p50": [], "p99": [], "rate": [], "rq_p50": [], "rq_rate": [], "ratio": [], "c_rate": []
+    }  # fmt: skip
     with private_redis() as url:
         port = free_port()
         env = {"TASKQ_REDIS_URL": url, "TASKQ_UPSTREAM_BASE_URL": "http://127.0.0.1:9", **KEYS}
-        server = spawn(
-            ["-m", "taskq", "serve", "--port", str(port), "--workers", str(args.http_workers)], env
-        )
+        server = spawn(["-m", "taskq", "serve", "--port", str(port), "--workers", str(http_workers)], env)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: httpx.get(base + "/healthz").status_code == 200)
             store = Store(redis.Redis.from_url(url, decode_responses=True))
-            rows = {"p50": [], "p99": [], "rate": [], "rq_p50": [], "rq_rate": [], "ratio": [], "c_rate": []}
-            for round_no in range(args.rounds):
+            for round_no in range(rounds):
                 _, key = store.create_org("bench", credits=10**12, concurrency=100, queue_limit=10**9)
-                lat, c_rate = bench_taskq(base, key, args.batches, round_no, args.clients)
-                rq_lat, rq_rate = bench_rq(url, args.batches)
-                rate = BATCH / (statistics.median(lat) / 1000)
+                lat, c_rate = bench_taskq(base, key, batches, round_no, clients)
+                rq_lat, rq_rate = bench_rq(url, batches)
                 rows["p50"].append(percentile(lat, 50))
                 rows["p99"].append(percentile(lat, 99))
-                rows["rate"].append(rate)
+                rows["rate"].append(BATCH / (statistics.median(lat) / 1000))
                 rows["c_rate"].append(c_rate)
                 rows["rq_p50"].append(percentile(rq_lat, 50))
                 rows["rq_rate"].append(rq_rate)
@@ -125,6 +120,17 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--http-workers", type=int, default=2)
+    args = parser.parse_args()
+    rows = measure(args.rounds, args.batches, args.clients, args.http_workers)
     print(
         f"machine: {machine()}; {args.rounds} rounds of {args.batches} batches x {BATCH} tasks; "
         f"median (min-max)"

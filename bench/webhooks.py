@@ -104,16 +104,8 @@ async def deliver_all(url: str, settings: Settings) -> float:
     return wall
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--deliveries", type=int, default=20_000)
-    parser.add_argument("--in-flight", type=int, default=300)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve())
-        return
-
+def measure(deliveries: int = 20_000, in_flight: int = 300) -> dict[str, float]:
+    """Deliver `deliveries` webhooks from one process to a 204 receiver; wall, CPU and delivered count."""
     receiver = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -123,15 +115,15 @@ def main() -> None:
         settings = Settings(
             webhook_allow_networks=["127.0.0.0/8"],
             webhook_require_https=False,
-            webhook_concurrency=args.in_flight,
-            webhook_max_per_host=args.in_flight,  # one receiver here; production keeps the per-host cap
+            webhook_concurrency=in_flight,
+            webhook_max_per_host=in_flight,  # one receiver here; production keeps the per-host cap
             webhook_claim_batch=64,
         )
         with private_redis() as url:
             client = redis.Redis.from_url(url, decode_responses=True)
             seed(client, hook, 500)
             asyncio.run(deliver_all(url, settings))  # warm-up: imports, scripts, first connections
-            made = seed(client, hook, args.deliveries)
+            made = seed(client, hook, deliveries)
             cpu0 = time.process_time()
             wall = asyncio.run(deliver_all(url, settings))
             cpu = time.process_time() - cpu0
@@ -140,6 +132,20 @@ def main() -> None:
         assert receiver.stdin is not None
         receiver.stdin.close()
         receiver.wait(10)
+    return {"wall": wall, "cpu": cpu, "delivered": delivered, "rate": deliveries / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=20_000)
+    parser.add_argument("--in-flight", type=int, default=300)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve())
+        return
+    figures = measure(args.deliveries, args.in_flight)
+    wall, cpu, delivered = figures["wall"], figures["cpu"], int(figures["delivered"])
 
     rate = args.deliveries / wall
     verdict = "met" if rate >= TARGET_PER_S else "MISSED"

@@ -182,7 +182,7 @@ def test_cancel_batch_cancels_the_rest(http: Any, make_org: Any, store: Any) -> 
     claim_all(store.client, store, org_id, k=1)
     r = http.post(f"/v1/async/batch/{body['batchId']}/cancel", headers=auth(key)).json
     assert (r["canceled"], r["cancelRequested"], r["alreadyFinished"]) == (2, 1, 1)
-    other_org, other_key = make_org()
+    _, other_key = make_org()
     assert http.post(f"/v1/async/batch/{body['batchId']}/cancel", headers=auth(other_key)).status_code == 404
 
 

@@ -1,0 +1,144 @@
+"""Benchmark: Redis commands per finished task vs RQ's per job, by INFO commandstats on a private Redis.
+
+taskq: N tasks through HTTP admission (the intake app, auth and rate limit included), claim, provider
+call (simulator, latency 0), ack and a signed webhook delivered to a local receiver, by one drain
+process. RQ: N no-op jobs through enqueue_many and a SimpleWorker in burst mode. commandstats counts
+every command, including each redis.call inside a Lua script (EVALSHA itself counts once more).
+The commands this script issues to watch progress are subtracted.
+
+Run: python bench/redis_ops.py [--tasks 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import worker
+from bench.support import machine, private_redis
+
+from taskq.api import create_app
+from taskq.settings import Settings
+from taskq.store import Store
+
+WEBHOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webhooks.py")
+IGNORED = {"info", "config|resetstat", "config"}
+
+
+def commandstats(client: redis.Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
+def _receiver() -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, WEBHOOKS, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}/hook"
+
+
+def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int]:
+    """Commands for n tasks from admission to delivered webhook; (per-command counts, own commands)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    bench = worker.Bench(url)
+    org, key = Store(client).create_org("ops", credits=10**9, concurrency=10**5, queue_limit=10**6)
+    settings = Settings(openai_api_key="sk-bench", webhook_allow_networks=["127.0.0.0/8"])
+    http = create_app(settings, client=redis.Redis.from_url(url, decode_responses=True)).test_client()
+    env = bench.drain_env(sim, TASKQ_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8")
+    drain = worker.spawn_out(["-c", worker.DRAIN, "200"], env)
+    time.sleep(2.5)  # imports, first idle wait: not part of the per-task cost
+    shard = Store(client).org(org).shard
+    client.config_resetstat()
+    for start in range(0, n, 500):
+        body = [{"taskType": "CHATGPT", "payload": {"prompt": f"ops {i}", "country": "US"},
+                 "webhook": {"url": hook}} for i in range(start, min(n, start + 500))]  # fmt: skip
+        r = http.post("/v1/async/task/batch", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json["summary"]["failed"] == 0, r.json
+    own = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(shard.org(org), ["queued", "inflight"])
+        pipe.zcard(shard.wh_due)
+        pipe.zcard(shard.wh_proc)
+        (queued, inflight), due, sending = pipe.execute()
+        own += 3
+        if int(queued or 0) + int(inflight or 0) + due + sending == 0:
+            break
+        time.sleep(0.25)
+    stats = commandstats(client)
+    drain.send_signal(signal.SIGTERM)
+    drain.communicate(timeout=60)
+    return stats, own
+
+
+def rq_ops(url: str, n: int) -> Counter[str]:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.config_resetstat()
+    queue = Queue("bench", connection=client, serializer=JSONSerializer)
+    for start in range(0, n, 500):
+        queue.enqueue_many(
+            [Queue.prepare_data("bench.worker.noop_job") for _ in range(start, min(n, start + 500))]
+        )
+    proc = worker.spawn_out(["-c", worker.RQ_WORKER, url], {})
+    proc.communicate(timeout=300)
+    return commandstats(redis.Redis.from_url(url, decode_responses=True))
+
+
+def total(stats: Counter[str]) -> int:
+    return sum(calls for name, calls in stats.items() if name not in IGNORED)
+
+
+def measure(n: int = 2000) -> dict[str, Any]:
+    """Commands per finished task (taskq) and per job (RQ), with the five most frequent of each."""
+    receiver, hook = _receiver()
+    try:
+        with private_redis() as url, worker.simulator("0") as sim:
+            ours, own = taskq_ops(url, sim, hook, n)
+            theirs = rq_ops(url, n)
+    finally:
+        assert receiver.stdin is not None
+        receiver.stdin.close()
+        receiver.wait(10)
+    return {
+        "taskq": (total(ours) - own) / n,
+        "rq": total(theirs) / n,
+        "taskq_top": [
+            (name, round(calls / n, 2)) for name, calls in ours.most_common(6) if name not in IGNORED
+        ],
+        "rq_top": [
+            (name, round(calls / n, 2)) for name, calls in theirs.most_common(6) if name not in IGNORED
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    args = parser.parse_args()
+    figures = measure(args.tasks)
+    print(f"machine: {machine()}")
+    print(f"taskq: {figures['taskq']:.1f} Redis commands per finished task (target <= 15)")
+    print(f"   most frequent per task: {json.dumps(figures['taskq_top'])}")
+    print(f"RQ   : {figures['rq']:.1f} Redis commands per job")
+    print(f"   most frequent per job: {json.dumps(figures['rq_top'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Chaos: kill -9 a random `taskq worker` every few seconds while tasks stream in: nothing lost or twice.
+
+Default (CI) size: 1,500 tasks submitted over 12 s, a kill every 2.5 s, about 35 s in all. The size the
+issue asks for: TASKQ_CHAOS_TASKS=5000 TASKQ_CHAOS_SECONDS=30 pytest tests/test_chaos.py -s
+(TASKQ_CHAOS_KILL_EVERY sets the kill interval in seconds).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from taskq.api import create_app
+from taskq.store import Store
+from tests.conftest import REAL_REDIS_URL, auth, make_settings
+from tests.proof_support import (
+    HookReceiver,
+    Processes,
+    env_float,
+    env_int,
+    org_counters,
+    start_simulator,
+    task_fields,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TASKS = env_int("TASKQ_CHAOS_TASKS", 1500)
+SECONDS = env_float("TASKQ_CHAOS_SECONDS", 12.0)
+KILL_EVERY = env_float("TASKQ_CHAOS_KILL_EVERY", 2.5)
+WORKERS = 3
+BOOT_SECONDS = 3.0  # a restarted `taskq worker` imports, forks its RQ worker and starts a drain meanwhile
+COST = 5  # CHATGPT
+CREDITS = 10**9
+
+
+@pytest.mark.timeout(120 + int(TASKS / 25))
+def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
+    real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    store = Store(real_redis)
+    org, key = store.create_org("chaos", credits=CREDITS, concurrency=10_000, queue_limit=10**6)
+    shard = store.org(org).shard
+    http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
+    procs = Processes(tmp_path / "logs")
+    receiver = HookReceiver(store.webhook_secrets(org)).start()
+    try:
+        sim = start_simulator(procs, "uniform:0.05,0.3")
+        env = worker_env(
+            REAL_REDIS_URL, sim, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
+            TASKQ_MAX_ATTEMPTS="10", TASKQ_WEBHOOK_TIMEOUT_SECONDS="2", TASKQ_WEBHOOK_LEASE_SECONDS="3",
+            TASKQ_SHUTDOWN_GRACE_SECONDS="2",
+        )  # fmt: skip
+        argv = ["worker", "--processes", "1", "--concurrency", "200"]
+        workers = [procs.taskq(f"worker{i}", argv, env) for i in range(WORKERS)]
+        up_since = [time.monotonic()] * WORKERS
+
+        def submit(start: int, count: int) -> list[str]:
+            body = [
+                {"taskType": "CHATGPT", "payload": {"prompt": f"chaos {i}", "country": "US"},
+                 "webhook": {"url": receiver.url}}
+                for i in range(start, start + count)
+            ]  # fmt: skip
+            r = http.post("/v1/async/task/batch", json=body, headers=auth(key))
+            assert r.status_code == 200 and r.json["summary"]["succeeded"] == count, r.json
+            return [item["task"]["id"] for item in r.json["results"]]
+
+        ids: list[str] = []
+        rng = random.Random()
+        kills = 0
+        started = time.monotonic()
+        next_kill = started + KILL_EVERY
+        step = max(1, TASKS // int(SECONDS / 0.25))  # a batch every 250 ms
+        while len(ids) < TASKS or time.monotonic() < started + SECONDS:
+            if len(ids) < TASKS and time.monotonic() >= started + 0.25 * (len(ids) // step):
+                ids += submit(len(ids), min(step, TASKS - len(ids)))
+            booted = [i for i in range(WORKERS) if time.monotonic() - up_since[i] > BOOT_SECONDS]
+            if time.monotonic() >= next_kill and booted:
+                victim = rng.choice(booted)  # one that is draining by now, not one still importing
+                procs.kill_group(workers[victim])
+                workers[victim] = procs.taskq(f"worker{victim}", argv, env)
+                up_since[victim] = time.monotonic()
+                kills += 1
+                next_kill = time.monotonic() + KILL_EVERY * rng.uniform(0.6, 1.4)
+            time.sleep(0.02)
+        chaos_over = time.monotonic()
+
+        def all_done() -> bool:
+            c = org_counters(real_redis, shard, org)
+            hooks = real_redis.zcard(shard.wh_due) + real_redis.zcard(shard.wh_proc)
+            return c["queued"] + c["inflight"] == 0 and hooks == 0
+
+        wait_for(all_done, 60 + TASKS / 50, "every task and webhook to finish", interval=0.2)
+        settled = time.monotonic() - chaos_over
+        codes = [procs.stop(w) for w in workers]
+    finally:
+        receiver.stop()
+        procs.close()
+
+    records = task_fields(real_redis, shard, ids, ["status", "charged", "cost", "attempts", "wh_state"])
+    attempts = [int(r[3]) for r in records]
+    retried = sum(1 for a in attempts if a > 1)
+    events = receiver.event_ids_by_task()
+    duplicates = sum(1 for hit in receiver.hits if hit.verified) - len(events)
+    print(
+        f"\nchaos: {TASKS} tasks over {SECONDS:g} s, {kills} kill -9 of a whole `taskq worker`; "
+        f"{retried} tasks ran more than once (max attempts {max(attempts)}); settled {settled:.1f} s "
+        f"after the chaos ended; {duplicates} duplicate webhook sends (same id)"
+    )
+    assert kills >= 3 and retried > 0, "the chaos must have hit tasks in flight"
+    assert len(set(ids)) == TASKS
+    assert {(r[0], r[1], r[2], r[4]) for r in records} == {("COMPLETED", str(COST), str(COST), "delivered")}
+    assert org_counters(real_redis, shard, org) == {
+        "credits": CREDITS - COST * TASKS,
+        "reserved": 0,
+        "queued": 0,
+        "inflight": 0,
+    }
+    leftovers = [shard.proc, shard.delayed, shard.wh_due, shard.wh_proc]
+    assert [real_redis.zcard(k) for k in leftovers] == [0, 0, 0, 0]
+    assert set(events) == set(ids), "a task's webhook is missing (or one arrived for an unknown task)"
+    assert {task_id: list(e) for task_id, e in events.items()} == {i: [f"msg_{i}"] for i in ids}
+    assert all(h.verified for h in receiver.hits)
+    first: dict[str, Any] = {h.task_id: h.event for h in receiver.hits if h.task_id}
+    assert {e["credits"]["creditsCharged"] for e in first.values() if e} == {COST}
+    assert all(code in (0, -15) for code in codes), codes
