@@ -324,8 +324,46 @@ def test_a_client_trickling_its_body_does_not_hold_up_other_requests(served: tup
             time.sleep(0.05)
         slow.sendall(body[25:])
         slow.settimeout(5)
-        answer = slow.recv(65536).decode()
+        answer = ""
+        while '"succeeded"' not in answer:  # headers and body may arrive in separate segments
+            chunk = slow.recv(65536).decode()
+            if not chunk:
+                break
+            answer += chunk
     slow.close()
     print(f"\nwhile one client trickled its body: other requests took at most {max(took) * 1000:.0f} ms")
     assert answer.startswith("HTTP/1.1 200") and '"succeeded":1' in answer.replace(" ", "")
     assert max(took) < 1.0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_more_stalled_clients_than_threads_get_408_and_the_intake_keeps_serving(
+    tmp_path: Path, real_redis: redis.Redis
+) -> None:
+    procs = Processes(tmp_path / "logs")
+    try:
+        env = {**worker_env(REAL_REDIS_URL, "http://127.0.0.1:9"), "TASKQ_BODY_READ_TIMEOUT_SECONDS": "1"}
+        url = start_intake(procs, env, workers=1, threads=2)
+        _, key = Store(real_redis).create_org("stall", credits=1000, concurrency=1, queue_limit=100)
+        port = int(url.rsplit(":", 1)[1])
+        head = (f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Length: 1000\r\n\r\n[")  # fmt: skip
+        stalled = []
+        for _ in range(6):  # three times the threads, each sending one byte and then nothing
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(head.encode())
+            stalled.append(sock)
+        t0 = time.monotonic()
+        with httpx.Client(base_url=url, headers=auth(key), timeout=10) as client:
+            assert client.get("/v1/credits").status_code == 200
+        served_after = time.monotonic() - t0
+        answers = []
+        for sock in stalled:
+            sock.settimeout(10)
+            answers.append(sock.recv(65536).decode())
+            sock.close()
+        assert all(a.startswith("HTTP/1.1 408") and "REQUEST_TIMEOUT" in a for a in answers), answers
+        assert served_after < 5.0
+    finally:
+        procs.close()

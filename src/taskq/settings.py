@@ -53,6 +53,7 @@ class Settings(BaseSettings):
 
     # Intake
     max_body_bytes: int = 16 * 1024 * 1024
+    body_read_timeout_seconds: float = 15.0
     max_batch_size: int = 500
     rate_limit_per_second: int = 1000
     default_credits: int = 0

@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
         started = g.get("started")
         if started is not None:
             response.headers["X-Latency-Ms"] = str(int((time.perf_counter() - started) * 1000))
+        if request.environ.get("taskq.close_connection"):
+            response.headers["Connection"] = "close"  # the body was cut short: don't reuse the socket
         limit = g.get("rate_limit")
         if limit is not None:
             response.headers["X-RateLimit-Limit"] = str(limit[0])

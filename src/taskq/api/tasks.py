@@ -12,6 +12,7 @@ from flask import Blueprint, request
 
 from taskq.admission import Accepted, Outcome, admit, validate
 from taskq.api import authenticate, settings, store
+from taskq.api.body import read_body
 from taskq.api.errors import HttpError, timestamp
 from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
 from taskq.scheduler import cancel
@@ -28,7 +29,7 @@ def read_json(*, status: int) -> Any:
     """The request body as JSON; anything else is a clear error with the given status."""
     if not request.is_json:
         raise HttpError(Code.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json", status=415)
-    raw = request.get_data(cache=False)
+    raw = read_body(settings().max_body_bytes, settings().body_read_timeout_seconds)
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
