@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -41,6 +42,39 @@ def commandstats(client: redis.Redis) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+class Monitor:
+    """Counts the commands clients send (network requests), apart from those scripts run inside Redis,
+    by reading MONITOR: a command a Lua script runs is reported with client type "lua"."""
+
+    STOP = "taskq-bench-monitor-stop"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sent: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        client = redis.Redis.from_url(self.url, decode_responses=True)
+        with client.monitor() as monitor:
+            self._ready.set()
+            for event in monitor.listen():
+                command = str(event.get("command", ""))
+                if self.STOP in command:
+                    return
+                if event.get("client_type") != "lua":
+                    self.sent[command.split(" ", 1)[0].lower()] += 1
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        redis.Redis.from_url(self.url).echo(self.STOP)
+        self._thread.join(30)
+
+
 def _receiver() -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [sys.executable, WEBHOOKS, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -49,7 +83,7 @@ def _receiver() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}/hook"
 
 
-def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int]:
+def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int, Counter[str]]:
     """Commands for n tasks from admission to delivered webhook; (per-command counts, own commands)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     bench = worker.Bench(url)
@@ -61,6 +95,7 @@ def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int]
     time.sleep(2.5)  # imports, first idle wait: not part of the per-task cost
     shard = Store(client).org(org).shard
     client.config_resetstat()
+    monitor = Monitor(url).__enter__()
     for start in range(0, n, 500):
         body = [{"taskType": "CHATGPT", "payload": {"prompt": f"ops {i}", "country": "US"},
                  "webhook": {"url": hook}} for i in range(start, min(n, start + 500))]  # fmt: skip
@@ -79,18 +114,23 @@ def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int]
             break
         time.sleep(0.25)
     stats = commandstats(client)
+    monitor.__exit__()
     drain.send_signal(signal.SIGTERM)
     drain.communicate(timeout=60)
-    return stats, own
+    sent = monitor.sent
+    sent["hmget"] -= own // 3  # this script's own progress checks
+    sent["zcard"] -= 2 * (own // 3)
+    return stats, own, sent
 
 
-def rq_ops(url: str, n: int) -> Counter[str]:
+def rq_ops(url: str, n: int) -> tuple[Counter[str], Counter[str]]:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.config_resetstat()
+    monitor = Monitor(url).__enter__()
     queue = Queue("bench", connection=client, serializer=JSONSerializer)
     for start in range(0, n, 500):
         queue.enqueue_many(
@@ -98,7 +138,9 @@ def rq_ops(url: str, n: int) -> Counter[str]:
         )
     proc = worker.spawn_out(["-c", worker.RQ_WORKER, url], {})
     proc.communicate(timeout=300)
-    return commandstats(redis.Redis.from_url(url, decode_responses=True))
+    stats = commandstats(redis.Redis.from_url(url, decode_responses=True))
+    monitor.__exit__()
+    return stats, monitor.sent
 
 
 def total(stats: Counter[str]) -> int:
@@ -110,8 +152,8 @@ def measure(n: int = 2000) -> dict[str, Any]:
     receiver, hook = _receiver()
     try:
         with private_redis() as url, worker.simulator("0") as sim:
-            ours, own = taskq_ops(url, sim, hook, n)
-            theirs = rq_ops(url, n)
+            ours, own, ours_sent = taskq_ops(url, sim, hook, n)
+            theirs, theirs_sent = rq_ops(url, n)
     finally:
         assert receiver.stdin is not None
         receiver.stdin.close()
@@ -119,6 +161,8 @@ def measure(n: int = 2000) -> dict[str, Any]:
     return {
         "taskq": (total(ours) - own) / n,
         "rq": total(theirs) / n,
+        "taskq_sent": total(ours_sent) / n,
+        "rq_sent": total(theirs_sent) / n,
         "taskq_top": [
             (name, round(calls / n, 2)) for name, calls in ours.most_common(6) if name not in IGNORED
         ],
@@ -136,7 +180,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"taskq: {figures['taskq']:.1f} Redis commands per finished task (target <= 15)")
     print(f"   most frequent per task: {json.dumps(figures['taskq_top'])}")
+    print(f"taskq: {figures['taskq_sent']:.2f} commands sent by clients per finished task (round trips)")
     print(f"RQ   : {figures['rq']:.1f} Redis commands per job")
+    print(f"RQ   : {figures['rq_sent']:.2f} commands sent by clients per job")
     print(f"   most frequent per job: {json.dumps(figures['rq_top'])}")
 
 

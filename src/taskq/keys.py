@@ -18,8 +18,9 @@ T:pinflight           HASH     task type -> calls in flight
 T:proc                ZSET     leased task ids; score = lease deadline (ms)
 T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
 T:idem:<org>:<key>    STRING   idempotency key -> task id
+T:org:<org>:types     SET      task types with a non-empty lane of the org (what a re-index touches)
 T:org:<org>:tasks     ZSET     the org's task ids for listing; score = arrival seq (newest highest)
-T:b:<id>              HASH     one batch: org, created, total, admitted, done, finished, webhook
+T:b:<id>              HASH     one batch: org, created, total, admitted, completed/failed/canceled, charged, finished, webhook
 T:b:<id>:ids          LIST     the batch's task ids by input index ("" where a task was rejected)
 T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fencing tokens
 T:wake                LIST     wake-up tokens for idle workers
@@ -28,7 +29,6 @@ T:wh:proc             ZSET     webhook deliveries being sent; score = lease dead
 T:wh:<id>             HASH     one webhook delivery: event, url, attempts, state
 T:wh:<id>:log         LIST     one JSON line per delivery attempt
 T:t:<id>:wh           LIST     delivery ids of one task, oldest first (redeliveries append)
-T:done                ZSET     finished task ids; score = finish time (ms), for the dashboard
 T:metrics             HASH     counters for /metrics (fields: see taskq.metrics)
 T:stats:<minute>      HASH     admitted/completed/failed in one minute (expires after 2 h)
 T:wh:failing          HASH     webhook host -> failed attempts in the last hour (expires hourly)
@@ -52,6 +52,7 @@ TEMPLATES: dict[str, str] = {
     "ready": "{tag}:ready:{type}",
     "idem": "{tag}:idem:{org}:{key}",
     "org_tasks": "{tag}:org:{org}:tasks",
+    "org_types": "{tag}:org:{org}:types",
     "batch": "{tag}:b:{id}",
     "batch_ids": "{tag}:b:{id}:ids",
     "delivery": "{tag}:wh:{id}",
@@ -68,7 +69,6 @@ TEMPLATES: dict[str, str] = {
     "wake": "{tag}:wake",
     "wh_due": "{tag}:wh:due",
     "wh_proc": "{tag}:wh:proc",
-    "done": "{tag}:done",
     "metrics": "{tag}:metrics",
     "stats": "{tag}:stats:{minute}",
     "failures": "{tag}:failures",

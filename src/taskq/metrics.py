@@ -6,7 +6,7 @@ T:stats:<minute> (admitted, completed, failed) that expire after two hours. This
 
 T:metrics fields: ``admitted``, ``rejected:<CODE>``, ``claimed:<TYPE>``, ``completed:<TYPE>``,
 ``failed:<TYPE>:<CODE>``, ``retried:<TYPE>``, ``lease_expired``, ``wh:<outcome>``,
-``lat:<TYPE>:<bucket index>``, ``latsum:<TYPE>`` (ms), ``latcount:<TYPE>``.
+``lat:<TYPE>:<bucket index>`` (their sum is the count), ``latsum:<TYPE>`` (ms).
 """
 
 from __future__ import annotations

@@ -110,6 +110,7 @@ if admitted > 0 then
     redis.call("HINCRBY", KEYS[1], "q" .. prio, count)
   end
   for ttype, members in pairs(lanes) do
+    redis.call("SADD", k_org_types(tag, org), ttype)
     for from = 1, #members, 1000 do  -- unpack stays well inside Lua's stack limit
       redis.call("ZADD", k_lane(tag, org, ttype), unpack(members, from, math.min(from + 999, #members)))
     end
@@ -143,7 +144,7 @@ if batch_id ~= "" then
     redis.call("RPUSH", list, unpack(order, from, math.min(from + 999, #order)))
   end
   redis.call("HSET", k_batch(tag, batch_id), "org", org, "created", now, "total", total,
-    "admitted", admitted, "done", 0, "webhook", batch_hook)
+    "admitted", admitted, "webhook", batch_hook)
   if admitted == 0 then
     redis.call("HSET", k_batch(tag, batch_id), "finished", now)
   end

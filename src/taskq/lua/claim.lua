@@ -35,6 +35,7 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0
   local t = redis.call("HMGET", k_task(tag, id), "org", "type", "score", "status")
   if t[1] and t[4] == "QUEUED" then
     redis.call("ZADD", k_lane(tag, t[1], t[2]), t[3], id)
+    lane_filled(tag, t[1], t[2])
     if redis.call("SISMEMBER", k_capped(tag), t[1]) == 0 then
       index_lane(tag, t[1], t[2], turn_of(tag, t[1]))
     end
@@ -45,13 +46,37 @@ local function lane_head(org, ttype)
   return tonumber(redis.call("ZRANGE", k_lane(tag, org, ttype), 0, 0, "WITHSCORES")[2])
 end
 
+-- Within this call: provider use per type, and the head of each ready index (false: empty), read once
+-- and forgotten when the index changes, so a claim costs a few commands rather than one per type.
+local in_use, tops = {}, {}
+local function used(ttype)
+  if in_use[ttype] == nil then
+    in_use[ttype] = tonumber(redis.call("HGET", KEYS[3], ttype) or "0")
+  end
+  return in_use[ttype]
+end
+local function top_of(ttype)
+  if tops[ttype] == nil then
+    local top = redis.call("ZRANGE", k_ready(tag, ttype), 0, 0, "WITHSCORES")
+    tops[ttype] = top[1] and top or false
+  end
+  return tops[ttype] or {}
+end
+local function forget_org(org)
+  for ttype, top in pairs(tops) do
+    if top == false or top[1] == org then
+      tops[ttype] = nil
+    end
+  end
+end
+
 -- The (org, type) to serve next, or nil.
 local function pick()
   local org, ttype, score, head
   for _, ct in ipairs(claimable) do
     local cap = ct[2]
-    if cap < 0 or tonumber(redis.call("HGET", KEYS[3], ct[1]) or "0") < cap then
-      local top = redis.call("ZRANGE", k_ready(tag, ct[1]), 0, 0, "WITHSCORES")
+    if cap < 0 or used(ct[1]) < cap then
+      local top = top_of(ct[1])
       if top[1] then
         local s = tonumber(top[2])
         if org == nil or s < score then
@@ -83,19 +108,25 @@ while #out < k and rounds < k + 64 do
   local limit = tonumber(o[2] or "0")
   if tonumber(o[1] or "0") >= limit then
     park(tag, org, types)
+    forget_org(org)
   else
     local id = redis.call("ZPOPMIN", k_lane(tag, org, ttype))[1]
     local tkey = k_task(tag, id)
     local token = redis.call("INCR", KEYS[4])
-    redis.call("HINCRBY", tkey, "attempts", 1)
-    redis.call("HSET", tkey, "status", "PROCESSING", "token", token)
-    redis.call("HSETNX", tkey, "started", now)
+    local t = redis.call("HMGET", tkey, "prio", "attempts", "started")
+    local prio = t[1]
+    if t[3] and t[3] ~= "" then
+      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", tonumber(t[2] or "0") + 1)
+    else
+      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", tonumber(t[2] or "0") + 1,
+        "started", now)
+    end
     redis.call("ZADD", KEYS[1], now + lease, id)
-    local prio = redis.call("HGET", tkey, "prio")
     local inflight = redis.call("HINCRBY", okey, "inflight", 1)
     redis.call("HINCRBY", okey, "queued", -1)
     redis.call("HINCRBY", okey, "q" .. prio, -1)
     redis.call("HINCRBY", KEYS[3], ttype, 1)
+    in_use[ttype] = used(ttype) + 1
     count(tag, "claimed:" .. ttype)
     local turn = redis.call("INCR", KEYS[5])
     redis.call("HSET", k_turn(tag), org, turn)
@@ -104,6 +135,7 @@ while #out < k and rounds < k + 64 do
     else
       index_org(tag, org, types, turn)
     end
+    forget_org(org)
     out[#out + 1] = describe(tag, id)
   end
 end

@@ -40,6 +40,7 @@ for i = 6, #ARGV do
   end
   if redis.call("EXISTS", lane) == 0 then
     redis.call("ZREM", k_ready(tag, ARGV[i]), org)
+    redis.call("SREM", k_org_types(tag, org), ARGV[i])
   end
 end
 

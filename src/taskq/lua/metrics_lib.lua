@@ -11,8 +11,9 @@ end
 -- One more event in this minute's bucket of the dashboard chart (kept two hours).
 local function count_minute(tag, now, field)
   local key = k_stats(tag, math.floor(tonumber(now) / 60000))
-  redis.call("HINCRBY", key, field, 1)
-  redis.call("EXPIRE", key, 7200)
+  if redis.call("HINCRBY", key, field, 1) == 1 then
+    redis.call("EXPIRE", key, 7200)
+  end
 end
 
 local function count_latency(tag, ttype, ms)
@@ -23,9 +24,8 @@ local function count_latency(tag, ttype, ms)
       break
     end
   end
-  count(tag, "lat:" .. ttype .. ":" .. index)
+  count(tag, "lat:" .. ttype .. ":" .. index)  -- the count is the sum of the buckets
   count(tag, "latsum:" .. ttype, ms)
-  count(tag, "latcount:" .. ttype)
 end
 
 -- Epoch milliseconds as 2026-04-09T15:00:00.000Z (days-from-civil, proleptic Gregorian calendar).

@@ -21,27 +21,35 @@ local function turn_of(tag, org)
   return tonumber(turn)
 end
 
--- Score the org in ready:<type> by its lane head's band and its turn, or drop it if the lane is empty.
+-- Score the org in ready:<type> by its lane head's band and its turn, or drop it if the lane is empty
+-- (T:org:<org>:types follows: it lists exactly the org's non-empty lanes).
 local function index_lane(tag, org, ttype, turn)
   local head = redis.call("ZRANGE", k_lane(tag, org, ttype), 0, 0, "WITHSCORES")
   if head[1] then
     redis.call("ZADD", k_ready(tag, ttype), math.floor(tonumber(head[2]) / BAND) * BAND + turn, org)
   else
     redis.call("ZREM", k_ready(tag, ttype), org)
+    redis.call("SREM", k_org_types(tag, org), ttype)
   end
 end
 
+-- Re-index every non-empty lane of the org; `types` is unused (kept for the callers' signature).
 local function index_org(tag, org, types, turn)
-  for _, ttype in ipairs(types) do
+  for _, ttype in ipairs(redis.call("SMEMBERS", k_org_types(tag, org))) do
     index_lane(tag, org, ttype, turn)
   end
 end
 
 local function park(tag, org, types)
   redis.call("SADD", k_capped(tag), org)
-  for _, ttype in ipairs(types) do
+  for _, ttype in ipairs(redis.call("SMEMBERS", k_org_types(tag, org))) do
     redis.call("ZREM", k_ready(tag, ttype), org)
   end
+end
+
+-- A task is back in its lane: the lane is non-empty.
+local function lane_filled(tag, org, ttype)
+  redis.call("SADD", k_org_types(tag, org), ttype)
 end
 
 -- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes.
@@ -73,6 +81,7 @@ local function requeue(tag, id, types, attempts_delta)
     redis.call("HINCRBY", k_task(tag, id), "attempts", attempts_delta)
   end
   redis.call("ZADD", k_lane(tag, org, ttype), t[4], id)
+  lane_filled(tag, org, ttype)
   redis.call("HINCRBY", k_org(tag, org), "queued", 1)
   redis.call("HINCRBY", k_org(tag, org), "q" .. t[3], 1)
   settle(tag, org, ttype, types)
@@ -87,11 +96,13 @@ local function batch_progress(tag, batch, status, charged, now, retention)
   if redis.call("EXISTS", bkey) == 0 then
     return
   end
-  local done = redis.call("HINCRBY", bkey, "done", 1)
   redis.call("HINCRBY", bkey, string.lower(status), 1)
-  redis.call("HINCRBY", bkey, "charged", charged)
+  if charged > 0 then
+    redis.call("HINCRBY", bkey, "charged", charged)
+  end
   local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
     "failed", "canceled", "charged")
+  local done = tonumber(b[6] or "0") + tonumber(b[7] or "0") + tonumber(b[8] or "0")
   if done < tonumber(b[1]) then
     return
   end
@@ -121,15 +132,11 @@ local function finish(tag, id, now, retention, delivery, body, status, code, mes
       "event", "msg_" .. id, "body", body, "attempts", 0, "state", "pending", "created", now)
     redis.call("ZADD", k_wh_due(tag), now, delivery)
     redis.call("HSET", k_task(tag, id), "wh_state", "pending", "wh_last", delivery)
-    redis.call("RPUSH", k_task_deliveries(tag, id), delivery)
-    redis.call("EXPIRE", k_task_deliveries(tag, id), retention)
   end
   redis.call("EXPIRE", k_task(tag, id), retention)
   if idem and idem ~= "" then
     redis.call("EXPIRE", k_idem(tag, org, idem), retention)
   end
-  redis.call("ZADD", k_done(tag), now, id)
-  redis.call("ZREMRANGEBYSCORE", k_done(tag), "-inf", "(" .. (tonumber(now) - retention * 1000))
 
   if status == "COMPLETED" then
     count(tag, "completed:" .. ttype)
