@@ -20,7 +20,7 @@ T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
 T:idem:<org>:<key>    STRING   idempotency key -> task id
 T:org:<org>:types     SET      task types with a non-empty lane of the org (what a re-index touches)
 T:org:<org>:tasks     ZSET     the org's task ids for listing; score = arrival seq (newest highest)
-T:b:<id>              HASH     one batch: org, created, total, admitted, completed/failed/canceled, charged, finished, webhook
+T:b:<id>              HASH     one batch: org, created, total, admitted, per-status counts, charged, finished
 T:b:<id>:ids          LIST     the batch's task ids by input index ("" where a task was rejected)
 T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fencing tokens
 T:wake                LIST     wake-up tokens for idle workers
