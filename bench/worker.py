@@ -1,6 +1,7 @@
 """Worker benchmark: a drain process vs an RQ SimpleWorker, claim latency, kill -9 recovery, HTTP pools.
 
 Run: python bench/worker.py   (needs redis-server; ~2-3 minutes; prints figures, asserts nothing)
+     python bench/worker.py --rows a,b   (only some rows; --repeat N runs each drain row N times)
 
 Every drain runs in its own process against the provider simulator (another process), so its CPU
 time and peak RSS are its own. Rows:
@@ -14,6 +15,7 @@ time and peak RSS are its own. Rows:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -44,7 +46,8 @@ r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
 stats = asyncio.run(drain(settings, concurrency=int(sys.argv[1]), seconds=600))
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-print(json.dumps({"cpu": cpu, "rss_mb": r1.ru_maxrss / 1024, "stats": stats}), flush=True)
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # ru_maxrss: the parent's
+print(json.dumps({"cpu": cpu, "rss_mb": peak, "stats": stats}), flush=True)
 """
 
 RQ_WORKER = """
@@ -59,7 +62,8 @@ r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
 worker.work(burst=True, logging_level="WARNING")
 r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-print(json.dumps({"cpu": cpu, "wall": wall, "rss_mb": r1.ru_maxrss / 1024}), flush=True)
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # ru_maxrss: the parent's
+print(json.dumps({"cpu": cpu, "wall": wall, "rss_mb": peak}), flush=True)
 """
 
 
@@ -91,6 +95,7 @@ class Bench:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.redis_pid = int(self.client.info("server")["process_id"])
         self.store = Store(self.client)
         self.settings = Settings(openai_api_key="sk-bench", redis_url=url)
 
@@ -125,19 +130,24 @@ class Bench:
         org = self.new_org()
         proc = spawn_out(["-c", DRAIN, str(k)], self.drain_env(sim, **env))
         time.sleep(2.0)  # imports and first idle wait
+        others = {"sim": SIM_PIDS.get(sim, 0), "redis": self.redis_pid, "drain": proc.pid}
+        cpu0 = {name: proc_cpu(pid) for name, pid in others.items()}
         t0 = time.monotonic()
         ids = self.admit(org, n)
         while self.remaining(org) and time.monotonic() - t0 < limit:
             time.sleep(0.02)
         wall = time.monotonic() - t0
         done = n - self.remaining(org)
+        cpu = {f"{name}_cpu": proc_cpu(pid) - cpu0[name] for name, pid in others.items()}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         report = json.loads(out.decode().strip().splitlines()[-1])
-        return {"wall": wall, "done": done, "steady": self.steady_rate(org, ids), **report}
+        return {"wall": wall, "done": done, "steady": self.steady_rate(org, ids), **cpu, **report}
 
     def steady_rate(self, org: str, ids: list[str]) -> float:
-        """Completions per second between the 10th and 90th percentile finish times (no ramp, no tail)."""
+        """Completions per second between the 10th and 90th percentile finish times (no ramp, no tail).
+
+        With n = 10 x K the window starts after the first wave (the ramp: admission, 1,000 connects)."""
         pipe = self.client.pipeline()
         for task_id in ids:
             pipe.hget(self.store.org(org).shard.task(task_id), "finished")
@@ -158,14 +168,29 @@ class Bench:
         return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spawn_out(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), root]))
     return subprocess.Popen(
         [sys.executable, *args],
-        env={**os.environ, **env, "PYTHONPATH": root},
+        # An outer PYTHONPATH goes first: PYTHONPATH=/other/src runs another taskq tree (A/B runs).
+        env={**os.environ, **env, "PYTHONPATH": path},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+
+
+SIM_PIDS: dict[str, int] = {}  # simulator URL -> its process id, to measure its CPU
 
 
 @contextmanager
@@ -174,6 +199,7 @@ def simulator(latency: str) -> Any:
     code = f"from taskq.providers.simulator import serve; serve('127.0.0.1', {port}, '{latency}', 0.0)"
     proc = spawn(["-c", code])
     url = f"http://127.0.0.1:{port}"
+    SIM_PIDS[url] = proc.pid
     import httpx
 
     wait_for(lambda: httpx.get(url + "/healthz").status_code == 200)
@@ -188,7 +214,15 @@ def per_task(run: dict[str, Any], n: int) -> str:
     return f"{run['cpu'] * 1000 / max(1, n):.2f}"
 
 
-def row_a(b: Bench, sim: str, k: int = 1000, n: int = 4000) -> list[list[Any]]:
+def split_row(label: str, run: dict[str, Any]) -> list[Any]:
+    """Where the machine's CPU went during a drain run (2 vCPUs shared by all three processes)."""
+    n, wall = max(1, run["done"]), max(0.001, run["wall"])
+    parts = ", ".join(f"{name} {run[f'{name}_cpu'] * 1000 / n:.2f}" for name in ("drain", "sim", "redis"))
+    busy = sum(run[f"{name}_cpu"] for name in ("drain", "sim", "redis")) / wall
+    return [f"{label}   CPU split, ms/task", f"{parts}; {busy:.2f} of 2 cores busy", "", ""]
+
+
+def row_a(b: Bench, sim: str, k: int = 1000, n: int = 10_000) -> list[list[Any]]:
     ours = b.drain_run(sim, n, k)
     ideal = k / 1.0
     rq = b.rq_run([("bench.worker.adapter_job", [sim])] * 5)
@@ -200,6 +234,7 @@ def row_a(b: Bench, sim: str, k: int = 1000, n: int = 4000) -> list[list[Any]]:
             per_task(ours, ours["done"]),
             f"{ours['rss_mb']:.0f}",
         ],
+        split_row("(a)", ours),
         [
             "(a) RQ SimpleWorker, same adapter call",
             f"{5 / rq['wall']:.2f}/s (ideal 1/s)",
@@ -220,6 +255,7 @@ def row_b(b: Bench, sim: str, n: int = 6000) -> list[list[Any]]:
             per_task(ours, ours["done"]),
             f"{ours['rss_mb']:.0f}",
         ],
+        split_row("(b)", ours),
         [
             "(b) RQ SimpleWorker, no-op job",
             f"{2000 / rq['wall']:,.0f}/s",
@@ -311,18 +347,33 @@ def row_e(b: Bench, sim: str, aio: dict[str, Any] | None, n: int = 1000) -> list
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", default="abcde", help="which rows to run, e.g. a or a,b (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="run rows (a) and (b) this many times")
+    parser.add_argument(
+        "--tasks-a", type=int, default=10_000, help="tasks in row (a): 10 waves keep the ramp out of 'steady'"
+    )
+    opts = parser.parse_args()
+    want = set(opts.rows.replace(",", "").lower())
     print(f"taskq worker benchmark on {machine()}\n")
     rows: list[list[Any]] = []
     with private_redis() as url:
         bench = Bench(url)
         with simulator("1") as sim1:
-            rows += row_a(bench, sim1)
-            rows += row_e(bench, sim1, None)
+            for _ in range(opts.repeat if "a" in want else 0):
+                rows += row_a(bench, sim1, n=opts.tasks_a)
+            if "e" in want:
+                rows += row_e(bench, sim1, None)
         with simulator("0") as sim0:
-            rows += row_b(bench, sim0)
-            rows += row_c(bench, sim0)
-            with simulator("600") as slow:
-                rows += row_d(bench, slow, sim0)
+            for _ in range(opts.repeat if "b" in want else 0):
+                rows += row_b(bench, sim0)
+            if "c" in want:
+                rows += row_c(bench, sim0)
+            if "d" in want:
+                with simulator("600") as slow:
+                    rows += row_d(bench, slow, sim0)
     print(
         table(
             "worker figures (one process each)",

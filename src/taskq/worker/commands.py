@@ -19,13 +19,20 @@ def register(sub: Any) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq.connection import resolve_url
-    from taskq.worker.hosting import serve
+    from taskq.worker.hosting import rq_url, serve
 
+    try:
+        rq_url(settings)  # before starting anything: a cluster needs TASKQ_RQ_REDIS_URL
+    except ValueError as exc:
+        print(f"taskq worker: {exc}", file=sys.stderr)
+        return 2
     url, embedded = resolve_url(settings)
     settings = settings.model_copy(update={"redis_url": url})
     processes = args.processes or settings.worker_processes
     concurrency = args.concurrency or settings.worker_concurrency
-    print(f"taskq worker: {processes} process(es) x {concurrency} calls, redis {url}", file=sys.stderr)
+    rq = rq_url(settings)
+    where = f"redis {url}" + ("" if rq == url else f", RQ on {rq}")
+    print(f"taskq worker: {processes} process(es) x {concurrency} calls, {where}", file=sys.stderr)
     try:
         return serve(
             settings,

@@ -18,19 +18,23 @@ from collections import Counter
 from typing import Any
 
 import httpx
+from redis.asyncio.cluster import RedisCluster
 
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
 from taskq.scheduler import Claimed, claim, release
 from taskq.settings import Settings, load_settings
 from taskq.store import now_ms
-from taskq.worker.clients import AsyncScheduler, http_client, redis_client
+from taskq.worker.clients import AsyncScheduler, http_client, redis_client, steady_gc
 from taskq.worker.delivery import run_deliveries
 from taskq.worker.execute import execute
 from taskq.worker.leases import Leases, reap_forever
 from taskq.worker.upstreams import provider_configs
 
 log = logging.getLogger("taskq.worker")
+
+#: Most claim calls (of claim_batch tasks each) sent to one shard in one round trip.
+CLAIMS_PER_TRIP = 8
 
 #: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -71,7 +75,8 @@ class Drain:
         self.slot_freed = asyncio.Event()
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
-        self._next_shard = 0
+        self._round = 0  # claim rounds so far: each starts at the next shard
+        self._cluster = isinstance(ops.client, RedisCluster)
 
     async def run(self, seconds: float, parent_pid: int | None = None) -> dict[str, int]:
         """Drain for up to `seconds` (or until stopped); return counts of what happened."""
@@ -111,35 +116,52 @@ class Drain:
                 await self._idle()
 
     async def _claim(self, free: int) -> int:
-        """One claim call per shard (round robin) until the slots are full; return tasks started."""
+        """One claim call per shard until the slots are full; return tasks started.
+
+        Each round starts one shard further on, so every shard gets the first pick in turn and none
+        starves. Priority is strict within a shard (an org's tasks all live in one), not across shards:
+        another shard's lower-priority tasks may start a round earlier.
+        """
         started = 0
-        for _ in self.shards:
-            shard = self.shards[self._next_shard]
-            self._next_shard = (self._next_shard + 1) % len(self.shards)
-            want = min(free - started, self.settings.claim_batch)
+        first = self._round % len(self.shards)
+        self._round += 1
+        batch = self.settings.claim_batch
+        for shard in self.shards[first:] + self.shards[:first]:
+            want = min(free - started, batch * CLAIMS_PER_TRIP)
             if want <= 0:
                 break
             lease_ms = int(self.settings.lease_seconds * 1000)
-            tasks = await self.ops.run(claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=want))
+            # Many free slots (a wave of calls just ended): several small claims in one round trip, so
+            # refilling keeps pace with a busy loop while each claim script stays short on the server.
+            ops = [claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=min(batch, want - i))
+                   for i in range(0, want, batch)]  # fmt: skip
+            tasks = [task for claimed in await self.ops.run_many(ops) for task in claimed]
             for task in tasks:
                 self.leases.held[task.id] = (task, asyncio.create_task(self._run(task)))
             started += len(tasks)
             if len(tasks) == want:
-                # Likely more queued: pass the wake-up on so another idle worker joins in.
-                await self.ops.client.lpush(shard.wake, "more")
+                # Likely more queued: pass the wake-up on so another idle worker joins in (capped like
+                # admission's, so tokens nobody needed do not pile up and make idle drains spin).
+                pipe = self.ops.client.pipeline(transaction=False)
+                pipe.lpush(shard.wake, "more").ltrim(shard.wake, 0, 63)
+                await pipe.execute()
         self.stats["claimed"] += started
         return started
 
     async def _idle(self) -> None:
         """Block on the wake lists (admission pushes one per batch) until work arrives or a timeout."""
-        keys = [shard.wake for shard in self.shards]
         wait = self.settings.worker_idle_wait_seconds
-        await _first(self.ops.client.blpop(keys, timeout=wait), self.stop.wait())
+        if self._cluster:
+            # The wake lists live in different slots: one BLPOP per shard, the first token wins.
+            waits = [self.ops.client.blpop([shard.wake], timeout=wait) for shard in self.shards]
+        else:
+            waits = [self.ops.client.blpop([shard.wake for shard in self.shards], timeout=wait)]
+        await _first(*waits, self.stop.wait())
 
     async def _run(self, task: Claimed) -> None:
         try:
             op = await execute(task, self.http, self.configs, self.settings, self.rng)
-            if await self.ops.run(op):
+            if await self.ops.run_batched(op):  # shares a round trip with other outcomes
                 self.stats[op.script] += 1
             else:
                 self.stats["fenced"] += 1
@@ -205,9 +227,14 @@ async def drain(
     client = redis_client(settings)
     http = http_client(concurrency, settings.worker_http_transport)
     try:
+        if isinstance(client, RedisCluster):
+            # Learn the slot map before the first burst of concurrent commands: redis-py 8.1's asyncio
+            # cluster client initializing under concurrent first commands closes connections in use.
+            await client.initialize()
         worker = Drain(settings, AsyncScheduler(client), http, provider_configs(settings),
                        concurrency=concurrency, stop=stop)  # fmt: skip
-        stats = await worker.run(seconds, parent_pid)
+        with steady_gc():  # hundreds of calls in flight: collect less often, skip startup objects
+            stats = await worker.run(seconds, parent_pid)
     finally:
         await http.aclose()
         await client.aclose()

@@ -6,6 +6,8 @@ kill -9 has a new name, a new queue and a fresh job. Queues of workers that are 
 the next worker that starts. Each drain runs in a forked work horse, so RQ recycles the process after
 every drain. A stop request (SIGINT from the pool, SIGTERM) is forwarded to the horse as SIGUSR1: the
 drain stops claiming at once, finishes or releases its calls, and the job returns.
+
+RQ's own keys go to ``rq_url()``: a plain Redis, since RQ's multi-key commands cannot run on a cluster.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
+from taskq.connection import is_cluster_url
 from taskq.settings import Settings
 from taskq.worker import drain
 
@@ -107,10 +110,26 @@ def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> 
     return type("DrainWorker", (DrainWorker,), attrs)
 
 
+def rq_url(settings: Settings) -> str:
+    """The plain Redis for RQ's data: TASKQ_RQ_REDIS_URL, else the queue Redis unless that is a cluster."""
+    if settings.rq_redis_url:
+        if is_cluster_url(settings.rq_redis_url):
+            raise ValueError("TASKQ_RQ_REDIS_URL must be a plain Redis: RQ does not run on a Redis Cluster")
+        return settings.rq_redis_url
+    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    if settings.redis_cluster or is_cluster_url(url):
+        raise ValueError(
+            "the queue Redis is a cluster, and RQ (which supervises the worker processes) needs a plain "
+            "Redis: set TASKQ_RQ_REDIS_URL=redis://host:port/db (any small Redis; it holds only RQ's "
+            "worker registry and drain jobs)"
+        )
+    return url
+
+
 def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds: float) -> int:
     """Run `processes` RQ-supervised drain workers until SIGTERM/SIGINT; respawn any that die."""
     drain.host(settings)
-    connection = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+    connection = Redis.from_url(rq_url(settings))  # RQ only; the drains use settings.redis_url
     pool = WorkerPool(
         [QUEUE_PREFIX + "pool"],  # placeholder: each worker swaps in its own queue
         connection=connection,

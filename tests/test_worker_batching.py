@@ -1,0 +1,130 @@
+"""The drain's hot-path plumbing on a real Redis: outcomes sharing round trips stay fenced one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from taskq.errors import Code
+from taskq.scheduler import Claimed, Scheduler, claim, complete, fail, release
+from taskq.settings import Settings
+from taskq.store import Store
+from taskq.worker.clients import AsyncScheduler, ProviderClient, steady_gc
+from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.test_scheduler_support import admit_tasks, counters, request, status_of
+
+pytestmark = pytest.mark.redis
+
+CAPS: dict[str, int | None] = {"CHATGPT": None}
+
+
+def _setup(real_redis: redis.Redis, n: int) -> tuple[Store, Settings, str, list[Claimed]]:
+    store, settings = Store(real_redis), make_settings()
+    org = store.create_org("t", credits=10_000, concurrency=100, queue_limit=10_000)[0]
+    admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(n)])
+    shard = store.org(org).shard
+    tasks = Scheduler(real_redis).run(claim(shard, CAPS, now=1_000, lease_ms=60_000, k=n))
+    assert len(tasks) == n
+    return store, settings, org, tasks
+
+
+def _run(coro_fn: Any) -> Any:
+    async def main() -> Any:
+        client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        try:
+            return await coro_fn(AsyncScheduler(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: redis.Redis) -> None:
+    store, _, org, tasks = _setup(real_redis, 6)
+    stale = tasks[5]
+    Scheduler(real_redis).run(release(stale))  # its holder lost it: this worker's ack must not land
+    ops = [complete(t, {"text": t.id}, now=2_000, retention=60) for t in tasks[:4]]
+    ops.append(fail(tasks[4], Code.PROVIDER_REJECTED, "boom", now=2_000, retention=60))
+    ops.append(complete(stale, {"text": "late"}, now=2_000, retention=60))
+
+    async def submit(ops_runner: AsyncScheduler) -> list[bool]:
+        return list(await asyncio.gather(*(ops_runner.run_batched(op) for op in ops)))
+
+    assert _run(submit) == [True, True, True, True, True, False]
+    assert [status_of(store, org, t.id) for t in tasks] == ["COMPLETED"] * 4 + ["FAILED", "QUEUED"]
+    c = counters(store, org)
+    assert (c["inflight"], c["queued"], c["credits"]) == (0, 1, 10_000 - 4 * tasks[0].cost)
+
+
+def test_batched_outcomes_survive_a_script_flush(real_redis: redis.Redis) -> None:
+    store, _, org, tasks = _setup(real_redis, 3)
+    real_redis.script_flush()  # e.g. Redis restarted: the pipelined EVALSHAs meet NOSCRIPT
+
+    async def submit(ops_runner: AsyncScheduler) -> list[bool]:
+        ops = [complete(t, {"text": "ok"}, now=2_000, retention=60) for t in tasks]
+        return list(await asyncio.gather(*(ops_runner.run_batched(op) for op in ops)))
+
+    assert _run(submit) == [True, True, True]
+    assert {status_of(store, org, t.id) for t in tasks} == {"COMPLETED"}
+
+
+def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: redis.Redis) -> None:
+    store, settings = Store(real_redis), make_settings()
+    org = store.create_org("t", credits=10_000, concurrency=100, queue_limit=10_000)[0]
+    ids = admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(10)])
+    shard = store.org(org).shard
+
+    async def claims(ops_runner: AsyncScheduler) -> list[list[Claimed]]:
+        return await ops_runner.run_many([claim(shard, CAPS, now=1_000, lease_ms=60_000, k=4)] * 3)
+
+    got = _run(claims)
+    assert [len(batch) for batch in got] == [4, 4, 2]
+    assert [t.id for batch in got for t in batch] == ids  # FIFO, as one claim call after another
+
+
+def test_a_caller_cancelled_before_its_outcome_left_sends_nothing(real_redis: redis.Redis) -> None:
+    store, _, org, tasks = _setup(real_redis, 2)
+
+    async def submit(ops_runner: AsyncScheduler) -> bool:
+        first, doomed = (
+            asyncio.ensure_future(ops_runner.run_batched(complete(t, {}, now=2_000, retention=60)))
+            for t in tasks
+        )
+        await asyncio.sleep(0)  # both queued, nothing sent yet
+        doomed.cancel()
+        return await first
+
+    assert _run(submit) is True
+    assert [status_of(store, org, t.id) for t in tasks] == ["COMPLETED", "PROCESSING"]
+
+
+def test_provider_client_keeps_no_cookies() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert "cookie" not in request.headers
+        return httpx.Response(200, headers={"set-cookie": "sticky=1; Path=/"}, json={})
+
+    async def main() -> None:
+        client = ProviderClient(transport=httpx.MockTransport(handler))
+        try:
+            for _ in range(2):
+                await client.get("http://upstream.test/x")
+            assert not client.cookies
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_steady_gc_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    with steady_gc():
+        assert gc.get_threshold()[0] >= 5000
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
