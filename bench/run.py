@@ -192,13 +192,14 @@ def main() -> None:
     ours_b = [run["rate"] for run, _ in b_runs]
     rq_b = [2000 / rq["wall"] for _, rq in b_runs]
     rows = [
-        ["HTTP admission, 500-task batches, 4 clients (tasks/s)", spread(adm["c_rate"]),
+        ["HTTP admission, 500-task batches, 1 client (tasks/s)", spread(adm["rate"]),
          "RQ enqueue_many: " + spread(adm["rq_rate"]), spread(adm["ratio"], "{:.1f}x"), ">= 3x"],
+        ["  4 clients, 2 intake processes (tasks/s)", spread(adm["c_rate"]), "", "", ""],
         ["  p50 per 500-task batch (ms)", spread(adm["p50"], "{:.1f}"),
          "RQ enqueue_many: " + spread(adm["rq_p50"], "{:.1f}"), "", "<= 15 ms"],
         ["(a) calls in flight per process, 1 s latency, K=1000", spread(ours_a),
          "RQ SimpleWorker: " + spread(rq_a, "{:.2f}"),
-         spread([o / r for o, r in zip(ours_a, rq_a, strict=True)], "{:,.0f}x"), ">= 500"],
+         spread([o / r for o, r in zip(ours_a, rq_a, strict=True)], "{:,.0f}x"), ">= 800 (0.8 of ideal)"],
         ["  CPU ms per task at K=1000", spread(cpu_a, "{:.2f}"),
          "RQ: " + spread([rq["cpu"] * 1000 / 5 for _, rq in a_runs], "{:.1f}"), "", ""],
         ["(b) full pipeline per process, latency 0, signed webhooks (tasks/s)", spread(ours_b),
@@ -215,8 +216,10 @@ def main() -> None:
          "RQ SimpleWorker: " + spread([rq["rss_mb"] for _, rq in a_runs]), "", ""],
         ["webhook deliveries per process (per s)", spread([w["rate"] for w in wh]), "", "",
          f">= {webhooks.TARGET_PER_S:,}"],
-        ["Redis commands per task (admit+claim+ack+webhook)", spread([o["taskq"] for o in ops], "{:.1f}"),
-         "RQ per job (enqueue+SimpleWorker): " + spread([o["rq"] for o in ops], "{:.1f}"), "", "<= 15"],
+        ["Redis commands sent per task (admit+claim+ack+webhook)", spread([o["taskq_sent"] for o in ops], "{:.1f}"),
+         "RQ per job (enqueue+SimpleWorker): " + spread([o["rq_sent"] for o in ops], "{:.1f}"), "", "<= 15"],
+        ["  commands run inside Redis, Lua included", spread([o["taskq"] for o in ops], "{:.1f}"),
+         "RQ: " + spread([o["rq"] for o in ops], "{:.1f}"), "", ""],
     ]  # fmt: skip
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")

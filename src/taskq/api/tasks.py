@@ -17,6 +17,7 @@ from taskq.api.errors import HttpError, timestamp
 from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
 from taskq.scheduler import cancel
 from taskq.schemas.tasks import FieldError, TaskRequest, parse_task, task_view
+from taskq.settings import Settings
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/async")
 
@@ -39,8 +40,8 @@ def read_json(*, status: int) -> Any:
         ) from None
 
 
-def _checked(raw: object, webhook_check: Any) -> TaskRequest | list[FieldError]:
-    return validate(parse_task(raw), settings(), webhook_check)
+def _checked(raw: object, webhook_check: Any, cfg: Settings) -> TaskRequest | list[FieldError]:
+    return validate(parse_task(raw), cfg, webhook_check)
 
 
 # Lookups run on daemon threads (a lookup stuck in getaddrinfo must not hold a request, nor block
@@ -160,7 +161,8 @@ def create_batch() -> Any:
         )
     check = _webhook_check(body, _batch_webhook_url())
     batch_hook = _batch_webhook(check)
-    items = [_checked(raw, check) for raw in body]
+    cfg = settings()
+    items = [_checked(raw, check, cfg) for raw in body]
     batch_id = str(uuid.uuid4())
     outcomes = admit(store(), settings(), org, items, batch_id=batch_id, batch_webhook=batch_hook)
     results = [result_item(o) for o in outcomes]
@@ -177,7 +179,7 @@ def create_batch() -> Any:
 def create_task() -> Any:
     org = authenticate()
     body = read_json(status=400)
-    item = _checked(body, _webhook_check(body))
+    item = _checked(body, _webhook_check(body), settings())
     if isinstance(item, list):
         raise ValidationFailed("Request validation failed", [e.to_json() for e in item])
     outcome = admit(store(), settings(), org, [item])[0]

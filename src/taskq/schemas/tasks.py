@@ -32,6 +32,8 @@ class TaskStatus(StrEnum):
     CANCELED = "CANCELED"  # taskq's addition: canceled by request (POST .../cancel)
 
 
+TASK_TYPES: dict[str, TaskType] = {t.value: t for t in TaskType}  # faster than TaskType(value)
+
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED})
 
 
@@ -111,7 +113,7 @@ def parse_task(raw: object) -> TaskRequest | list[FieldError]:
     except ValidationError as exc:
         return _field_errors(exc)
     return TaskRequest(
-        task_type=TaskType(task.taskType),
+        task_type=TASK_TYPES[task.taskType],
         payload=task.payload,
         priority=task.priority,
         idempotency_key=task.idempotencyKey,
