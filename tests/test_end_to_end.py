@@ -1,0 +1,134 @@
+"""End to end through the provider simulator: every task type completes with real results; injected
+429s are retried and succeed; injected 400s fail at once with the provider's message."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+
+from taskq.providers.simulator import create_app as simulator_app
+from taskq.store import Store
+from tests.conftest import auth, make_settings
+from tests.test_worker import run_drain
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TASKS: dict[str, dict[str, Any]] = {
+    "CHATGPT": {"prompt": "Which vector databases support hybrid search?", "country": "US",
+                "include": {"markdown": True}},
+    "GEMINI": {"prompt": "Wie funktioniert RAG? ünïcödé", "country": "DE"},
+    "PERPLEXITY": {"prompt": "Best open-source task queues", "country": "GB"},
+    "GROK": {"prompt": "What happened in AI this week?", "country": "US"},
+    "GOOGLE": {"query": "redis sorted set priority queue", "country": "US", "pages": 2},
+    "GOOGLE_NEWS": {"query": "ai regulation", "country": "FR", "hl": "fr"},
+    "AIMODE": {"prompt": "cheap flights to lisbon", "gl": "pt"},
+    "COPILOT": {"prompt": "explain fencing tokens", "country": "US"},
+}  # fmt: skip
+
+
+class Simulator:
+    """The real provider simulator on a free loopback port, on its own thread."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(simulator_app(latency=0.01), access_log=None, shutdown_timeout=0.1)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+    def __enter__(self) -> Simulator:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    with Simulator() as sim:
+        yield sim
+
+
+def settings_for(sim: Simulator) -> Any:
+    from tests.conftest import REAL_REDIS_URL
+
+    return make_settings(
+        redis_url=REAL_REDIS_URL, upstream_base_url=sim.url, worker_idle_wait_seconds=0.1,
+        retry_base_seconds=0.05, retry_max_seconds=0.3, worker_deliver_webhooks=False,
+    )  # fmt: skip
+
+
+def submit(
+    app_settings: Any, real_redis: redis.Redis, tasks: list[dict[str, Any]]
+) -> tuple[Any, str, str, list[str]]:
+    from taskq.api import create_app
+
+    http = create_app(app_settings, client=real_redis).test_client()
+    org_id, key = Store(real_redis).create_org("e2e", credits=10_000, concurrency=50, queue_limit=1000)
+    body = http.post("/v1/async/task/batch", json=tasks, headers=auth(key)).json
+    assert body["summary"]["failed"] == 0, body
+    return http, key, org_id, [r["task"]["id"] for r in body["results"]]
+
+
+def finished(http: Any, key: str, ids: list[str]) -> Any:
+    return lambda: all(http.get(f"/v1/async/task/{i}", headers=auth(key)).json["task"]["status"]
+                       in ("COMPLETED", "FAILED") for i in ids)  # fmt: skip
+
+
+def test_every_task_type_completes_through_the_simulator(
+    simulator: Simulator, real_redis: redis.Redis
+) -> None:
+    cfg = settings_for(simulator)
+    tasks = [{"taskType": t, "payload": p, "priority": 1 + n} for n, (t, p) in enumerate(TASKS.items())]
+    http, key, _, ids = submit(cfg, real_redis, tasks)
+    run_drain(cfg, finished(http, key, ids), concurrency=20)
+    for task_type, task_id in zip(TASKS, ids, strict=True):
+        got = http.get(f"/v1/async/task/{task_id}", headers=auth(key)).json
+        assert got["task"]["status"] == "COMPLETED", (task_type, got)
+        result = got["response"]
+        results = result.get("organicResults") or result.get("newsResults") or []
+        assert result.get("text") or results, (task_type, result)
+        assert result.get("sources") or results, (task_type, result)
+        assert got["credits"]["creditsCharged"] == got["credits"]["creditsToCharge"] > 0
+        assert got["task"]["latencyMs"] is not None and got["task"]["latencyMs"] >= 0
+    chatgpt = http.get(f"/v1/async/task/{ids[0]}", headers=auth(key)).json["response"]
+    assert "markdown" in chatgpt and chatgpt["sources"][0]["url"].startswith("http")
+
+
+def test_injected_429_is_retried_and_400_fails_at_once(simulator: Simulator, real_redis: redis.Redis) -> None:
+    cfg = settings_for(simulator)
+    tasks = [
+        {"taskType": "CHATGPT", "payload": {"prompt": "retry me [sim:429-once:e2e-1]", "country": "US"}},
+        {"taskType": "PERPLEXITY", "payload": {"prompt": "bad request [sim:400]", "country": "US"}},
+    ]
+    http, key, org, ids = submit(cfg, real_redis, tasks)
+    run_drain(cfg, finished(http, key, ids), concurrency=5)
+    retried = http.get(f"/v1/async/task/{ids[0]}", headers=auth(key)).json
+    assert retried["task"]["status"] == "COMPLETED" and retried["response"]["text"]
+    store = Store(real_redis)
+    assert real_redis.hget(store.org(org).shard.task(ids[0]), "attempts") == "2"
+    failed = http.get(f"/v1/async/task/{ids[1]}", headers=auth(key)).json
+    assert failed["task"]["status"] == "FAILED" and failed["credits"]["creditsCharged"] == 0
+    error = failed["response"]["error"]
+    assert error["code"] == "PROVIDER_REJECTED" and "Perplexity" in error["message"], error
+    assert real_redis.hget(store.org(org).shard.task(ids[1]), "attempts") == "1"
