@@ -5,9 +5,21 @@ from __future__ import annotations
 import json
 import logging
 
+from collections.abc import Iterator
+
 import pytest
 
 from taskq.logs import configure, redact
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """configure() binds a handler to this test's captured stderr: take it off again afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_carry_task_context_and_mask_secrets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +36,6 @@ def test_json_lines_carry_task_context_and_mask_secrets(capsys: pytest.CaptureFi
     assert entry["attempt"] == 2 and entry["level"] == "WARNING"
     assert key not in line and "c2VjcmV0" not in line and "api_key=abc" not in line
     assert "sk_live_ab12ab…" in entry["message"]
-    configure("text", "INFO")
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
