@@ -129,7 +129,13 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
                 c = org_counters(client, shard, org)
                 return c["queued"] + c["inflight"] == 0
 
-            settled = wait_for(finished, 60, "every task to finish", interval=0.2)
+            try:
+                settled = wait_for(finished, 90, "every task to finish", interval=0.2)
+            except AssertionError:  # say why: the counters and what the processes logged
+                print("counters:", org_counters(client, shard, org), "worker alive:", worker.poll() is None)
+                for name in ("worker", "intake"):
+                    print(f"--- {name} log (tail) ---\n" + procs.log(name)[-6000:])
+                raise
             worker_alive = worker.poll() is None
 
             before = [task_id for at, task_id in load.acked if at < crashed_at - 1.0]
