@@ -7,7 +7,8 @@ Every drain runs in its own process against the provider simulator (another proc
 time and peak RSS are its own. Rows:
   (a) latency 1 s, K=1,000: throughput vs ideal (K / latency), CPU ms per task, peak RSS
       vs RQ SimpleWorker running the same CHATGPT adapter call, one job at a time
-  (b) latency 0: full pipeline (claim, HTTP call, ack) vs RQ SimpleWorker running a no-op job
+  (b) latency 0: full pipeline (claim, HTTP call, ack, signed webhook delivered to a receiver in
+      another process) vs RQ SimpleWorker running a no-op job, both measured in this run
   (c) idle worker: admission -> claim latency p50/p99
   (d) kill -9 with 1,000 calls in flight: time until all requeued and until all finished
   (e) httpx's own pool vs the aiohttp transport at K=1,000: CPU ms per call
@@ -98,6 +99,7 @@ class Bench:
         self.redis_pid = int(self.client.info("server")["process_id"])
         self.store = Store(self.client)
         self.settings = Settings(openai_api_key="sk-bench", redis_url=url)
+        self.hook = ""  # webhook url the admitted tasks carry ("" = none)
 
     def new_org(self) -> str:
         return self.store.create_org("bench", credits=10**9, concurrency=100_000, queue_limit=10**6)[0]
@@ -106,7 +108,7 @@ class Bench:
         ids: list[str] = []
         for start in range(0, n, 500):
             batch = [
-                TaskRequest(TaskType.CHATGPT, _payload(i), 1, None, None)
+                TaskRequest(TaskType.CHATGPT, _payload(i), 1, None, self.hook or None)
                 for i in range(start, min(n, start + 500))
             ]
             ids += [o.task["id"] for o in admit(self.store, self.settings, self.store.org(org), list(batch))]  # type: ignore[union-attr]
@@ -115,6 +117,10 @@ class Bench:
     def remaining(self, org: str) -> int:
         queued, inflight = self.client.hmget(self.store.org(org).shard.org(org), ["queued", "inflight"])
         return int(queued or 0) + int(inflight or 0)
+
+    def webhooks_pending(self, org: str) -> int:
+        shard = self.store.org(org).shard
+        return int(self.client.zcard(shard.wh_due)) + int(self.client.zcard(shard.wh_proc))
 
     def drain_env(self, sim: str, **extra: str) -> dict[str, str]:
         return {
@@ -130,14 +136,16 @@ class Bench:
         org = self.new_org()
         proc = spawn_out(["-c", DRAIN, str(k)], self.drain_env(sim, **env))
         time.sleep(2.0)  # imports and first idle wait
-        others = {"sim": SIM_PIDS.get(sim, 0), "redis": self.redis_pid, "drain": proc.pid}
+        others = {"sim": SIM_PIDS.get(sim, 0), "redis": self.redis_pid, "drain": proc.pid,
+                  "receiver": RECEIVER_PIDS.get(self.hook, 0)}  # fmt: skip
         cpu0 = {name: proc_cpu(pid) for name, pid in others.items()}
         t0 = time.monotonic()
         ids = self.admit(org, n)
-        while self.remaining(org) and time.monotonic() - t0 < limit:
+        # Done = finished and, with a webhook url, its webhook delivered (or given up on).
+        while (self.remaining(org) or self.webhooks_pending(org)) and time.monotonic() - t0 < limit:
             time.sleep(0.02)
         wall = time.monotonic() - t0
-        done = n - self.remaining(org)
+        done = n - self.remaining(org) - self.webhooks_pending(org)
         cpu = {f"{name}_cpu": proc_cpu(pid) - cpu0[name] for name, pid in others.items()}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -191,6 +199,25 @@ def spawn_out(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 SIM_PIDS: dict[str, int] = {}  # simulator URL -> its process id, to measure its CPU
+RECEIVER_PIDS: dict[str, int] = {}  # webhook receiver URL -> its process id
+
+
+@contextmanager
+def receiver() -> Any:
+    """A webhook receiver (204 to every POST) in another process; yields its url."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webhooks.py")
+    proc = subprocess.Popen(
+        [sys.executable, script, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        url = f"http://127.0.0.1:{int(proc.stdout.readline())}/hook"
+        RECEIVER_PIDS[url] = proc.pid
+        yield url
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
 
 
 @contextmanager
@@ -217,8 +244,9 @@ def per_task(run: dict[str, Any], n: int) -> str:
 def split_row(label: str, run: dict[str, Any]) -> list[Any]:
     """Where the machine's CPU went during a drain run (2 vCPUs shared by all three processes)."""
     n, wall = max(1, run["done"]), max(0.001, run["wall"])
-    parts = ", ".join(f"{name} {run[f'{name}_cpu'] * 1000 / n:.2f}" for name in ("drain", "sim", "redis"))
-    busy = sum(run[f"{name}_cpu"] for name in ("drain", "sim", "redis")) / wall
+    names = [name for name in ("drain", "sim", "redis", "receiver") if run[f"{name}_cpu"] > 0]
+    parts = ", ".join(f"{name} {run[f'{name}_cpu'] * 1000 / n:.2f}" for name in names)
+    busy = sum(run[f"{name}_cpu"] for name in names) / wall
     return [f"{label}   CPU split, ms/task", f"{parts}; {busy:.2f} of 2 cores busy", "", ""]
 
 
@@ -244,14 +272,18 @@ def row_a(b: Bench, sim: str, k: int = 1000, n: int = 10_000) -> list[list[Any]]
     ]
 
 
-def row_b(b: Bench, sim: str, n: int = 6000) -> list[list[Any]]:
-    ours = b.drain_run(sim, n, 200)
+def row_b(b: Bench, sim: str, hook: str, n: int = 6000) -> list[list[Any]]:
+    b.hook = hook
+    try:
+        ours = b.drain_run(sim, n, 200, TASKQ_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8")
+    finally:
+        b.hook = ""
     rq = b.rq_run([("bench.worker.noop_job", [])] * 2000)
     ratio = (ours["done"] / ours["wall"]) / (2000 / rq["wall"])
     return [
         [
-            "(b) drain K=200, latency 0 (claim+HTTP+ack)",
-            f"{ours['done'] / ours['wall']:,.0f}/s = {ratio:.1f}x RQ",
+            "(b) drain K=200, latency 0 (claim+HTTP+ack+signed webhook)",
+            f"{ours['done'] / ours['wall']:,.0f}/s = {ratio:.1f}x RQ (target >= 3x)",
             per_task(ours, ours["done"]),
             f"{ours['rss_mb']:.0f}",
         ],
@@ -366,9 +398,9 @@ def main() -> None:
                 rows += row_a(bench, sim1, n=opts.tasks_a)
             if "e" in want:
                 rows += row_e(bench, sim1, None)
-        with simulator("0") as sim0:
+        with simulator("0") as sim0, receiver() as hook:
             for _ in range(opts.repeat if "b" in want else 0):
-                rows += row_b(bench, sim0)
+                rows += row_b(bench, sim0, hook)
             if "c" in want:
                 rows += row_c(bench, sim0)
             if "d" in want:

@@ -32,28 +32,29 @@ TASKS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-class Simulator:
-    """The real provider simulator on a free loopback port, on its own thread."""
+class Served:
+    """An aiohttp app on a free loopback port, on its own thread and event loop."""
 
-    def __init__(self) -> None:
-        self.url = ""
+    def __init__(self, app: web.Application, path: str = "") -> None:
+        self.app, self.path, self.url = app, path, ""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(simulator_app(latency=0.01), access_log=None, shutdown_timeout=0.1)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.1)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}{self.path}"
         self._ready.set()
         self._loop.run_forever()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()  # a hanging receiver's handlers
         self._loop.run_until_complete(runner.cleanup())
         self._loop.close()
 
-    def __enter__(self) -> Simulator:
+    def __enter__(self) -> Served:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -61,6 +62,13 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class Simulator(Served):
+    """The real provider simulator."""
+
+    def __init__(self) -> None:
+        super().__init__(simulator_app(latency=0.01))
 
 
 @pytest.fixture
@@ -132,3 +140,92 @@ def test_injected_429_is_retried_and_400_fails_at_once(simulator: Simulator, rea
     error = failed["response"]["error"]
     assert error["code"] == "PROVIDER_REJECTED" and "Perplexity" in error["message"], error
     assert real_redis.hget(store.org(org).shard.task(ids[1]), "attempts") == "1"
+
+
+class Receiver(Served):
+    """A webhook receiver: records every POST to /hook; `hang` makes it never answer."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.hang = hang
+        self.events: list[tuple[dict[str, str], bytes]] = []
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        super().__init__(app, "/hook")
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.events.append((dict(request.headers), await request.read()))
+        if self.hang:
+            await asyncio.sleep(3600)
+        return web.Response(status=204)
+
+
+def webhook_settings(sim: Simulator) -> Any:
+    from tests.conftest import REAL_REDIS_URL
+
+    return make_settings(
+        redis_url=REAL_REDIS_URL, upstream_base_url=sim.url, worker_idle_wait_seconds=0.1,
+        webhook_allow_networks=["127.0.0.0/8"], webhook_timeout_seconds=30.0,
+    )  # fmt: skip
+
+
+def test_a_hanging_receiver_does_not_slow_task_completion(
+    simulator: Simulator, real_redis: redis.Redis
+) -> None:
+    import time
+
+    with Receiver(hang=True) as hook:
+        cfg = webhook_settings(simulator)
+        tasks = [{"taskType": "GEMINI", "payload": {"prompt": f"q{i}", "country": "US"},
+                  "webhook": {"url": hook.url}} for i in range(60)]  # fmt: skip
+        http, key, _, ids = submit(cfg, real_redis, tasks)
+        started = time.monotonic()
+        done_at: list[float] = []
+        all_done = finished(http, key, ids)
+
+        def until() -> bool:
+            if not done_at and all_done():
+                done_at.append(time.monotonic())
+            return bool(done_at) and bool(hook.events)
+
+        run_drain(cfg.model_copy(update={"shutdown_grace_seconds": 0.5}), until, concurrency=30)
+        assert done_at, "tasks did not finish"
+        took = done_at[0] - started
+        assert took < 10, f"tasks took {took:.1f} s with a hanging receiver"
+        statuses = {http.get(f"/v1/async/task/{i}", headers=auth(key)).json["task"]["status"] for i in ids}
+        assert statuses == {"COMPLETED"}
+        assert hook.events, "deliveries were attempted"
+
+
+def test_batch_webhook_arrives_once_after_the_last_task_signed(
+    simulator: Simulator, real_redis: redis.Redis
+) -> None:
+    from standardwebhooks import Webhook
+
+    with Receiver() as hook:
+        cfg = webhook_settings(simulator)
+        from taskq.api import create_app
+
+        http = create_app(cfg, client=real_redis).test_client()
+        org_id, key = Store(real_redis).create_org("b", credits=10_000, concurrency=50, queue_limit=1000)
+        tasks = [{"taskType": "CHATGPT", "payload": {"prompt": f"q{i}", "country": "US"}} for i in range(5)]
+        tasks.append({"taskType": "CHATGPT", "payload": {"prompt": "no [sim:400]", "country": "US"}})
+        body = http.post(f"/v1/async/task/batch?batchWebhook={hook.url}", json=tasks, headers=auth(key)).json
+        ids = [r["task"]["id"] for r in body["results"]]
+        secret = Store(real_redis).webhook_secrets(org_id)[0]
+
+        def delivered() -> bool:
+            return finished(http, key, ids)() and any(b'"batch.completed"' in raw for _, raw in hook.events)
+
+        run_drain(cfg, delivered, concurrency=10)
+        batch_events = [(h, raw) for h, raw in hook.events if b'"batch.completed"' in raw]
+        assert len(batch_events) == 1
+        headers, raw = batch_events[0]
+        event = Webhook(secret).verify(raw, {k.lower(): v for k, v in headers.items()})
+        assert event["batchId"] == body["batchId"] and event["counts"] == {
+            "COMPLETED": 5,
+            "FAILED": 1,
+            "CANCELED": 0,
+        }
+        assert headers["webhook-id"] == f"msg_batch_{body['batchId']}"
+        view = http.get(f"/v1/async/batch/{body['batchId']}", headers=auth(key)).json
+        assert view["status"] == "COMPLETED" and view["counts"]["FAILED"] == 1

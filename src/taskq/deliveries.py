@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from taskq.errors import NotFound, ValidationFailed
@@ -56,8 +57,13 @@ def event_body(task: TaskRecord) -> str:
 
 def active_secrets(raw: str | None, at_ms: int) -> list[str]:
     """The org's signing secrets still valid at at_ms, newest first (from the org's wh_secrets json)."""
-    entries = json.loads(raw) if raw else []
-    return [e["secret"] for e in entries if e["expires"] is None or e["expires"] > at_ms]
+    return [secret for secret, expires in _secret_entries(raw or "") if expires is None or expires > at_ms]
+
+
+@lru_cache(maxsize=256)
+def _secret_entries(raw: str) -> tuple[tuple[str, int | None], ...]:
+    # Every delivery of an org carries the same json: parse it once (a rotation changes the json).
+    return tuple((e["secret"], e["expires"]) for e in (json.loads(raw) if raw else []))
 
 
 def log_line(
@@ -105,6 +111,26 @@ async def claim(
     return items, (int(float(head)) if head else None)
 
 
+def record_call(
+    shard: Shard,
+    item: Claimed,
+    decision: Decision,
+    *,
+    now: int,
+    next_ms: int = 0,
+    line: str = "",
+    retention_seconds: int,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the wh_record call that records one attempt (or a deferral)."""
+    keys = [shard.wh_due, shard.wh_proc]
+    return keys, [shard.tag, item.id, item.attempt, now, decision, next_ms, line, retention_seconds]
+
+
+def record_state(reply: Any) -> str:
+    """wh_record's reply: the delivery state afterwards, "stale" or "missing"."""
+    return _text(reply)
+
+
 async def record(
     scripts: Scripts,
     shard: Shard,
@@ -117,11 +143,10 @@ async def record(
     retention_seconds: int,
 ) -> str:
     """Record one attempt (or a deferral); returns the delivery state, "stale" or "missing"."""
-    result = await scripts["wh_record"](
-        keys=[shard.wh_due, shard.wh_proc],
-        args=[shard.tag, item.id, item.attempt, now, decision, next_ms, line, retention_seconds],
+    keys, args = record_call(
+        shard, item, decision, now=now, next_ms=next_ms, line=line, retention_seconds=retention_seconds
     )
-    return _text(result)
+    return record_state(await scripts["wh_record"](keys=keys, args=args))
 
 
 async def reap(scripts: Scripts, shard: Shard, now: int, limit: int = 1000) -> int:

@@ -63,3 +63,5 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     handler._taskq = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: a worker would write a line per provider call and webhook.
+    logging.getLogger("httpx").setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)

@@ -9,18 +9,20 @@ import random
 import time
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from taskq import deliveries
 from taskq.deliveries import Claimed, Decision
 from taskq.keys import Shard
-from taskq.scripts import Scripts
+from taskq.scheduler import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.webhooks import signing
 from taskq.webhooks.sender import Attempt, WebhookSender, next_delay
 from taskq.webhooks.ssrf import parse_networks
+from taskq.worker.clients import AsyncScheduler
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ IDLE_SECONDS = 0.1  # longest sleep when nothing is due; new deliveries are due 
 MIN_DEFER_SECONDS = 0.02
 MAX_DEFER_SECONDS = 5.0
 ERROR_PAUSE_SECONDS = 1.0
-REDIS_CALLS = 32  # concurrent script calls; redis.asyncio's pool holds 100 connections by default
 
 
 def make_sender(settings: Settings) -> WebhookSender:
@@ -69,9 +70,21 @@ async def run_deliveries(
         await loop.run(stop)
 
 
+@lru_cache(maxsize=4096)
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
+def _context(item: Claimed) -> dict[str, Any]:
+    """Log context of one delivery (``extra=``): ids only; never the url's query, body or headers."""
+    return {"delivery_id": item.id, "task_id": item.task, "org": item.org, "attempt": item.attempt}
+
+
 class _DeliveryLoop:
     def __init__(self, client: Any, settings: Settings, sender: WebhookSender, shards: list[Shard]) -> None:
-        self.scripts = Scripts(client)
+        # Records share round trips (each still its own fenced wh_record call), as task outcomes do.
+        self.ops = AsyncScheduler(client)
+        self.scripts = self.ops.scripts
         self.settings = settings
         self.sender = sender
         self.shards = shards
@@ -81,7 +94,6 @@ class _DeliveryLoop:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.host_sends: dict[str, dict[str, float]] = {}  # host -> delivery id -> when it started
         self.wake = asyncio.Event()  # a send finished, or stop was set
-        self.redis_calls = asyncio.Semaphore(REDIS_CALLS)
 
     async def run(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._forward(stop))
@@ -129,7 +141,7 @@ class _DeliveryLoop:
         return busy, wait
 
     def _start(self, shard: Shard, item: Claimed) -> None:
-        host = urlsplit(item.url).netloc.lower()
+        host = _host(item.url)
         sends = self.host_sends.setdefault(host, {})
         if len(sends) >= self.per_host:
             # This receiver already has its share of sends in flight (it may hang): put the
@@ -156,7 +168,8 @@ class _DeliveryLoop:
             await work
         except Exception:
             # Most likely Redis went away: the lease expires and the reaper sends it again.
-            log.exception("webhook delivery %s (attempt %d) not recorded", item.id, item.attempt)
+            log.exception("webhook delivery %s (attempt %d) not recorded", item.id, item.attempt,
+                          extra=_context(item))  # fmt: skip
 
     async def _deliver(self, shard: Shard, item: Claimed) -> None:
         attempt = await self._send(item)
@@ -165,21 +178,23 @@ class _DeliveryLoop:
             now_ms(), item.attempt, attempt.status, attempt.error, attempt.duration_ms, outcome
         )
         await self._record(shard, item, decision, next_ms, line)
+        if outcome == "delivered":
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("webhook delivery %s delivered", item.id, extra=_context(item))
+            return
+        # The host only: a url's path or query may carry the receiver's own token.
+        level = logging.INFO if decision == "retry" else logging.WARNING
+        log.log(level, "webhook delivery %s to %s: %s (%s)", item.id, _host(item.url), attempt.error, outcome,
+                extra=_context(item))  # fmt: skip
 
     async def _record(
         self, shard: Shard, item: Claimed, decision: Decision, next_ms: int, line: str = ""
     ) -> None:
-        async with self.redis_calls:
-            await deliveries.record(
-                self.scripts,
-                shard,
-                item,
-                decision,
-                now=now_ms(),
-                next_ms=next_ms,
-                line=line,
-                retention_seconds=self.settings.retention_seconds,
-            )
+        keys, args = deliveries.record_call(
+            shard, item, decision, now=now_ms(), next_ms=next_ms, line=line,
+            retention_seconds=self.settings.retention_seconds,
+        )  # fmt: skip
+        await self.ops.run_batched(Op("wh_record", keys, args, deliveries.record_state))
 
     def _defer_seconds(self, sends: dict[str, float]) -> float:
         """About when a slot of this receiver frees up: the age of its oldest send, jittered and bounded.

@@ -9,17 +9,21 @@ releases the rest unharmed. ``run`` is the RQ job that hosts one drain.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import signal
+import socket
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import httpx
 from redis.asyncio.cluster import RedisCluster
 
+from taskq import keys
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
 from taskq.scheduler import Claimed, claim, release
@@ -27,7 +31,7 @@ from taskq.settings import Settings, load_settings
 from taskq.store import now_ms
 from taskq.worker.clients import AsyncScheduler, http_client, redis_client, steady_gc
 from taskq.worker.delivery import run_deliveries
-from taskq.worker.execute import execute
+from taskq.worker.execute import context, execute
 from taskq.worker.leases import Leases, reap_forever
 from taskq.worker.upstreams import provider_configs
 
@@ -35,6 +39,9 @@ log = logging.getLogger("taskq.worker")
 
 #: Most claim calls (of claim_batch tasks each) sent to one shard in one round trip.
 CLAIMS_PER_TRIP = 8
+
+#: How often a drain writes its heartbeat in keys.WORKERS (the dashboard calls it stale after 30 s).
+HEARTBEAT_SECONDS = 5.0
 
 #: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -65,6 +72,7 @@ class Drain:
         *,
         concurrency: int,
         stop: asyncio.Event,
+        rq_worker: str | None = None,
     ) -> None:
         self.settings, self.ops, self.http, self.configs = settings, ops, http, configs
         self.concurrency = concurrency
@@ -77,6 +85,8 @@ class Drain:
         self.stats: Counter[str] = Counter()
         self._round = 0  # claim rounds so far: each starts at the next shard
         self._cluster = isinstance(ops.client, RedisCluster)
+        self.host, self.pid, self.rq_worker = socket.gethostname(), os.getpid(), rq_worker
+        self.name = f"{self.host}/{self.pid}/{uuid.uuid4().hex[:6]}"  # several drains may share a pid
 
     async def run(self, seconds: float, parent_pid: int | None = None) -> dict[str, int]:
         """Drain for up to `seconds` (or until stopped); return counts of what happened."""
@@ -89,6 +99,7 @@ class Drain:
         upkeep = [
             asyncio.create_task(self.leases.renew_forever(check_parent)),
             asyncio.create_task(reap_forever(self.ops, self.shards, self.settings)),
+            asyncio.create_task(self._beat_forever()),
         ]
         webhooks_stop = asyncio.Event()
         if self.settings.worker_deliver_webhooks:
@@ -98,13 +109,40 @@ class Drain:
             await self._claim_loop(time.monotonic() + seconds)
             await self._wind_down()
             webhooks_stop.set()
-            if upkeep[2:]:
-                await asyncio.wait(upkeep[2:], timeout=self.settings.shutdown_grace_seconds + 1)
+            if upkeep[3:]:
+                await asyncio.wait(upkeep[3:], timeout=self.settings.shutdown_grace_seconds + 1)
         finally:
             for task in upkeep:
                 task.cancel()
             await asyncio.gather(*upkeep, return_exceptions=True)
+            try:
+                await self.ops.client.hdel(keys.WORKERS, self.name)
+            except Exception:  # Redis gone: the dashboard ages the entry out
+                log.warning("could not remove the heartbeat of %s", self.name, extra={"worker": self.name})
         return dict(self.stats)
+
+    def heartbeat(self) -> dict[str, Any]:
+        """What this drain shows on the dashboard (api/ops.py reads it from keys.WORKERS)."""
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "rqWorker": self.rq_worker,
+            "inflight": len(self.leases.held),
+            "claimed": self.stats["claimed"],
+            "completed": self.stats["ack"],
+            "failed": self.stats["fail"],
+            "retried": self.stats["retry"],
+            "heartbeat": now_ms(),
+        }
+
+    async def _beat_forever(self) -> None:
+        interval = min(HEARTBEAT_SECONDS, self.settings.lease_seconds / 3)
+        while True:
+            try:
+                await self.ops.client.hset(keys.WORKERS, self.name, json.dumps(self.heartbeat()))
+            except Exception:
+                log.warning("could not write the heartbeat of %s", self.name, extra={"worker": self.name})
+            await asyncio.sleep(interval)
 
     async def _claim_loop(self, deadline: float) -> None:
         while not self.stop.is_set() and time.monotonic() < deadline:
@@ -160,21 +198,37 @@ class Drain:
 
     async def _run(self, task: Claimed) -> None:
         try:
-            op = await execute(task, self.http, self.configs, self.settings, self.rng)
+            outcome = await execute(task, self.http, self.configs, self.settings, self.rng)
+            op = outcome.op
+            # From here the lease may vanish because this very outcome applied: renewals leave it be.
+            self.leases.settling.add(task.id)
             if await self.ops.run_batched(op):  # shares a round trip with other outcomes
                 self.stats[op.script] += 1
+                self._log_outcome(task, op.script, outcome.code, outcome.message)
             else:
                 self.stats["fenced"] += 1
-                log.warning("task %s was no longer ours when it finished (lease lost)", task.id)
+                log.warning("task %s was no longer ours when it finished (lease lost)", task.id,
+                            extra=context(task))  # fmt: skip
         except asyncio.CancelledError:
             raise
         except Exception:
             # Redis unreachable or similar: the lease lapses and the reaper requeues the task.
             self.stats["errors"] += 1
-            log.exception("could not record the outcome of task %s", task.id)
+            log.exception("could not record the outcome of task %s", task.id, extra=context(task))
         finally:
+            self.leases.settling.discard(task.id)
             self.leases.held.pop(task.id, None)
             self.slot_freed.set()
+
+    def _log_outcome(self, task: Claimed, script: str, code: str | None, message: str | None) -> None:
+        """Completions at DEBUG (a busy drain finishes thousands a second); retries INFO, failures WARNING."""
+        if script == "ack":
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("task %s completed", task.id, extra=context(task))
+        elif script == "retry":
+            log.info("task %s will be retried after %s: %s", task.id, code, message, extra=context(task))
+        else:
+            log.warning("task %s failed with %s: %s", task.id, code, message, extra=context(task))
 
     async def _wind_down(self) -> None:
         """Let in-flight calls finish (grace if stopped, else the provider timeout); release the rest."""
@@ -216,6 +270,7 @@ async def drain(
     seconds: float,
     parent_pid: int | None = None,
     stop: asyncio.Event | None = None,
+    rq_worker: str | None = None,
 ) -> dict[str, int]:
     """Run one drain with its own clients; SIGTERM, SIGINT and SIGUSR1 (or `stop`) start the wind-down."""
     stop = stop or asyncio.Event()
@@ -232,7 +287,7 @@ async def drain(
             # cluster client initializing under concurrent first commands closes connections in use.
             await client.initialize()
         worker = Drain(settings, AsyncScheduler(client), http, provider_configs(settings),
-                       concurrency=concurrency, stop=stop)  # fmt: skip
+                       concurrency=concurrency, stop=stop, rq_worker=rq_worker)  # fmt: skip
         with steady_gc():  # hundreds of calls in flight: collect less often, skip startup objects
             stats = await worker.run(seconds, parent_pid)
     finally:
@@ -246,12 +301,16 @@ async def drain(
 
 def run(concurrency: int | None = None, seconds: float | None = None) -> dict[str, int]:
     """RQ job: one drain in this work horse (settings from `taskq worker`, else the environment)."""
+    from rq import get_current_job
+
     settings = _hosted or load_settings()
+    job = get_current_job()
     return asyncio.run(
         drain(
             settings,
             concurrency=concurrency or settings.worker_concurrency,
             seconds=seconds if seconds is not None else settings.drain_seconds,
             parent_pid=os.getppid() if _hosted is not None else None,
+            rq_worker=job.worker_name if job is not None else None,
         )
     )

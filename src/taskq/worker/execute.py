@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,31 +19,48 @@ from taskq.store import now_ms
 log = logging.getLogger("taskq.worker")
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The transition to apply, and the error that led to it (None for a completion), for the logs."""
+
+    op: Op[bool]
+    code: str | None = None
+    message: str | None = None
+
+
+def context(task: Claimed) -> dict[str, Any]:
+    """The log context of one task (``extra=``): never its payload, which is the customer's data."""
+    return {"task_id": task.id, "org": task.org, "provider": task.task_type, "attempt": task.attempts}
+
+
 async def execute(
     task: Claimed,
     http: httpx.AsyncClient,
     configs: dict[str, ProviderConfig],
     settings: Settings,
     rng: random.Random,
-) -> Op[bool]:
+) -> Outcome:
     """Call the provider; return complete, retry or fail. Cancellation (lease lost, shutdown) propagates."""
     retention = settings.retention_seconds
     config = configs.get(task.task_type)
     if config is None:
         message = f"{task.task_type} is not configured on this worker"
-        return fail(task, Code.PROVIDER_NOT_CONFIGURED, message, now=now_ms(), retention=retention)
+        code = Code.PROVIDER_NOT_CONFIGURED
+        return Outcome(fail(task, code, message, now=now_ms(), retention=retention), code.value, message)
     try:
         payload = PAYLOAD_MODELS[task.task_type].model_validate_json(task.payload_json)
         result: dict[str, Any] = await ADAPTERS[task.task_type](payload, http, config)
     except ProviderError as exc:
-        return after_error(
+        op = after_error(
             task, exc.code, exc.message, retryable=exc.retryable, retry_after=exc.retry_after,
             now=now_ms(), max_attempts=settings.max_attempts, base=settings.retry_base_seconds,
             cap=settings.retry_max_seconds, retention=retention, rng=rng,
         )  # fmt: skip
+        return Outcome(op, exc.code.value, exc.message)
     except Exception as exc:
         # A bug on our side, not the provider's: fail the task rather than leave it PROCESSING.
-        log.exception("task %s (%s) crashed the worker code", task.id, task.task_type)
+        log.exception("task crashed the worker code", extra=context(task))
         message = f"internal worker error: {type(exc).__name__}"
-        return fail(task, Code.WORKER_ERROR, message, now=now_ms(), retention=retention)
-    return complete(task, result, now=now_ms(), retention=retention)
+        code = Code.WORKER_ERROR
+        return Outcome(fail(task, code, message, now=now_ms(), retention=retention), code.value, message)
+    return Outcome(complete(task, result, now=now_ms(), retention=retention))

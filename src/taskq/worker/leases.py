@@ -12,31 +12,41 @@ from taskq.scheduler import REAP_LIMIT, Claimed, lost, reap, renew
 from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.worker.clients import AsyncScheduler
+from taskq.worker.execute import context
 
 log = logging.getLogger("taskq.worker")
 
 
 class Leases:
-    """The tasks this process holds, keyed by id, with the asyncio task running each."""
+    """The tasks this process holds, keyed by id, with the asyncio task running each.
+
+    ``settling`` holds the ids whose outcome (ack, retry, fail) has been handed to Redis: a renewal
+    may then find the lease already gone because that outcome applied, which is not a lost lease.
+    Their calls are never cancelled; the outcome is fenced on its own and says whether it landed.
+    """
 
     def __init__(self, ops: AsyncScheduler, settings: Settings) -> None:
         self.ops = ops
         self.settings = settings
         self.held: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        self.settling: set[str] = set()
         self.lease_ms = int(settings.lease_seconds * 1000)
 
     async def renew_once(self) -> int:
         """Extend every lease; cancel the calls whose lease was lost (someone else runs them now)."""
         by_shard: dict[int, list[Claimed]] = defaultdict(list)
         for task, _ in self.held.values():
-            by_shard[task.shard.index].append(task)
+            if task.id not in self.settling:
+                by_shard[task.shard.index].append(task)
         deadline = now_ms() + self.lease_ms
         gone = 0
         for tasks in by_shard.values():
             for task_id in await self.ops.run(renew(tasks[0].shard, tasks, deadline=deadline)):
                 entry = self.held.get(task_id)
-                if entry is not None:
-                    log.warning("lease of task %s lost; abandoning its call", task_id)
+                # Settling meanwhile (the reply raced its outcome): the outcome's own fence decides.
+                if entry is not None and task_id not in self.settling:
+                    log.warning("lease of task %s lost; abandoning its call", task_id,
+                                extra=context(entry[0]))  # fmt: skip
                     entry[1].cancel()
                     gone += 1
         return gone
