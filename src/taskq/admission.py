@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import uuid
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from taskq.errors import Code, QueueLimitExceeded, TaskqError, ValidationFailed
 from taskq.metrics import count_rejections
@@ -35,6 +36,19 @@ class Rejected:
 
 
 Outcome = Accepted | Rejected
+
+
+def new_task_ids(n: int) -> list[str]:
+    """n random (version 4) UUIDs from one read of the system's randomness: os.urandom per id costs
+    more than the rest of admitting a task on some machines."""
+    raw = bytearray(os.urandom(16 * n))
+    ids = []
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw[i : i + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 @lru_cache(maxsize=64)
@@ -84,6 +98,7 @@ def admit(
     Raises QueueLimitExceeded (nothing admitted) when the valid tasks would pass the org's queue limit.
     """
     now = now_ms()
+    ids = new_task_ids(len(items))
     outcomes: dict[int, Outcome] = {}
     valid: list[tuple[int, str, TaskRequest, int]] = []
     packed: list[list[Any]] = []
@@ -91,7 +106,7 @@ def admit(
         if isinstance(item, list):
             outcomes[index] = invalid(index, item)
             continue
-        task_id = str(uuid.uuid4())
+        task_id = ids.pop()
         cost = credits_for(item, settings.price(item.task_type.value))
         valid.append((index, task_id, item, cost))
         packed.append(
@@ -115,7 +130,7 @@ def admit(
                 shard.tag,
                 org.id,
                 now,
-                json.dumps(packed),
+                orjson.dumps(packed),
                 batch_id,
                 len(items),
                 batch_webhook,

@@ -30,6 +30,19 @@ def key_digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def header_digest(header: str | None) -> str:
+    """The digest of the API key in an Authorization header; Unauthorized when missing or malformed."""
+    if not header or not header.startswith("Bearer "):
+        raise Unauthorized("Missing API key: send Authorization: Bearer <key>", code=Code.MISSING_API_KEY)
+    api_key = header[len("Bearer ") :].strip()
+    if not API_KEY_RE.match(api_key):
+        raise Unauthorized(
+            "Invalid API key format: expected sk_live_ followed by 32 hex characters",
+            code=Code.INVALID_API_KEY_FORMAT,
+        )
+    return key_digest(api_key)
+
+
 def new_api_key() -> str:
     return "sk_live_" + secrets.token_hex(16)
 
@@ -143,20 +156,23 @@ class Store:
 
     def authenticate(self, header: str | None) -> tuple[Org, str]:
         """Resolve an Authorization header to (org, key digest) or raise Unauthorized."""
-        if not header or not header.startswith("Bearer "):
-            raise Unauthorized("Missing API key: send Authorization: Bearer <key>", code=Code.MISSING_API_KEY)
-        api_key = header[len("Bearer ") :].strip()
-        if not API_KEY_RE.match(api_key):
-            raise Unauthorized(
-                "Invalid API key format: expected sk_live_ followed by 32 hex characters",
-                code=Code.INVALID_API_KEY_FORMAT,
-            )
-        digest = key_digest(api_key)
-        raw = self.client.get(keys.api_key(digest))
-        record = json.loads(raw) if raw else {"org": "", "digest": "0" * 64}
+        digest = header_digest(header)
+        org, _ = self.resolve_key(digest)
+        return org, digest
+
+    def resolve_key(self, digest: str, *, count_key: str | None = None) -> tuple[Org, int]:
+        """The org of an API key digest (Unauthorized if unknown or revoked); with count_key, also count
+        this request there (a per-second rate window), in the same round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.api_key(digest))
+        if count_key is not None:
+            pipe.incr(count_key)
+            pipe.expire(count_key, 2)
+        replies = pipe.execute()
+        record = json.loads(replies[0]) if replies[0] else {"org": "", "digest": "0" * 64}
         if not hmac.compare_digest(record["digest"], digest) or not record["org"]:
             raise Unauthorized("Invalid or expired API key", code=Code.INVALID_OR_EXPIRED_API_KEY)
-        return self.org(record["org"]), digest
+        return self.org(record["org"]), int(replies[1]) if count_key is not None else 0
 
     # Tasks ---------------------------------------------------------------------------------------
     def task(self, org: Org, task_id: str) -> TaskRecord:

@@ -70,6 +70,11 @@ class DrainWorker(Worker):
             )
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
+    def execute_job(self, job: Any, queue: Any) -> None:
+        if self._stop_requested:  # the stop came between dequeue and fork: don't start a drain at all
+            return
+        super().execute_job(job, queue)
+
     def handle_warm_shutdown_request(self) -> None:
         """RQ would wait for the drain to run out; tell it to wind down now (HerokuWorker does the same)."""
         self._forward_stop()
