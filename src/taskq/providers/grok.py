@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from taskq.providers import responses_api
-from taskq.providers.base import ProviderConfig, bearer, boundary, json_object, narrow, send
+from taskq.providers.base import ProviderConfig, boundary, narrow
 from taskq.providers.render import Sources
 from taskq.schemas.payloads import GrokPayload, Payload
 
@@ -31,17 +31,7 @@ def request_body(payload: GrokPayload, model: str) -> dict[str, Any]:
 async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfig) -> dict[str, Any]:
     with boundary(PROVIDER):
         task = narrow(payload, GrokPayload, PROVIDER)
-        response = await send(
-            client,
-            PROVIDER,
-            config,
-            "POST",
-            f"{config.base_url.rstrip('/')}/v1/responses",
-            headers=bearer(config.api_key),
-            json=request_body(task, config.model),
-        )
-        body = json_object(PROVIDER, response)
-        answer = responses_api.parse(PROVIDER, body)
+        body, answer = await responses_api.call(PROVIDER, client, config, request_body(task, config.model))
 
         # Annotations (may lack title and indices) first, then every URL in top-level citations.
         sources = Sources()

@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from taskq.errors import Code
-from taskq.providers.base import ProviderError, invalid
+from taskq.providers.base import ProviderConfig, ProviderError, bearer, invalid, json_object, send
 from taskq.providers.render import Sources, with_citations
 
 
@@ -26,6 +28,23 @@ class Answer:
     queries: list[str] = field(default_factory=list)
     consulted: list[str] = field(default_factory=list)
     model: str = ""
+
+
+async def call(
+    provider: str, client: httpx.AsyncClient, config: ProviderConfig, request: dict[str, Any]
+) -> tuple[dict[str, Any], Answer]:
+    """POST a Responses API request (OpenAI and xAI share the format); the body and its answer."""
+    response = await send(
+        client,
+        provider,
+        config,
+        "POST",
+        f"{config.base_url.rstrip('/')}/v1/responses",
+        headers=bearer(config.api_key),
+        json=request,
+    )
+    body = json_object(provider, response)
+    return body, parse(provider, body)
 
 
 def parse(provider: str, body: dict[str, Any]) -> Answer:
