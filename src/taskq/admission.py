@@ -102,6 +102,7 @@ def admit(
     outcomes: dict[int, Outcome] = {}
     valid: list[tuple[int, str, TaskRequest, int]] = []
     packed: list[list[Any]] = []
+    payloads: list[bytes] = []  # separate arguments: no JSON-in-JSON escaping for Lua to undo
     for index, item in enumerate(items):
         if isinstance(item, list):
             outcomes[index] = invalid(index, item)
@@ -117,11 +118,11 @@ def admit(
                 cost,
                 item.idempotency_key or "",
                 item.webhook_url or "",
-                item.payload.model_dump_json(),
                 batch_id,
                 index,
             ]
         )
+        payloads.append(item.payload.__pydantic_serializer__.to_json(item.payload))
     if valid or batch_id:
         shard = org.shard
         result = store.scripts["admit"](
@@ -135,6 +136,7 @@ def admit(
                 len(items),
                 batch_webhook,
                 settings.batch_ttl_seconds,
+                *payloads,
             ],
         )
         status = result[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskq.schemas.payloads import ChatGPTPayload, GoogleNewsPayload, GooglePayload, Payload
+from taskq.schemas.payloads import ChatGPTPayload, ChatPayload, GoogleNewsPayload, GooglePayload, Payload
 from taskq.schemas.tasks import TaskRequest
 
 ADDON = 2
@@ -12,7 +12,8 @@ def credits_for(task: TaskRequest, base_price: int) -> int:
     """creditsToCharge for one validated task."""
     payload: Payload = task.payload
     cost = base_price
-    if getattr(payload, "state", None) is not None:
+    # a field lookup, not getattr(): a missing attribute on a pydantic model is a slow exception
+    if isinstance(payload, ChatPayload) and payload.state is not None:
         cost += ADDON
     if isinstance(payload, ChatGPTPayload):
         inc = payload.include

@@ -54,37 +54,37 @@ class ChatGPTInclude(ChatInclude):
     shopping: bool = False
 
 
-class _ChatPayload(_Strict):
+class ChatPayload(_Strict):
     prompt: Text
     country: Country
     state: State | None = None
 
     @model_validator(mode="after")
-    def _state_needs_us(self) -> _ChatPayload:
+    def _state_needs_us(self) -> ChatPayload:
         if self.state is not None and self.country != "US":
             raise ValueError("state is only valid with country US")
         return self
 
 
-class ChatGPTPayload(_ChatPayload):
+class ChatGPTPayload(ChatPayload):
     include: ChatGPTInclude = ChatGPTInclude()
     legacy: bool = False
     disableWebSearch: bool = False
 
 
-class GeminiPayload(_ChatPayload):
+class GeminiPayload(ChatPayload):
     include: ChatInclude = ChatInclude()
 
 
-class GrokPayload(_ChatPayload):
+class GrokPayload(ChatPayload):
     include: ChatInclude = ChatInclude()
 
 
-class CopilotPayload(_ChatPayload):
+class CopilotPayload(ChatPayload):
     include: ChatInclude = ChatInclude()
 
 
-class PerplexityPayload(_ChatPayload):
+class PerplexityPayload(ChatPayload):
     include: ChatInclude = ChatInclude()
 
 
