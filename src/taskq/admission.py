@@ -41,13 +41,12 @@ Outcome = Accepted | Rejected
 def new_task_ids(n: int) -> list[str]:
     """n random (version 4) UUIDs from one read of the system's randomness: os.urandom per id costs
     more than the rest of admitting a task on some machines."""
-    raw = bytearray(os.urandom(16 * n))
+    digits = os.urandom(16 * n).hex()
     ids = []
-    for i in range(0, 16 * n, 16):
-        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
-        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80  # RFC 4122 variant
-        h = raw[i : i + 16].hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    for i in range(0, 32 * n, 32):
+        h = digits[i : i + 32]
+        variant = "89ab"[int(h[16], 16) & 3]  # RFC 4122 variant bits
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
     return ids
 
 
