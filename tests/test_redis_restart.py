@@ -131,8 +131,10 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
 
             try:
                 settled = wait_for(finished, 90, "every task to finish", interval=0.2)
-            except AssertionError:  # say why: the counters and what the processes logged
+            except AssertionError:  # say why: the counters, what every drain waits on, the logs
                 print("counters:", org_counters(client, shard, org), "worker alive:", worker.poll() is None)
+                worker.send_signal(signal.SIGTTIN)  # each drain logs its asyncio tasks
+                time.sleep(2)
                 for name in ("worker", "intake"):
                     print(f"--- {name} log (tail) ---\n" + procs.log(name)[-6000:])
                 raise

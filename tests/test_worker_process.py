@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,14 +33,14 @@ def wstore(real_redis: redis.Redis) -> Store:
 def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(args: list[str], upstream: Upstream, **env: str) -> subprocess.Popen[bytes]:
+    def start(args: list[str], upstream: Upstream, stderr: Any = None, **env: str) -> subprocess.Popen[bytes]:
         values = {
             "TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": upstream.url,
             "TASKQ_OPENAI_API_KEY": "sk-test", "TASKQ_LEASE_SECONDS": "2",
             "TASKQ_REAPER_INTERVAL_SECONDS": "0.5", "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.2",
             "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **env,
         }  # fmt: skip
-        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **values})
+        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **values}, stderr=stderr)
         started.append(proc)
         return proc
 
@@ -135,4 +136,31 @@ def test_rq_respawns_a_killed_worker_process_with_a_fresh_drain(
         pool.send_signal(signal.SIGTERM)
         wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
     assert {status for status, _ in attempts(wstore, org, ids)} == {"COMPLETED"}
+    assert pool.returncode == 0
+
+
+def test_ttin_to_taskq_worker_logs_what_each_drain_waits_on_and_work_goes_on(
+    wstore: Store, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Any
+) -> None:
+    org = wstore.create_org("ttin", credits=100_000, concurrency=1000, queue_limit=10_000)[0]
+    log_path = tmp_path / "worker.log"
+    with Upstream(latency=0.2) as upstream, open(log_path, "wb") as log_file:
+        pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "50"], upstream,
+                     stderr=log_file)  # fmt: skip
+        rq = redis.Redis.from_url(REAL_REDIS_URL)
+        wait_for(lambda: [w.get_state() for w in Worker.all(connection=rq)] == ["busy"], 20, "a drain")
+        admit_tasks(wstore, make_settings(), org, [request(prompt=f"slow:30:{i}") for i in range(10)])
+        wait_for(lambda: counters(wstore, org)["inflight"] == 10, 20, "calls in flight")
+        pool.send_signal(signal.SIGTTIN)
+        wait_for(lambda: b"by where they wait" in log_path.read_bytes(), 10, "the drain's task dump")
+        ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"t{i}") for i in range(20)])
+        wait_for(lambda: {s for s, _ in attempts(wstore, org, ids)} == {"COMPLETED"}, 20, "more work done")
+        assert pool.poll() is None, "TTIN stopped the worker"
+        pool.send_signal(signal.SIGTERM)
+        wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
+    log_text = log_path.read_text()
+    found = re.search(r"drain \d+: (\d+) asyncio tasks, by where they wait:\n((?:\s+\d+ x .*\n)+)", log_text)
+    assert found, log_text[-3000:]
+    tasks, dump = int(found[1]), found[2]
+    assert tasks >= 10 and "_claim_loop" in dump and "execute.py" in dump, dump
     assert pool.returncode == 0

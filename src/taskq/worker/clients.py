@@ -31,6 +31,34 @@ BATCH_LIMIT = 128
 DRAIN_GC_THRESHOLD = 5000
 
 
+def reraise_cancellation() -> None:
+    """Call from a loop's ``except Exception``: raise CancelledError if this task was asked to stop.
+
+    A cancellation that lands while the Redis client is tearing down a broken connection can come
+    out as another exception, which the loop's error handling would swallow; the loop then never
+    ends and whoever awaits it hangs. The request is still recorded on the task (``cancelling()``).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], timeout: float) -> list[asyncio.Task[Any]]:
+    """Cancel these tasks and wait up to `timeout` for them to end; return those that did not.
+
+    Never waits longer than `timeout`, so a task that ignores its cancellation cannot hang the caller.
+    """
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: errors were logged where they happened
+    return list(pending)
+
+
 @contextmanager
 def steady_gc() -> Iterator[None]:
     """Cheaper garbage collection while a drain runs; as it was afterwards.

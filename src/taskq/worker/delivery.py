@@ -22,7 +22,7 @@ from taskq.store import now_ms
 from taskq.webhooks import signing
 from taskq.webhooks.sender import Attempt, WebhookSender, next_delay
 from taskq.webhooks.ssrf import parse_networks
-from taskq.worker.clients import AsyncScheduler
+from taskq.worker.clients import AsyncScheduler, reraise_cancellation
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class _DeliveryLoop:
                 try:
                     busy, wait = await self._claim_round()
                 except Exception:  # Redis unreachable: keep the sends in flight, try again shortly
+                    reraise_cancellation()
                     log.exception("claiming webhook deliveries failed")
                     busy, wait = False, ERROR_PAUSE_SECONDS
                 if busy:
@@ -167,6 +168,7 @@ class _DeliveryLoop:
         try:
             await work
         except Exception:
+            reraise_cancellation()
             # Most likely Redis went away: the lease expires and the reaper sends it again.
             log.exception("webhook delivery %s (attempt %d) not recorded", item.id, item.attempt,
                           extra=_context(item))  # fmt: skip
@@ -237,6 +239,7 @@ class _DeliveryLoop:
             try:
                 returned = await deliveries.reap(self.scripts, shard, now_ms())
             except Exception:
+                reraise_cancellation()
                 log.exception("webhook lease reaper failed on shard %d", shard.index)
                 continue
             if returned:

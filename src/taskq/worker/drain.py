@@ -22,14 +22,24 @@ from typing import Any
 
 import httpx
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq import keys
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
-from taskq.scheduler import Claimed, claim, release
+from taskq.scheduler import Claimed, Op, claim, release
 from taskq.settings import Settings, load_settings
 from taskq.store import now_ms
-from taskq.worker.clients import AsyncScheduler, http_client, redis_client, steady_gc
+from taskq.worker.clients import (
+    AsyncScheduler,
+    http_client,
+    redis_client,
+    reraise_cancellation,
+    steady_gc,
+    stop_tasks,
+)
 from taskq.worker.delivery import run_deliveries
 from taskq.worker.execute import context, execute
 from taskq.worker.leases import Leases, reap_forever
@@ -40,11 +50,20 @@ log = logging.getLogger("taskq.worker")
 #: Most claim calls (of claim_batch tasks each) sent to one shard in one round trip.
 CLAIMS_PER_TRIP = 8
 
+#: Longest pause between claim attempts while Redis is unreachable (backoff from 0.25 s).
+REDIS_BACKOFF_MAX_SECONDS = 5.0
+
+#: How long a drain waits for its background loops to end once cancelled (they end at once normally).
+UPKEEP_STOP_SECONDS = 5.0
+
 #: How often a drain writes its heartbeat in keys.WORKERS (the dashboard calls it stale after 30 s).
 HEARTBEAT_SECONDS = 5.0
 
 #: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+#: `kill -TTIN <pid>` logs what every asyncio task of the drain is waiting on (as Sidekiq's TTIN does).
+DUMP_SIGNAL = signal.SIGTTIN
 
 _hosted: Settings | None = None  # settings handed down by `taskq worker` through fork memory
 _stop_early = False  # a stop signal that arrived before the event loop was listening
@@ -112,9 +131,9 @@ class Drain:
             if upkeep[3:]:
                 await asyncio.wait(upkeep[3:], timeout=self.settings.shutdown_grace_seconds + 1)
         finally:
-            for task in upkeep:
-                task.cancel()
-            await asyncio.gather(*upkeep, return_exceptions=True)
+            stuck = await stop_tasks(upkeep, UPKEEP_STOP_SECONDS)
+            if stuck:
+                log.error("%d background loops did not stop; the drain ends without them", len(stuck))
             try:
                 await self.ops.client.hdel(keys.WORKERS, self.name)
             except Exception:  # Redis gone: the dashboard ages the entry out
@@ -141,16 +160,33 @@ class Drain:
             try:
                 await self.ops.client.hset(keys.WORKERS, self.name, json.dumps(self.heartbeat()))
             except Exception:
+                reraise_cancellation()
                 log.warning("could not write the heartbeat of %s", self.name, extra={"worker": self.name})
             await asyncio.sleep(interval)
 
     async def _claim_loop(self, deadline: float) -> None:
+        failures = 0  # claims in a row that Redis did not answer
         while not self.stop.is_set() and time.monotonic() < deadline:
             free = self.concurrency - len(self.leases.held)
             if free <= 0:
                 self.slot_freed.clear()
                 await _first(self.slot_freed.wait(), self.stop.wait())
-            elif not await self._claim(free):
+                continue
+            try:
+                started = await self._claim(free)
+            except RedisError as exc:
+                # Redis restarting, failing over or unreachable: the drain keeps its calls and waits.
+                failures += 1
+                if failures == 1:
+                    log.warning("claiming failed (%s); retrying with backoff while %d calls run", exc,
+                                len(self.leases.held))  # fmt: skip
+                pause = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
+                await _first(asyncio.sleep(pause * self.rng.uniform(0.5, 1.0)), self.stop.wait())
+                continue
+            if failures:
+                log.warning("claiming works again after %d failed attempts", failures)
+                failures = 0
+            if not started:
                 await self._idle()
 
     async def _claim(self, free: int) -> int:
@@ -202,7 +238,7 @@ class Drain:
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
             self.leases.settling.add(task.id)
-            if await self.ops.run_batched(op):  # shares a round trip with other outcomes
+            if await self._apply(op):
                 self.stats[op.script] += 1
                 self._log_outcome(task, op.script, outcome.code, outcome.message)
             else:
@@ -219,6 +255,25 @@ class Drain:
             self.leases.settling.discard(task.id)
             self.leases.held.pop(task.id, None)
             self.slot_freed.set()
+
+    async def _apply(self, op: Op[bool]) -> bool:
+        """Apply a task's outcome (sharing a round trip with others); False if its lease was lost.
+
+        While Redis does not answer, the outcome is sent again with backoff until the lease would have
+        lapsed anyway, so a short Redis outage does not cost the provider call. Sending it twice is
+        safe: the transition is fenced by the lease token, so a second copy finds it applied and does
+        nothing.
+        """
+        give_up = time.monotonic() + self.settings.lease_seconds
+        pause = 0.25
+        while True:
+            try:
+                return await self.ops.run_batched(op)
+            except (RedisConnectionError, RedisTimeoutError):
+                if time.monotonic() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause * self.rng.uniform(0.5, 1.0))
+            pause = min(pause * 2, REDIS_BACKOFF_MAX_SECONDS)
 
     def _log_outcome(self, task: Claimed, script: str, code: str | None, message: str | None) -> None:
         """Completions at DEBUG (a busy drain finishes thousands a second); retries INFO, failures WARNING."""
@@ -263,6 +318,28 @@ async def _first(*aws: Any) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def dump_tasks() -> None:
+    """Log every asyncio task of this loop with where it is suspended (the TTIN signal handler)."""
+    tasks = asyncio.all_tasks()
+    where: Counter[str] = Counter()
+    for task in tasks:
+        where[" > ".join(_awaiting(task.get_coro())) or repr(task)] += 1
+    report = "\n".join(f"{count:5d} x {stack}" for stack, count in where.most_common())
+    log.warning("drain %d: %d asyncio tasks, by where they wait:\n%s", os.getpid(), len(tasks), report)
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """file:line function of each coroutine in the chain this one awaits, outermost first."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            name = frame.f_code.co_filename.rsplit("/", 2)
+            chain.append(f"{'/'.join(name[-2:])}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
 async def drain(
     settings: Settings,
     *,
@@ -277,6 +354,7 @@ async def drain(
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(DUMP_SIGNAL, dump_tasks)
     if _stop_early:
         stop.set()
     client = redis_client(settings)
@@ -293,7 +371,7 @@ async def drain(
     finally:
         await http.aclose()
         await client.aclose()
-        for sig in STOP_SIGNALS:
+        for sig in (*STOP_SIGNALS, DUMP_SIGNAL):
             loop.remove_signal_handler(sig)
     log.info("drain finished: %s", stats)
     return stats

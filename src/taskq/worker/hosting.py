@@ -20,6 +20,8 @@ from typing import Any
 from uuid import uuid4
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
@@ -82,7 +84,16 @@ class DrainWorker(Worker):
     def maintain_heartbeats(self, job: Any, execution: Any) -> None:
         if self._stop_requested:
             self._forward_stop()  # repeated in case the horse had not installed its handler yet
-        super().maintain_heartbeats(job, execution)
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # RQ would quit here and orphan a drain that rides out the outage by itself; keep watching
+            # it instead (the next beat re-creates the worker's key if it expired meanwhile).
+            log.warning("RQ heartbeat failed (%s); the drain keeps running", exc)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+        signal.signal(drain.DUMP_SIGNAL, lambda signum, frame: self._forward(drain.DUMP_SIGNAL))
 
     def setup_work_horse_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent; it forwards SIGUSR1
@@ -94,9 +105,12 @@ class DrainWorker(Worker):
         self.queues[0].delete(delete_jobs=True)
 
     def _forward_stop(self) -> None:
+        self._forward(signal.SIGUSR1)
+
+    def _forward(self, signum: int) -> None:
         if self.horse_pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.horse_pid, signal.SIGUSR1)
+                os.kill(self.horse_pid, signum)
 
     def _delete_orphan_queues(self) -> None:
         """Private queues whose worker is no longer registered (killed, its key expired) are deleted."""
@@ -142,5 +156,12 @@ def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds
         worker_class=worker_class(settings, concurrency, drain_seconds),
         serializer=JSONSerializer,
     )
+
+    def dump(signum: int, frame: Any) -> None:  # `kill -TTIN`: every drain logs its asyncio tasks
+        for worker in list(pool.worker_dict.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signum)
+
+    signal.signal(drain.DUMP_SIGNAL, dump)
     pool.start(burst=False, logging_level=settings.log_level)
     return 0

@@ -11,7 +11,7 @@ from taskq.keys import Shard
 from taskq.scheduler import REAP_LIMIT, Claimed, lost, reap, renew
 from taskq.settings import Settings
 from taskq.store import now_ms
-from taskq.worker.clients import AsyncScheduler
+from taskq.worker.clients import AsyncScheduler, reraise_cancellation
 from taskq.worker.execute import context
 
 log = logging.getLogger("taskq.worker")
@@ -59,6 +59,7 @@ class Leases:
             try:
                 await self.renew_once()
             except Exception:
+                reraise_cancellation()
                 log.exception("lease renewal failed; retrying next interval")
 
 
@@ -90,5 +91,6 @@ async def reap_forever(ops: AsyncScheduler, shards: list[Shard], settings: Setti
             try:
                 await reap_once(ops, shard, settings)
             except Exception:
+                reraise_cancellation()
                 log.exception("reaper failed on %s; retrying next interval", shard.tag)
         await asyncio.sleep(settings.reaper_interval_seconds)

@@ -1,0 +1,108 @@
+"""A drain rides out a Redis outage: it keeps its calls, claims again once Redis answers, never hangs.
+
+The bug these guard against: Redis crashed under load, the drain's claim failed and the drain began to
+shut down, but its reaper loop had swallowed the cancellation (the Redis client turned it into a
+connection error, which the loop's error handling caught), so the drain waited on it forever: no
+claims, no reaping, every queued task stuck while the process looked alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from taskq.settings import Settings
+from taskq.store import Store
+from taskq.worker.clients import reraise_cancellation, stop_tasks
+from taskq.worker.drain import drain
+from tests.conftest import IN_CI, make_settings
+from tests.proof_support import RedisServer, wait_for
+from tests.test_scheduler_support import admit_tasks, counters, request, status_of
+from tests.test_worker import new_org, worker_settings
+from tests.test_worker_support import Upstream
+
+
+async def _redis_call_that_hides_cancellation() -> None:
+    """What the Redis client did: a cancellation arriving while it handles a broken connection comes
+    out as a connection error."""
+    try:
+        await asyncio.sleep(0.01)
+    except asyncio.CancelledError:
+        raise RedisConnectionError("Connection closed by server.") from None
+    raise RedisConnectionError("Error 111 connecting")
+
+
+async def _upkeep_loop(*, guarded: bool) -> None:
+    while True:
+        try:
+            await _redis_call_that_hides_cancellation()
+        except Exception:  # every await of the loop is in here, as in the reaper's loop
+            if guarded:
+                reraise_cancellation()
+
+
+def test_a_loop_ends_when_cancelled_even_if_the_cancellation_surfaced_as_a_redis_error() -> None:
+    async def main() -> tuple[int, int]:
+        guarded = [asyncio.create_task(_upkeep_loop(guarded=True)) for _ in range(5)]
+        unguarded = [asyncio.create_task(_upkeep_loop(guarded=False))]
+        await asyncio.sleep(0.2)
+        stuck_guarded = await stop_tasks(guarded, timeout=2)
+        start = time.monotonic()
+        stuck_unguarded = await stop_tasks(unguarded, timeout=0.3)
+        assert time.monotonic() - start < 1.5, "stop_tasks waited past its timeout"
+        for task in stuck_unguarded:  # the loop the helper exists for: it ignored its cancel
+            task.get_coro().close()
+        return len(stuck_guarded), len(stuck_unguarded)
+
+    assert asyncio.run(main()) == (0, 1)
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_a_drain_keeps_running_through_a_redis_crash_and_finishes_everything(tmp_path: Path) -> None:
+    try:
+        server = RedisServer(tmp_path / "redis").start()
+    except AssertionError:
+        if IN_CI:
+            raise
+        pytest.skip("no redis-server binary to start a private Redis; mandatory in CI")
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    store = Store(client)
+    org = new_org(store, credits=10**6, queue_limit=10**6)
+
+    def pending() -> int:
+        c = counters(store, org)
+        return c["queued"] + c["inflight"]
+
+    async def main(settings: Settings) -> tuple[bool, bool, float]:
+        stop = asyncio.Event()
+        job = asyncio.create_task(drain(settings, concurrency=100, seconds=90, stop=stop))
+        await asyncio.to_thread(wait_for, lambda: counters(store, org)["queued"] < 2500, 30, "a start")
+        await asyncio.to_thread(server.crash, signal.SIGKILL)
+        await asyncio.sleep(2.0)
+        alive_while_down = not job.done()
+        await asyncio.to_thread(server.start)
+        left = await asyncio.to_thread(wait_for, lambda: pending() == 0, 60, "every task to finish")
+        alive_after = not job.done()
+        stop.set()
+        await asyncio.wait_for(job, 30)  # and it still stops when asked
+        return alive_while_down, alive_after, left
+
+    try:
+        ids = admit_tasks(store, make_settings(), org, [request(prompt=f"q{i}") for i in range(3000)])
+        with Upstream(latency=0.05) as upstream:
+            settings = worker_settings(upstream, redis_url=server.url, lease_seconds=2.0)
+            alive_while_down, alive_after, left = asyncio.run(main(settings))
+        assert alive_while_down, "the drain ended while Redis was down"
+        assert alive_after, "the drain ended instead of riding out the outage"
+        assert counters(store, org)["reserved"] == 0
+        assert {status_of(store, org, task_id) for task_id in ids} == {"COMPLETED"}
+    finally:
+        server.stop()
+    print(f"\nall 3000 tasks finished {left:.1f} s after Redis came back")
