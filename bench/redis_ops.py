@@ -83,8 +83,17 @@ def _receiver() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}/hook"
 
 
-def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int, Counter[str]]:
-    """Commands for n tasks from admission to delivered webhook; (per-command counts, own commands)."""
+def redis_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the Redis server process has used (user + system)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def taskq_ops(
+    url: str, sim: str, hook: str, n: int, watch: bool = True
+) -> tuple[Counter[str], int, Counter[str], float]:
+    """Commands for n tasks from admission to delivered webhook: (per-command counts, own commands,
+    commands clients sent, Redis CPU seconds). With watch=False no MONITOR runs (it costs Redis CPU)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     bench = worker.Bench(url)
     org, key = Store(client).create_org("ops", credits=10**9, concurrency=10**5, queue_limit=10**6)
@@ -95,7 +104,8 @@ def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int,
     time.sleep(2.5)  # imports, first idle wait: not part of the per-task cost
     shard = Store(client).org(org).shard
     client.config_resetstat()
-    monitor = Monitor(url).__enter__()
+    monitor = Monitor(url).__enter__() if watch else None
+    cpu = redis_cpu(client)
     for start in range(0, n, 500):
         body = [{"taskType": "CHATGPT", "payload": {"prompt": f"ops {i}", "country": "US"},
                  "webhook": {"url": hook}} for i in range(start, min(n, start + 500))]  # fmt: skip
@@ -113,24 +123,28 @@ def taskq_ops(url: str, sim: str, hook: str, n: int) -> tuple[Counter[str], int,
         if int(queued or 0) + int(inflight or 0) + due + sending == 0:
             break
         time.sleep(0.25)
+    cpu = redis_cpu(client) - cpu
     stats = commandstats(client)
-    monitor.__exit__()
+    sent: Counter[str] = Counter()
+    if monitor is not None:
+        monitor.__exit__()
+        sent = monitor.sent
+        sent["hmget"] -= own // 3  # this script's own progress checks
+        sent["zcard"] -= 2 * (own // 3)
     drain.send_signal(signal.SIGTERM)
     drain.communicate(timeout=60)
-    sent = monitor.sent
-    sent["hmget"] -= own // 3  # this script's own progress checks
-    sent["zcard"] -= 2 * (own // 3)
-    return stats, own, sent
+    return stats, own, sent, cpu
 
 
-def rq_ops(url: str, n: int) -> tuple[Counter[str], Counter[str]]:
+def rq_ops(url: str, n: int, watch: bool = True) -> tuple[Counter[str], Counter[str], float]:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.config_resetstat()
-    monitor = Monitor(url).__enter__()
+    monitor = Monitor(url).__enter__() if watch else None
+    cpu = redis_cpu(client)
     queue = Queue("bench", connection=client, serializer=JSONSerializer)
     for start in range(0, n, 500):
         queue.enqueue_many(
@@ -138,9 +152,12 @@ def rq_ops(url: str, n: int) -> tuple[Counter[str], Counter[str]]:
         )
     proc = worker.spawn_out(["-c", worker.RQ_WORKER, url], {})
     proc.communicate(timeout=300)
+    cpu = redis_cpu(client) - cpu
     stats = commandstats(redis.Redis.from_url(url, decode_responses=True))
+    if monitor is None:
+        return stats, Counter(), cpu
     monitor.__exit__()
-    return stats, monitor.sent
+    return stats, monitor.sent, cpu
 
 
 def total(stats: Counter[str]) -> int:
@@ -152,8 +169,13 @@ def measure(n: int = 2000) -> dict[str, Any]:
     receiver, hook = _receiver()
     try:
         with private_redis() as url, worker.simulator("0") as sim:
-            ours, own, ours_sent = taskq_ops(url, sim, hook, n)
-            theirs, theirs_sent = rq_ops(url, n)
+            ours, own, ours_sent, _ = taskq_ops(url, sim, hook, n)
+            theirs, theirs_sent, _ = rq_ops(url, n)
+        # Redis CPU without MONITOR (which costs Redis CPU of its own), on a fresh server each.
+        with private_redis() as url, worker.simulator("0") as sim:
+            _, _, _, ours_cpu = taskq_ops(url, sim, hook, n, watch=False)
+        with private_redis() as url:
+            _, _, theirs_cpu = rq_ops(url, n, watch=False)
     finally:
         assert receiver.stdin is not None
         receiver.stdin.close()
@@ -163,6 +185,8 @@ def measure(n: int = 2000) -> dict[str, Any]:
         "rq": total(theirs) / n,
         "taskq_sent": total(ours_sent) / n,
         "rq_sent": total(theirs_sent) / n,
+        "taskq_cpu_us": ours_cpu / n * 1e6,
+        "rq_cpu_us": theirs_cpu / n * 1e6,
         "taskq_top": [
             (name, round(calls / n, 2)) for name, calls in ours.most_common(6) if name not in IGNORED
         ],
@@ -184,6 +208,11 @@ def main() -> None:
     print(f"RQ   : {figures['rq']:.1f} Redis commands per job")
     print(f"RQ   : {figures['rq_sent']:.2f} commands sent by clients per job")
     print(f"   most frequent per job: {json.dumps(figures['rq_top'])}")
+    print(
+        f"Redis CPU per finished task: taskq {figures['taskq_cpu_us']:.0f} us, "
+        f"RQ {figures['rq_cpu_us']:.0f} us "
+        f"per job ({figures['rq_cpu_us'] / figures['taskq_cpu_us']:.1f}x less for taskq)"
+    )
 
 
 if __name__ == "__main__":

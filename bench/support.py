@@ -32,7 +32,7 @@ def private_redis(appendonly: bool = False) -> Iterator[str]:
         redis.Redis.from_url(url).flushdb()
         yield url
         return
-    from taskq.embedded import server_binary
+    from taskq.embedded import config_args, server_binary
 
     binary = shutil.which("redis-server") or server_binary()
     assert binary, "no redis-server available"
@@ -52,6 +52,7 @@ def private_redis(appendonly: bool = False) -> Iterator[str]:
         "yes" if appendonly else "no",
         "--appendfsync",
         "everysec",
+        *config_args(),  # the settings the README recommends
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
@@ -107,7 +108,10 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
+    from taskq.embedded import RECOMMENDED_CONFIG
+
+    tuning = ", ".join(f"{name} {value}" for name, value in RECOMMENDED_CONFIG.items())
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}; Redis with {tuning}"
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

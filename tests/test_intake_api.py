@@ -179,3 +179,22 @@ def test_health_and_readiness(http: Any) -> None:
     ready = http.get("/readyz")
     assert ready.status_code == 200
     assert "admit" in ready.json["scripts"]
+
+
+def test_admission_survives_the_server_losing_its_scripts(
+    http: Any, make_org: Any, rclient: Any, store: Any
+) -> None:
+    """A Redis restart or SCRIPT FLUSH empties the script cache: the next batch loads it and is admitted
+    once (the script did not run on the NOSCRIPT answer), and the connection stays usable."""
+    org, key = make_org()
+    first = http.post("/v1/async/task/batch", json=[task("a"), task("b")], headers=auth(key))
+    assert first.status_code == 200 and first.json["summary"]["succeeded"] == 2
+    rclient.script_flush()
+    body = [task("c", idempotencyKey="once"), task("d", idempotencyKey="once")]
+    r = http.post("/v1/async/task/batch", json=body, headers=auth(key))
+    assert r.status_code == 200, r.json
+    assert [x["success"] for x in r.json["results"]] == [True, False]
+    assert r.json["results"][1]["error"]["details"]["taskId"] == r.json["results"][0]["task"]["id"]
+    listed = http.get("/v1/async/task/" + r.json["results"][0]["task"]["id"], headers=auth(key))
+    assert listed.status_code == 200 and listed.json["task"]["idempotencyKey"] == "once"
+    assert store.org_fields(org)["queued"] == "3"

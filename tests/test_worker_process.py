@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from rq import Queue, Worker
 
 from taskq.store import Store
 from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.proof_support import session_members
 from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
 from tests.test_worker_support import Upstream
 
@@ -40,15 +42,16 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             "TASKQ_REAPER_INTERVAL_SECONDS": "0.5", "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.2",
             "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **env,
         }  # fmt: skip
-        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **values}, stderr=stderr)
+        proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **values}, stderr=stderr,
+                                start_new_session=True)  # fmt: skip
         started.append(proc)
         return proc
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    for proc in started:  # a test that failed midway: its RQ workers and drains go too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> float:
@@ -64,7 +67,7 @@ def attempts(store: Store, org: str, ids: list[str]) -> list[tuple[str, int]]:
     pipe = store.client.pipeline()
     for task_id in ids:
         pipe.hmget(store.org(org).shard.task(task_id), ["status", "attempts"])
-    return [(status, int(n)) for status, n in pipe.execute()]
+    return [(status, int(n or 0)) for status, n in pipe.execute()]  # no attempts before the first claim
 
 
 def test_killed_worker_loses_nothing_and_its_tasks_complete_once(
@@ -164,3 +167,20 @@ def test_ttin_to_taskq_worker_logs_what_each_drain_waits_on_and_work_goes_on(
     tasks, dump = int(found[1]), found[2]
     assert tasks >= 10 and "_claim_loop" in dump and "execute.py" in dump, dump
     assert pool.returncode == 0
+
+
+def test_workers_of_a_killed_pool_release_their_tasks_and_exit(
+    wstore: Store, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """kill -9 of `taskq worker` (the OOM killer, say): its RQ workers do not run on unsupervised."""
+    org = wstore.create_org("orphan", credits=100_000, concurrency=1000, queue_limit=10_000)[0]
+    with Upstream() as upstream:
+        ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"slow:60:{i}") for i in range(10)])
+        pool = spawn(["-m", "taskq", "worker", "--processes", "2", "--concurrency", "50"], upstream)
+        wait_for(lambda: counters(wstore, org)["inflight"] == 10, 20, "all tasks in flight")
+        os.kill(pool.pid, signal.SIGKILL)
+        pool.wait(10)
+        took = wait_for(lambda: session_members(pool.pid) == [], 30, "the pool's workers to exit")
+        print(f"\nkill -9 of the pool: its workers exited {took:.1f} s later")
+    assert set(attempts(wstore, org, ids)) == {("QUEUED", 0)}
+    assert counters(wstore, org)["inflight"] == 0

@@ -78,6 +78,25 @@ def validate(
     return errors or parsed
 
 
+def validate_batch(
+    tasks: list[TaskRequest], settings: Settings, webhook_check: Any = None
+) -> list[TaskRequest | list[FieldError]]:
+    """``validate`` for a batch that parsed in full; each task type's provider is looked up once."""
+    missing: dict[TaskType, list[FieldError]] = {}
+    checked: list[TaskRequest | list[FieldError]] = []
+    for task in tasks:
+        errors = missing.get(task.task_type)
+        if errors is None:
+            errors = missing[task.task_type] = provider_errors(task, settings)
+        if errors:
+            checked.append(list(errors))
+        elif task.webhook_url and webhook_check is not None and (problem := webhook_check(task.webhook_url)):
+            checked.append([FieldError("webhook.url", problem)])
+        else:
+            checked.append(task)
+    return checked
+
+
 def invalid(index: int, errors: list[FieldError]) -> Rejected:
     details = {"errors": [e.to_json() for e in errors]}
     return Rejected(index, ValidationFailed(f"Invalid task at index {index}", details))
@@ -102,29 +121,25 @@ def admit(
     valid: list[tuple[int, str, TaskRequest, int]] = []
     packed: list[list[Any]] = []
     payloads: list[bytes] = []  # separate arguments: no JSON-in-JSON escaping for Lua to undo
+    prices: dict[TaskType, int] = {}  # per type, looked up once per batch
     for index, item in enumerate(items):
         if isinstance(item, list):
             outcomes[index] = invalid(index, item)
             continue
         task_id = ids.pop()
-        cost = credits_for(item, settings.price(item.task_type.value))
+        ttype = item.task_type  # a StrEnum: the member is its own value (``.value`` is a slow descriptor)
+        base = prices.get(ttype)
+        if base is None:
+            base = prices[ttype] = settings.price(ttype)
+        cost = credits_for(item, base)
         valid.append((index, task_id, item, cost))
-        packed.append(
-            [
-                task_id,
-                item.task_type.value,
-                item.priority,
-                cost,
-                item.idempotency_key or "",
-                item.webhook_url or "",
-                batch_id,
-                index,
-            ]
-        )
+        idem, hook = item.idempotency_key or "", item.webhook_url or ""
+        packed.append([task_id, ttype, item.priority, cost, idem, hook, batch_id, index])
         payloads.append(item.payload.__pydantic_serializer__.to_json(item.payload))
     if valid or batch_id:
         shard = org.shard
-        result = store.scripts["admit"](
+        reply = store.scripts.start(
+            "admit",
             keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
             args=[
                 shard.tag,
@@ -138,6 +153,11 @@ def admit(
                 *payloads,
             ],
         )
+        # While Redis runs the script: the answers of a batch admitted in full, the usual case.
+        created = created_at(now)
+        for index, task_id, item, cost in valid:
+            outcomes[index] = _accepted(index, task_id, item, cost, created)
+        result = reply()
         status = result[0]
         if status == "queue_full":
             limit = int(result[1])
@@ -147,26 +167,30 @@ def admit(
             )
         if status == "no_org":
             raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
-        for (index, task_id, item, cost), verdict in zip(valid, result[1:], strict=True):
-            outcomes[index] = _outcome(index, task_id, item, cost, verdict, now)
-    invalid_count = sum(1 for item in items if isinstance(item, list))
+        for (index, _, item, cost), verdict in zip(valid, result[1:], strict=True):
+            if verdict != "ok":
+                outcomes[index] = _refused(index, item, cost, verdict)
+    invalid_count = len(items) - len(valid)
     if invalid_count:
         count_rejections(store.client, org.shard, Code.VALIDATION_ERROR.value, invalid_count)
     return [outcomes[i] for i in range(len(items))]
 
 
-def _outcome(index: int, task_id: str, item: TaskRequest, cost: int, verdict: str, now: int) -> Outcome:
-    if verdict == "ok":
-        task = {
-            "id": task_id,
-            "taskType": item.task_type.value,
-            "status": "QUEUED",
-            "priority": item.priority,
-            "createdAt": created_at(now),
-            "latencyMs": None,
-            "idempotencyKey": item.idempotency_key,
-        }
-        return Accepted(index, task, {"creditsToCharge": cost, "creditsCharged": None})
+def _accepted(index: int, task_id: str, item: TaskRequest, cost: int, created: str) -> Accepted:
+    task = {
+        "id": task_id,
+        "taskType": item.task_type,
+        "status": "QUEUED",
+        "priority": item.priority,
+        "createdAt": created,
+        "latencyMs": None,
+        "idempotencyKey": item.idempotency_key,
+    }
+    return Accepted(index, task, {"creditsToCharge": cost, "creditsCharged": None})
+
+
+def _refused(index: int, item: TaskRequest, cost: int, verdict: str) -> Rejected:
+    """A task the script refused: out of credits, or its idempotency key names an existing task."""
     if verdict == "credits":
         err = TaskqError(
             ITEM_ERROR_MESSAGES[Code.INSUFFICIENT_CREDITS],
@@ -184,4 +208,4 @@ def _outcome(index: int, task_id: str, item: TaskRequest, cost: int, verdict: st
     )
 
 
-__all__ = ["Accepted", "Outcome", "Rejected", "TaskType", "admit", "validate"]
+__all__ = ["Accepted", "Outcome", "Rejected", "TaskType", "admit", "validate", "validate_batch"]

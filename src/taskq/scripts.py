@@ -7,11 +7,14 @@ shared local functions, named ``*_lib.lua``; libraries are not scripts of their 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from taskq.keys import lua_preamble
 
@@ -53,6 +56,42 @@ class Scripts:
         if script is None:
             script = self._scripts[name] = self._client.register_script(source(name))
         return script
+
+    def start(self, name: str, keys: list[Any], args: list[Any]) -> Callable[[], Any]:
+        """Send one script call and return a function that waits for its reply.
+
+        What the caller does in between overlaps with the script running in Redis (another core):
+        the intake builds a batch's answers while its admission runs. Plain synchronous clients only;
+        with any other client the call runs here and the function returns its reply.
+        """
+        script = self[name]
+        client: Any = self._client
+        if type(client) is not Redis or client.connection is not None:  # cluster, fake, single-connection
+            done = script(keys=keys, args=args)
+            return lambda: done
+        plain: Any = client  # narrowed to Redis above, whose methods are untyped
+        pool = plain.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+
+        def reply() -> Any:
+            try:
+                return plain.parse_response(conn, "EVALSHA")
+            except NoScriptError:
+                pass  # the server lost its scripts (restart, SCRIPT FLUSH): nothing ran; load and run
+            except BaseException:
+                conn.disconnect()  # a reply may still be on its way: never reuse this connection
+                raise
+            finally:
+                pool.release(conn)
+            return script(keys=keys, args=args)
+
+        return reply
 
     def load_all(self) -> list[str]:
         """Load every script into the server (readiness check); return their names."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from taskq.admission import Accepted, Outcome, admit, validate
+from taskq.admission import Accepted, Outcome, admit, validate, validate_batch
 from taskq.api import authenticate, settings, store
 from taskq.api.body import read_body
 from taskq.api.errors import HttpError, timestamp
@@ -164,7 +164,7 @@ def create_batch() -> Any:
         urls = [t.webhook_url for t in fast if t.webhook_url]
         check = _webhook_check([{"webhook": {"url": u}} for u in urls], _batch_webhook_url())
         batch_hook = _batch_webhook(check)
-        items = [validate(t, cfg, check) for t in fast]
+        items = validate_batch(fast, cfg, check)
     else:
         items, batch_hook = _batch_items_slow(raw, cfg)
     batch_id = str(uuid.uuid4())

@@ -67,7 +67,7 @@ for i = 1, n do
     local seq = first_seq + i
     local score = (10 - prio) * BAND + seq
     local fields = {"org", org, "type", ttype, "status", "QUEUED", "prio", prio, "created", now,
-      "payload", payload, "cost", cost, "score", score, "attempts", 0}
+      "payload", payload, "cost", cost, "score", score}  -- attempts: absent until the first claim
     if idem ~= "" then
       fields[#fields + 1] = "idem"; fields[#fields + 1] = idem
       redis.call("SET", k_idem(tag, org, idem), id)

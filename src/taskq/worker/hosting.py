@@ -50,8 +50,10 @@ class DrainWorker(Worker):
 
     def __init__(self, queues: Any, name: str | None = None, **kwargs: Any) -> None:
         name = name or uuid4().hex
+        self._pool_pid = os.getppid()  # the pool forked this process; if it goes, this worker stops
         own = Queue(queue_name(name), connection=kwargs["connection"], serializer=JSONSerializer)
         kwargs["serializer"] = JSONSerializer
+        kwargs["job_monitoring_interval"] = self.job_monitoring_interval  # RQ's own default is 30 s
         super().__init__([own], name=name, **kwargs)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -82,6 +84,11 @@ class DrainWorker(Worker):
         self._forward_stop()
 
     def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        if os.getppid() != self._pool_pid and not self._stop_requested:
+            # `taskq worker` was killed (kill -9, OOM): nobody supervises this worker any more, so it
+            # winds its drain down and exits rather than run on as an orphan.
+            log.warning("the worker pool %d is gone; stopping this worker", self._pool_pid)
+            self._stop_requested = True  # the work loop ends once the drain has wound down
         if self._stop_requested:
             self._forward_stop()  # repeated in case the horse had not installed its handler yet
         try:
