@@ -62,6 +62,8 @@ class EmbeddedServer:
         if binary is None:
             raise RuntimeError("no Redis configured and no embedded server available; set TASKQ_REDIS_URL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.data_dir / "redis.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         args = [
             binary,
             "--port",
@@ -87,6 +89,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if answers(self.url, 0.2):
+                self._repair_truncated_aof(log_path, log_start)
                 print(
                     f"taskq: started embedded Redis ({Path(binary).name}) at {self.url}, "
                     f"data in {self.data_dir}",
@@ -98,6 +101,28 @@ class EmbeddedServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"embedded Redis did not start on port {self.port}; see {self.data_dir}/redis.log")
+
+    def _repair_truncated_aof(self, log_path: Path, log_start: int) -> None:
+        """After a crash cut the AOF, rewrite it from memory before anything more is appended.
+
+        The server truncates a half-written AOF after its last whole command, which may leave a MULTI
+        without its EXEC (every taskq script is written as one such transaction); the commands
+        appended after it would be swallowed, or replayed with the half transaction, at the next
+        restart (fixed upstream in valkey-io/valkey#4342). A rewrite starts a new file from memory.
+        """
+        with open(log_path, "rb") as log:
+            log.seek(log_start)
+            if b"Truncating the AOF" not in log.read():
+                return
+        client = redis.Redis.from_url(self.url, decode_responses=True)
+        try:
+            client.bgrewriteaof()
+            deadline = time.monotonic() + 60
+            while client.info("persistence")["aof_rewrite_in_progress"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            client.close()
+        print("taskq: the AOF was cut by a crash; rewrote it from the loaded data", file=sys.stderr)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
