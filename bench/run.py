@@ -220,6 +220,9 @@ def main() -> None:
          "RQ per job (enqueue+SimpleWorker): " + spread([o["rq_sent"] for o in ops], "{:.1f}"), "", "<= 15"],
         ["  commands run inside Redis, Lua included", spread([o["taskq"] for o in ops], "{:.1f}"),
          "RQ: " + spread([o["rq"] for o in ops], "{:.1f}"), "", ""],
+        ["  Redis CPU per finished task (us)", spread([o["taskq_cpu_us"] for o in ops], "{:.0f}"),
+         "RQ: " + spread([o["rq_cpu_us"] for o in ops], "{:.0f}"),
+         spread([o["rq_cpu_us"] / o["taskq_cpu_us"] for o in ops], "{:.1f}x"), ""],
     ]  # fmt: skip
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")

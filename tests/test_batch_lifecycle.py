@@ -80,6 +80,35 @@ def test_cancel_while_processing_happens_at_the_next_retry(http: Any, make_org: 
     }
 
 
+IDLE_STATUS = {"queuedTasks": 0, "processingTasks": 0, "priorityBreakdown": [],
+               "concurrency": {"used": 0, "max": 100}}  # fmt: skip
+
+
+@pytest.mark.parametrize("safe_point", ["release", "expired lease"])
+def test_cancel_while_processing_happens_when_the_task_is_released_or_its_lease_expires(
+    http: Any, make_org: Any, store: Any, safe_point: str
+) -> None:
+    """A worker that stops (release) or dies (its lease is reaped) does not put a task whose cancel
+    was requested back in line: it would run again after the client was told it would not."""
+    org_id, key = make_org(credits=100)
+    tid = http.post("/v1/async/task", json=task(), headers=auth(key)).json["task"]["id"]
+    (held,) = claim_all(store.client, store, org_id)
+    assert http.post(f"/v1/async/task/{tid}/cancel", headers=auth(key)).json["cancelRequested"] is True
+    sched = Scheduler(store.client)
+    if safe_point == "release":
+        assert sched.run(scheduler.release(held, now=now_ms(), retention=60))
+    else:
+        shard = store.org(org_id).shard
+        reaped = sched.run(scheduler.reap(shard, now=now_ms() + 60_000, max_attempts=5, retention=60))
+        assert (reaped.requeued, reaped.exhausted) == (0, [])
+    got = http.get(f"/v1/async/task/{tid}", headers=auth(key)).json
+    assert got["task"]["status"] == "CANCELED"
+    assert got["response"]["error"]["code"] == "TASK_CANCELED"
+    assert http.get("/v1/credits", headers=auth(key)).json["remaining"] == 100
+    assert http.get("/v1/async/status", headers=auth(key)).json == IDLE_STATUS
+    assert claim_all(store.client, store, org_id) == []  # nothing left to run
+
+
 @pytest.mark.redis
 def test_cancel_racing_claims_either_cancels_or_runs_never_both(
     real_redis: Any, app: Any, make_org: Any, store: Any

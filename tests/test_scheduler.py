@@ -169,7 +169,7 @@ def test_release_gives_the_task_back_unharmed(store: Store, settings: Settings, 
     org = new_org(store, concurrency=1)
     first, _ = admit_tasks(store, settings, org, [request(), request()])
     [task] = take(sched, store)
-    assert sched.run(release(task))
+    assert sched.run(release(task, now=1, retention=60))
     assert nonzero(counters(store, org)) == {"credits": 10_000, "reserved": 10, "queued": 2, "q1": 2}
     [again] = take(sched, store)
     assert again.id == first and again.attempts == 1
@@ -181,8 +181,9 @@ def test_expired_lease_returns_to_its_original_place(
     org = new_org(store, concurrency=1)
     first, _ = admit_tasks(store, settings, org, [request(), request()])
     [task] = take(sched, store, now=1_000)
-    assert sched.run(reap(store.org(org).shard, now=1_000 + LEASE - 1, max_attempts=3)).requeued == 0
-    reaped = sched.run(reap(store.org(org).shard, now=1_000 + LEASE, max_attempts=3))
+    early = sched.run(reap(store.org(org).shard, now=1_000 + LEASE - 1, max_attempts=3, retention=60))
+    assert early.requeued == 0
+    reaped = sched.run(reap(store.org(org).shard, now=1_000 + LEASE, max_attempts=3, retention=60))
     assert (reaped.requeued, reaped.exhausted) == (1, [])
     assert nonzero(counters(store, org)) == {"credits": 10_000, "reserved": 10, "queued": 2, "q1": 2}
     [again] = take(sched, store, now=50_000)
@@ -198,7 +199,7 @@ def test_task_lost_max_attempts_times_fails_as_worker_lost(
     for _ in range(2):
         take(sched, store, now=now)
         now += LEASE
-        reaped = sched.run(reap(shard, now=now, max_attempts=2))
+        reaped = sched.run(reap(shard, now=now, max_attempts=2, retention=60))
     assert reaped.requeued == 0 and [t.id for t in reaped.exhausted] == [tid]
     assert sched.run(lost(reaped.exhausted[0], now=now, retention=60))
     record = store.task(store.org(org), tid)
@@ -216,12 +217,12 @@ def test_stalled_holder_whose_lease_was_reaped_is_fenced_out(
     [tid] = admit_tasks(store, settings, org, [request()])
     shard = store.org(org).shard
     [stalled] = take(sched, store, now=1_000)
-    sched.run(reap(shard, now=1_000 + LEASE, max_attempts=5))
+    sched.run(reap(shard, now=1_000 + LEASE, max_attempts=5, retention=60))
     [current] = take(sched, store, now=40_000)
     assert sched.run(renew(shard, [stalled, current], deadline=90_000)) == {tid}  # only the stale one lost
     assert not sched.run(complete(stalled, {"text": "late"}, now=41_000, retention=60))
     assert not sched.run(fail(stalled, Code.PROVIDER_REJECTED, "late", now=41_000, retention=60))
-    assert not sched.run(release(stalled))
+    assert not sched.run(release(stalled, now=1, retention=60))
     assert store.client.zscore(shard.proc, tid) == 90_000
     assert sched.run(complete(current, {"text": "fresh"}, now=42_000, retention=60))
     assert store.task(store.org(org), tid).result_json == '{"text":"fresh"}'
@@ -237,7 +238,7 @@ def test_reaper_does_not_fail_a_task_whose_holder_renewed_meanwhile(
     admit_tasks(store, settings, org, [request()])
     shard = store.org(org).shard
     [task] = take(sched, store, now=1_000)
-    [exhausted] = sched.run(reap(shard, now=1_000 + LEASE, max_attempts=1)).exhausted
+    [exhausted] = sched.run(reap(shard, now=1_000 + LEASE, max_attempts=1, retention=60)).exhausted
     assert sched.run(renew(shard, [task], deadline=100_000)) == set()
     assert not sched.run(lost(exhausted, now=1_000 + LEASE, retention=60))
     assert sched.run(complete(task, {}, now=2_000 + LEASE, retention=60))

@@ -127,7 +127,7 @@ def test_claims_follow_the_model_and_counters_stay_exact(
                 assert sched.run(complete(task, {}, now=now, retention=60))
                 model.tasks[task.id].status = "COMPLETED"
             else:
-                assert sched.run(release(task))
+                assert sched.run(release(task, now=1, retention=60))
                 model.tasks[task.id].status = "QUEUED"
         for index, org_id in enumerate(orgs):
             assert counters(store, org_id) == model.expected_counters(index)

@@ -48,7 +48,8 @@ def _run(coro_fn: Any) -> Any:
 def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: redis.Redis) -> None:
     store, _, org, tasks = _setup(real_redis, 6)
     stale = tasks[5]
-    Scheduler(real_redis).run(release(stale))  # its holder lost it: this worker's ack must not land
+    # its holder lost it: this worker's ack must not land
+    Scheduler(real_redis).run(release(stale, now=1, retention=60))
     ops = [complete(t, {"text": t.id}, now=2_000, retention=60) for t in tasks[:4]]
     ops.append(fail(tasks[4], Code.PROVIDER_REJECTED, "boom", now=2_000, retention=60))
     ops.append(complete(stale, {"text": "late"}, now=2_000, retention=60))

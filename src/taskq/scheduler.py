@@ -110,13 +110,15 @@ def renew(shard: Shard, held: Sequence[Claimed], *, deadline: int) -> Op[set[str
     return Op("renew", [shard.proc], [shard.tag, deadline, *pairs], lambda lost: {str(i) for i in lost})
 
 
-def reap(shard: Shard, *, now: int, max_attempts: int) -> Op[Reaped]:
-    """Requeue expired leases; tasks out of attempts come back for ``lost()``."""
+def reap(shard: Shard, *, now: int, max_attempts: int, retention: int) -> Op[Reaped]:
+    """Requeue expired leases; tasks out of attempts come back for ``lost()``; tasks whose cancel was
+    requested become CANCELED (an expired lease is a cancellation safe point)."""
 
     def parse(reply: Any) -> Reaped:
         return Reaped(int(reply[0]), [Claimed.from_reply(shard, row) for row in reply[1:]])
 
-    return Op("reap", [shard.proc], [shard.tag, now, REAP_LIMIT, max_attempts, *ALL_TYPES], parse)
+    args = [shard.tag, now, REAP_LIMIT, max_attempts, retention, *ALL_TYPES]
+    return Op("reap", [shard.proc], args, parse)
 
 
 def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: int) -> Op[bool]:
@@ -149,9 +151,11 @@ def retry(task: Claimed, *, due: int, now: int, retention: int) -> Op[bool]:
     return Op("retry", [task.shard.proc, task.shard.delayed], args, _ok)
 
 
-def release(task: Claimed) -> Op[bool]:
-    """Give the task back unharmed: its place in line, this claim not counted as an attempt."""
-    return Op("release", [task.shard.proc], [task.shard.tag, task.id, task.token, *ALL_TYPES], _ok)
+def release(task: Claimed, *, now: int, retention: int) -> Op[bool]:
+    """Give the task back unharmed: its place in line, this claim not counted as an attempt; CANCELED
+    instead if its cancel was requested while it ran."""
+    args = [task.shard.tag, task.id, task.token, now, retention, *ALL_TYPES]
+    return Op("release", [task.shard.proc], args, _ok)
 
 
 def backoff(attempts: int, *, base: float, cap: float, hint: float | None, rng: random.Random) -> float:

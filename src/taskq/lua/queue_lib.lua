@@ -184,6 +184,18 @@ local function cancel_task(tag, id, now, retention)
     "TASK_CANCELED", "The task was canceled by request", notify)
 end
 
+-- At a cancellation safe point (retry, release, expired lease): a task whose cancel was requested
+-- while it ran becomes CANCELED instead of going back in line. True when it did.
+local function cancel_if_requested(tag, id, types, now, retention)
+  local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cancel")
+  if t[3] ~= "1" then
+    return false
+  end
+  settle(tag, t[1], t[2], types)
+  cancel_task(tag, id, now, retention)
+  return true
+end
+
 -- The fields a worker needs to run a task, in the order taskq.scheduler.Claimed reads them.
 local function describe(tag, id)
   local t = redis.call("HMGET", k_task(tag, id), "token", "type", "payload", "org", "prio", "created",

@@ -1,17 +1,20 @@
 -- reap.lua: return expired leases to the queue at their original place in line.
 --
 -- KEYS[1]  leases       T:proc
--- ARGV[1]  shard tag T  ARGV[2] now (ms)   ARGV[3] limit   ARGV[4] max attempts   ARGV[5..] task types
+-- ARGV[1]  shard tag T  ARGV[2] now (ms)   ARGV[3] limit   ARGV[4] max attempts   ARGV[5] retention (s)
+-- ARGV[6..] task types
 --
 -- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
--- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body.
+-- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body. A task whose
+-- cancel was requested while it ran becomes CANCELED (an expired lease is a cancellation safe point).
 -- Returns {requeued count, exhausted...}; each exhausted entry is a claim.lua entry.
 
 --#include queue_lib
 
 local tag, now, limit, max_attempts = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local retention = tonumber(ARGV[5])
 local types = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   types[#types + 1] = ARGV[i]
 end
 
@@ -20,6 +23,8 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
   local t = redis.call("HMGET", k_task(tag, id), "status", "attempts")
   if t[1] ~= "PROCESSING" then
     redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
+  elseif cancel_if_requested(tag, id, types, now, retention) then
+    count(tag, "lease_expired")
   elseif tonumber(t[2] or "0") >= max_attempts then
     exhausted[#exhausted + 1] = describe(tag, id)
     count(tag, "lease_expired")

@@ -1,9 +1,12 @@
 -- release.lua: give a task back unharmed (graceful shutdown): its lane, original score; fenced.
 --
 -- KEYS[1]  leases       T:proc
--- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4..] task types
+-- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)   ARGV[5] retention (s)
+-- ARGV[6..] task types
 --
--- The claim does not count as an attempt (attempts - 1). Returns 1, or 0 when the token is stale.
+-- The claim does not count as an attempt (attempts - 1). A task whose cancel was requested while it
+-- ran becomes CANCELED instead (a release is a cancellation safe point). Returns 1, or 0 when the
+-- token is stale.
 
 --#include queue_lib
 
@@ -12,8 +15,10 @@ if not holds(tag, id, token) then
   return 0
 end
 local types = {}
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   types[#types + 1] = ARGV[i]
 end
-requeue(tag, id, types, -1)
+if not cancel_if_requested(tag, id, types, ARGV[4], tonumber(ARGV[5])) then
+  requeue(tag, id, types, -1)
+end
 return 1

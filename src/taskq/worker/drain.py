@@ -303,7 +303,7 @@ class Drain:
             running.cancel()
         await asyncio.gather(*(running for _, running in leftovers), return_exceptions=True)
         for task, _ in leftovers:
-            if await self.ops.run(release(task)):
+            if await self.ops.run(release(task, now=now_ms(), retention=self.settings.retention_seconds)):
                 self.stats["released"] += 1
 
 

@@ -71,7 +71,9 @@ async def reap_once(ops: AsyncScheduler, shard: Shard, settings: Settings) -> in
     moved = 0
     for _ in range(20):  # bounded: at most 20 x REAP_LIMIT per round
         now = now_ms()
-        reaped = await ops.run(reap(shard, now=now, max_attempts=settings.max_attempts))
+        reaped = await ops.run(
+            reap(shard, now=now, max_attempts=settings.max_attempts, retention=settings.retention_seconds)
+        )
         for task in reaped.exhausted:
             await ops.run(lost(task, now=now, retention=settings.retention_seconds))
         batch = reaped.requeued + len(reaped.exhausted)
