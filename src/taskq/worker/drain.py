@@ -177,9 +177,9 @@ class Drain:
             except RedisError as exc:
                 # Redis restarting, failing over or unreachable: the drain keeps its calls and waits.
                 failures += 1
-                if failures == 1:
-                    log.warning("claiming failed (%s); retrying with backoff while %d calls run", exc,
-                                len(self.leases.held))  # fmt: skip
+                if failures == 1 or failures % 20 == 0:  # about every minute and a half while it lasts
+                    log.warning("claiming failed %d time(s) in a row (%s); retrying with backoff while %d "
+                                "calls run", failures, exc, len(self.leases.held))  # fmt: skip
                 pause = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
                 await _first(asyncio.sleep(pause * self.rng.uniform(0.5, 1.0)), self.stop.wait())
                 continue
