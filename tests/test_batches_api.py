@@ -101,3 +101,62 @@ def test_invalid_batch_webhook_rejects_the_whole_request(http: Any, make_org: An
     assert r.status_code == 422
     assert r.json["error"]["details"][0]["field"] == "batchWebhook.url"
     assert http.get("/v1/async/status", headers=auth(key)).json["queuedTasks"] == 0
+
+
+def test_trimming_expired_tasks_keeps_listing_cursors_valid(
+    http: Any, make_org: Any, rclient: Any, store: Any
+) -> None:
+    from taskq.scheduler import Scheduler, trim_listing
+
+    org_id, key = make_org()
+    org = store.org(org_id)
+    body = http.post("/v1/async/task/batch", json=[task(str(i)) for i in range(6)], headers=auth(key)).json
+    ids = [x["task"]["id"] for x in body["results"]]
+    first = http.get("/v1/async/tasks?limit=2", headers=auth(key)).json
+    assert [t["id"] for t in first["tasks"]] == [ids[5], ids[4]]
+    # the two oldest expire (retention), then the fourth: only the head of the listing can go
+    for task_id in (ids[0], ids[1], ids[3]):
+        rclient.delete(org.shard.task(task_id))
+    assert Scheduler(rclient).run(trim_listing(org.shard, org_id)) == 2
+    assert rclient.lrange(org.shard.org_tasks(org_id), 0, -1) == ids[2:]
+    assert Scheduler(rclient).run(trim_listing(org.shard, org_id)) == 0
+    rest = http.get(f"/v1/async/tasks?limit=5&cursor={first['nextCursor']}", headers=auth(key)).json
+    assert [t["id"] for t in rest["tasks"]] == [ids[2]] and rest["nextCursor"] is None
+    newer = http.post("/v1/async/task", json=task("new"), headers=auth(key)).json["task"]["id"]
+    everything = http.get("/v1/async/tasks", headers=auth(key)).json["tasks"]
+    assert [t["id"] for t in everything] == [newer, ids[5], ids[4], ids[2]]
+
+
+def test_sweeper_trims_each_org_listing_of_its_shard_once_a_minute(real_redis: Any) -> None:
+    import asyncio
+
+    import redis.asyncio
+
+    from taskq.store import Store
+    from taskq.worker.clients import AsyncScheduler
+    from taskq.worker.leases import sweep_once
+    from tests.conftest import REAL_REDIS_URL
+
+    store = Store(real_redis)
+    orgs = [store.create_org(f"sweep{i}", credits=100, concurrency=5, queue_limit=100)[0] for i in range(2)]
+    lists = {org: store.org(org).shard.org_tasks(org) for org in orgs}
+    for org, key in lists.items():
+        real_redis.rpush(key, "gone-1", "gone-2")  # task records expired long ago
+        real_redis.rpush(key, *[f"live-{i}" for i in range(3)])
+        for i in range(3):
+            real_redis.hset(store.org(org).shard.task(f"live-{i}"), "status", "QUEUED")
+
+    async def sweep() -> tuple[int, int]:
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        try:
+            ops = AsyncScheduler(client)
+            shard = store.org(orgs[0]).shard
+            return await sweep_once(ops, shard, 1), await sweep_once(ops, shard, 1)
+        finally:
+            await client.aclose()
+
+    first, again = asyncio.run(sweep())
+    assert first >= 4 and again == 0  # the second run within the minute does nothing
+    for org, key in lists.items():
+        assert real_redis.lrange(key, 0, -1) == ["live-0", "live-1", "live-2"]
+        assert real_redis.hget(store.org(org).shard.org(org), "list_base") == "2"

@@ -109,7 +109,7 @@ def test_sustained_submission_keeps_limits_and_exact_credits(
     statuses = Counter(r[0] for r in records)
     charged = sum(int(r[2] or 0) for r in records if r[0] == "COMPLETED")
     reserved = sum(int(r[1]) for r in records if r[0] in ("QUEUED", "PROCESSING"))
-    listed = set(real_redis.zrange(shard.org_tasks(org), 0, -1))
+    listed = set(real_redis.lrange(shard.org_tasks(org), 0, -1))
     credits = httpx.get(f"{intake}/v1/credits", headers={"Authorization": f"Bearer {key}"}).json()
     print(
         f"\nload: {CLIENTS} clients x {SECONDS:g} s: answers {dict(answers)}; {len(acked)} tasks admitted "

@@ -134,7 +134,7 @@ def admit(
         cost = credits_for(item, base)
         valid.append((index, task_id, item, cost))
         idem, hook = item.idempotency_key or "", item.webhook_url or ""
-        packed.append([task_id, ttype, item.priority, cost, idem, hook, batch_id, index])
+        packed.append([task_id, ttype, item.priority, cost, idem, hook, index])
         payloads.append(item.payload.__pydantic_serializer__.to_json(item.payload))
     if valid or batch_id:
         shard = org.shard

@@ -143,32 +143,32 @@ class TaskFilter:
 
 
 def list_tasks(store: Store, org: Org, flt: TaskFilter, cursor: str | None, limit: int) -> dict[str, Any]:
-    """GET /v1/async/tasks: this org's tasks, newest first, filtered, paged by an opaque cursor."""
-    index = org.shard.org_tasks(org.id)
-    upper = f"({_cursor(cursor)}" if cursor else "+inf"
+    """GET /v1/async/tasks: this org's tasks, newest first, filtered, paged by an opaque cursor (the
+    listing position to continue below; positions do not move when expired entries are trimmed)."""
+    keys = [org.shard.org_tasks(org.id), org.shard.org(org.id)]
+    upper: int | None = _cursor(cursor) if cursor else None
     tasks: list[dict[str, Any]] = []
-    scanned, page, exhausted = 0, 200, False
-    while len(tasks) < limit and scanned < 50 * limit + 1000:
-        rows = store.client.zrevrangebyscore(index, upper, "-inf", start=0, num=page, withscores=True)
+    scanned, page = 0, 200
+    while scanned < 50 * limit + 1000:
+        reply = store.scripts["list_page"](keys=keys, args=["" if upper is None else upper, page])
+        lo, ids = int(reply[0]), reply[1:]
+        if not ids:
+            return {"tasks": tasks, "nextCursor": None}
         pipe = store.client.pipeline(transaction=False)
-        for task_id, _ in rows:
+        for task_id in ids:
             pipe.hgetall(org.shard.task(task_id))
-        fetched = pipe.execute() if rows else []
-        expired = [task_id for (task_id, _), fields in zip(rows, fetched, strict=True) if not fields]
-        if expired:  # retention removed these tasks; keep the index in step
-            store.client.zrem(index, *expired)
-        for (task_id, seq), fields in zip(rows, fetched, strict=True):
+        rows = list(zip(range(lo, lo + len(ids)), ids, pipe.execute(), strict=True))
+        for position, task_id, fields in reversed(rows):  # newest first
             scanned += 1
-            upper = f"({int(seq)}"
-            if flt.created_after is not None and fields and int(fields["created"]) <= flt.created_after:
+            upper = position
+            if not fields:
+                continue  # expired after its retention; the trimmer drops it from the head later
+            if flt.created_after is not None and int(fields["created"]) <= flt.created_after:
                 return {"tasks": tasks, "nextCursor": None}  # newest first: the rest is older
-            if fields and flt.accepts(fields):
+            if flt.accepts(fields):
                 view = summary_view(TaskRecord.from_hash(task_id, fields))
                 tasks.append(view | {"batchId": fields.get("batch") or None})
                 if len(tasks) == limit:
-                    return {"tasks": tasks, "nextCursor": upper[1:]}
-        if len(rows) < page:
-            exhausted = True
-            break
+                    return {"tasks": tasks, "nextCursor": str(position)}
     # a page cut short by the scan bound still hands back where to continue
-    return {"tasks": tasks, "nextCursor": None if exhausted or upper == "+inf" else upper[1:]}
+    return {"tasks": tasks, "nextCursor": str(upper) if upper else None}

@@ -19,7 +19,9 @@ T:proc                ZSET     leased task ids; score = lease deadline (ms)
 T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
 T:idem:<org>:<key>    STRING   idempotency key -> task id
 T:org:<org>:types     SET      task types with a non-empty lane of the org (what a re-index touches)
-T:org:<org>:tasks     ZSET     the org's task ids for listing; score = arrival seq (newest highest)
+T:org:<org>:tasks     LIST     the org's task ids in arrival order, for listing; entry i has the
+                               absolute position list_base + i (list_base: org hash field, the
+                               number of expired entries trimmed from the head)
 T:b:<id>              HASH     one batch: org, created, total, admitted, per-status counts, charged, finished
 T:b:<id>:ids          LIST     the batch's task ids by input index ("" where a task was rejected)
 T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fencing tokens
@@ -34,6 +36,7 @@ T:stats:<minute>      HASH     admitted/completed/failed in one minute (expires 
 T:wh:failing          HASH     webhook host -> failed attempts in the last hour (expires hourly)
 T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
+T:sweeper             STRING   SET NX PX lock: one listing trim per shard per minute
 ====================  =======  ============================================================
 """
 
@@ -74,6 +77,7 @@ TEMPLATES: dict[str, str] = {
     "failures": "{tag}:failures",
     "wh_failing": "{tag}:wh:failing",
     "reaper": "{tag}:reaper",
+    "sweeper": "{tag}:sweeper",
 }
 
 #: Global keys (single-key access only).

@@ -1,4 +1,5 @@
-"""Queue transitions after admission: clear, claim, renew, ack, fail, retry, release and reap.
+"""Queue transitions after admission: clear, claim, renew, ack, fail, retry, release and reap (and the
+trimming of expired tasks from the org listings).
 
 Each transition is one Lua call, described here as an ``Op``: its script, keys, arguments and how to
 read the reply. ``Scheduler.run`` executes an op on a synchronous client; the asyncio worker runs the
@@ -24,6 +25,7 @@ from taskq.store import Org, Store
 CLEAR_CHUNK = 1000
 PROMOTE_LIMIT = 100  # due retries moved back to their lanes per claim call
 REAP_LIMIT = 500  # expired leases handled per reap call
+TRIM_LIMIT = 1000  # listing entries looked at per trim call
 ALL_TYPES = [t.value for t in TaskType]
 
 R = TypeVar("R")
@@ -119,6 +121,12 @@ def reap(shard: Shard, *, now: int, max_attempts: int, retention: int) -> Op[Rea
 
     args = [shard.tag, now, REAP_LIMIT, max_attempts, retention, *ALL_TYPES]
     return Op("reap", [shard.proc], args, parse)
+
+
+def trim_listing(shard: Shard, org_id: str, *, limit: int = TRIM_LIMIT) -> Op[int]:
+    """Drop expired tasks from the head of an org's task listing; the reply is how many went."""
+    keys = [shard.org_tasks(org_id), shard.org(org_id)]
+    return Op("trim_listing", keys, [shard.tag, limit], int)
 
 
 def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: int) -> Op[bool]:

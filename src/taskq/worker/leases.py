@@ -1,4 +1,5 @@
-"""Lease upkeep while a drain runs: renew every held lease in one call per shard, reap expired ones."""
+"""Lease upkeep while a drain runs: renew every held lease in one call per shard, reap expired ones
+(and, once a minute per shard, trim expired tasks from the org listings)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-from taskq.keys import Shard
-from taskq.scheduler import REAP_LIMIT, Claimed, lost, reap, renew
+from taskq import keys
+from taskq.keys import Shard, shard_of
+from taskq.scheduler import REAP_LIMIT, TRIM_LIMIT, Claimed, lost, reap, renew, trim_listing
 from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.worker.clients import AsyncScheduler, reraise_cancellation
 from taskq.worker.execute import context
 
 log = logging.getLogger("taskq.worker")
+
+SWEEP_INTERVAL_MS = 60_000
 
 
 class Leases:
@@ -87,11 +91,31 @@ async def reap_once(ops: AsyncScheduler, shard: Shard, settings: Settings) -> in
     return moved
 
 
+async def sweep_once(ops: AsyncScheduler, shard: Shard, shards: int) -> int:
+    """Trim the expired heads of this shard's org listings, at most once a minute per shard across all
+    workers; return how many entries went."""
+    if not await ops.client.set(shard.sweeper, "1", nx=True, px=SWEEP_INTERVAL_MS):
+        return 0
+    trimmed = 0
+    for org_id in await ops.client.smembers(keys.ORGS):
+        if shard_of(org_id, shards) != shard.index:
+            continue
+        for _ in range(20):  # bounded: at most 20 x TRIM_LIMIT per org and minute
+            gone = await ops.run(trim_listing(shard, org_id))
+            trimmed += gone
+            if gone < TRIM_LIMIT:
+                break
+    if trimmed:
+        log.info("swept %s: %d expired tasks trimmed from org listings", shard.tag, trimmed)
+    return trimmed
+
+
 async def reap_forever(ops: AsyncScheduler, shards: list[Shard], settings: Settings) -> None:
     while True:
         for shard in shards:
             try:
                 await reap_once(ops, shard, settings)
+                await sweep_once(ops, shard, settings.shards)
             except Exception:
                 reraise_cancellation()
                 log.exception("reaper failed on %s; retrying next interval", shard.tag)
