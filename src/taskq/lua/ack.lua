@@ -10,19 +10,18 @@
 --#include queue_lib
 
 local tag, id, token, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if not holds(tag, id, token) then
+local t = held(tag, id, token, unpack(FINISH_FIELDS))
+if not t then
   return 0
 end
 local types = {}
 for i = 9, #ARGV do
   types[#types + 1] = ARGV[i]
 end
-local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cost")
-local cost = tonumber(t[3] or "0")
-redis.call("HSET", k_task(tag, id), "status", "COMPLETED", "finished", now, "charged", cost,
-  "result", ARGV[8])
-redis.call("HINCRBY", k_org(tag, t[1]), "credits", -cost)
-redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -cost)
-settle(tag, t[1], t[2], types)
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "COMPLETED", "", "", true)
+local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
+redis.call("HINCRBY", k_org(tag, org), "credits", -cost)
+redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
+settle(tag, org, ttype, types)
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "COMPLETED", "", "", true, t,
+  {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[8]}, cost)
 return 1

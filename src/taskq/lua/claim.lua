@@ -15,6 +15,9 @@
 -- oldest lane head. The task becomes PROCESSING under a new fencing token, leased in T:proc until
 -- now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
 --
+-- Counters (org inflight/queued/q<p>, provider use, fence, turns, metrics) are kept in this call's
+-- memory and written once at the end, so a claim of k tasks costs about six commands per task.
+--
 -- Returns one entry per claimed task: {id, token, type, payload, org, prio, created, idem, webhook,
 -- cost, attempts, started, batch} (attempts counts this claim; started is the first pickup).
 
@@ -70,6 +73,29 @@ local function forget_org(org)
   end
 end
 
+-- The orgs this call touches: inflight and concurrency read once, the claims to write back, the
+-- org's non-empty lanes (T:org:<org>:types) and the band of each lane's head.
+local orgs = {}
+local function org_state(org)
+  local s = orgs[org]
+  if not s then
+    local o = redis.call("HMGET", k_org(tag, org), "inflight", "concurrency")
+    s = {inflight = tonumber(o[1] or "0"), limit = tonumber(o[2] or "0"), claimed = 0, prios = {},
+      lanes = nil}
+    orgs[org] = s
+  end
+  return s
+end
+local function lanes_of(org, s)
+  if not s.lanes then
+    s.lanes = {}
+    for _, ttype in ipairs(redis.call("SMEMBERS", k_org_types(tag, org))) do
+      s.lanes[ttype] = true  -- band unknown until read
+    end
+  end
+  return s.lanes
+end
+
 -- The (org, type) to serve next, or nil.
 local function pick()
   local org, ttype, score, head
@@ -95,6 +121,9 @@ local function pick()
   return org, ttype
 end
 
+local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
+local rr = tonumber(redis.call("GET", KEYS[5]) or "0")
+local turns, leased, per_type = {}, {}, {}
 local out = {}
 local rounds = 0
 while #out < k and rounds < k + 64 do
@@ -103,40 +132,89 @@ while #out < k and rounds < k + 64 do
   if not org then
     break
   end
-  local okey = k_org(tag, org)
-  local o = redis.call("HMGET", okey, "inflight", "concurrency")
-  local limit = tonumber(o[2] or "0")
-  if tonumber(o[1] or "0") >= limit then
+  local s = org_state(org)
+  if s.inflight >= s.limit then
     park(tag, org, types)
     forget_org(org)
   else
-    local id = redis.call("ZPOPMIN", k_lane(tag, org, ttype))[1]
+    local lanes = lanes_of(org, s)
+    local lane = k_lane(tag, org, ttype)
+    local id = redis.call("ZPOPMIN", lane)[1]
     local tkey = k_task(tag, id)
-    local token = redis.call("INCR", KEYS[4])
-    local t = redis.call("HMGET", tkey, "prio", "attempts", "started")
-    local prio = t[1]
-    if t[3] and t[3] ~= "" then
-      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", tonumber(t[2] or "0") + 1)
+    fence = fence + 1
+    local token = tostring(fence)
+    local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
+      "cost", "attempts", "started", "batch")
+    local attempts = tonumber(t[9] or "0") + 1
+    local started = t[10]
+    if started and started ~= "" then
+      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
     else
-      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", tonumber(t[2] or "0") + 1,
-        "started", now)
+      started = tostring(now)
+      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
+        "started", started)
     end
-    redis.call("ZADD", KEYS[1], now + lease, id)
-    local inflight = redis.call("HINCRBY", okey, "inflight", 1)
-    redis.call("HINCRBY", okey, "queued", -1)
-    redis.call("HINCRBY", okey, "q" .. prio, -1)
-    redis.call("HINCRBY", KEYS[3], ttype, 1)
+    leased[#leased + 1] = now + lease
+    leased[#leased + 1] = id
+    s.inflight = s.inflight + 1
+    s.claimed = s.claimed + 1
+    s.prios[t[4]] = (s.prios[t[4]] or 0) + 1
     in_use[ttype] = used(ttype) + 1
-    count(tag, "claimed:" .. ttype)
-    local turn = redis.call("INCR", KEYS[5])
-    redis.call("HSET", k_turn(tag), org, turn)
-    if inflight >= limit then
+    per_type[ttype] = (per_type[ttype] or 0) + 1
+    rr = rr + 1
+    turns[org] = rr
+    -- The popped lane's new head (or none: the lane left the org's types).
+    local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")
+    if head[1] then
+      lanes[ttype] = math.floor(tonumber(head[2]) / BAND)
+    else
+      lanes[ttype] = nil
+      redis.call("ZREM", k_ready(tag, ttype), org)
+      redis.call("SREM", k_org_types(tag, org), ttype)
+    end
+    if s.inflight >= s.limit then
       park(tag, org, types)
     else
-      index_org(tag, org, types, turn)
+      for lt, band in pairs(lanes) do  -- back of its band in every ready index it is in
+        if band == true then
+          band = math.floor(lane_head(org, lt) / BAND)
+          lanes[lt] = band
+        end
+        redis.call("ZADD", k_ready(tag, lt), band * BAND + rr, org)
+      end
     end
     forget_org(org)
-    out[#out + 1] = describe(tag, id)
+    out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
+      t[7] or "", t[8] or "", tostring(attempts), started, t[11] or ""}
+  end
+end
+
+-- Write back what this call counted.
+if #out > 0 then
+  redis.call("SET", KEYS[4], fence)
+  redis.call("SET", KEYS[5], rr)
+  local turn_fields = {}
+  for org, turn in pairs(turns) do
+    turn_fields[#turn_fields + 1] = org
+    turn_fields[#turn_fields + 1] = turn
+  end
+  redis.call("HSET", k_turn(tag), unpack(turn_fields))
+  for from = 1, #leased, 1000 do
+    redis.call("ZADD", KEYS[1], unpack(leased, from, math.min(from + 999, #leased)))
+  end
+  for org, s in pairs(orgs) do
+    if s.claimed > 0 then
+      local okey = k_org(tag, org)
+      redis.call("HINCRBY", okey, "inflight", s.claimed)
+      redis.call("HINCRBY", okey, "queued", -s.claimed)
+      for prio, n in pairs(s.prios) do
+        redis.call("HINCRBY", okey, "q" .. prio, -n)
+      end
+    end
+  end
+  for ttype, n in pairs(per_type) do
+    redis.call("HINCRBY", KEYS[3], ttype, n)
+    count(tag, "claimed:" .. ttype, n)
   end
 end
 return out

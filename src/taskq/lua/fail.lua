@@ -11,7 +11,8 @@
 --#include queue_lib
 
 local tag, id, token, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if not holds(tag, id, token) then
+local t = held(tag, id, token, unpack(FINISH_FIELDS))
+if not t then
   return 0
 end
 if ARGV[9] == "1" and tonumber(redis.call("ZSCORE", KEYS[1], id)) > tonumber(now) then
@@ -21,10 +22,10 @@ local types = {}
 for i = 10, #ARGV do
   types[#types + 1] = ARGV[i]
 end
-local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cost")
-redis.call("HSET", k_task(tag, id), "status", "FAILED", "finished", now, "charged", 0, "error", ARGV[8])
-redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -tonumber(t[3] or "0"))
-settle(tag, t[1], t[2], types)
+local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
+redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
+settle(tag, org, ttype, types)
 local err = cjson.decode(ARGV[8])
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "FAILED", err.code or "", err.message or "", true)
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "FAILED", err.code or "", err.message or "",
+  true, t, {"status", "FAILED", "finished", now, "charged", 0, "error", ARGV[8]}, 0)
 return 1

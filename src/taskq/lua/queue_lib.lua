@@ -65,11 +65,23 @@ local function settle(tag, org, ttype, types)
   end
 end
 
--- True while token is the current lease of a PROCESSING task (the fencing check).
-local function holds(tag, id, token)
-  local t = redis.call("HMGET", k_task(tag, id), "token", "status")
-  return t[1] == token and t[2] == "PROCESSING" and redis.call("ZSCORE", k_proc(tag), id) ~= false
+-- The fencing check: the task's fields (token, status, then the names asked for) while token is the
+-- current lease of a PROCESSING task, else nil. Every transition sets status and T:proc together, so
+-- token and status are the whole check.
+local function held(tag, id, token, ...)
+  local t = redis.call("HMGET", k_task(tag, id), "token", "status", ...)
+  if t[1] == token and t[2] == "PROCESSING" then
+    return t
+  end
+  return nil
 end
+
+local function holds(tag, id, token)
+  return held(tag, id, token) ~= nil
+end
+
+-- What finish() needs of a task, in held()'s order after token and status.
+local FINISH_FIELDS = {"org", "idem", "webhook", "type", "started", "batch", "cost"}
 
 -- A leased task goes back to its lane at its original score (its place in line), QUEUED again.
 local function requeue(tag, id, types, attempts_delta)
@@ -93,17 +105,20 @@ end
 -- A finished task counts toward its batch; the batch's last task closes it and queues batch.completed.
 local function batch_progress(tag, batch, status, charged, now, retention)
   local bkey = k_batch(tag, batch)
-  if redis.call("EXISTS", bkey) == 0 then
-    return
+  local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
+    "failed", "canceled", "charged")
+  if not b[1] then
+    return  -- the batch record expired
   end
-  redis.call("HINCRBY", bkey, string.lower(status), 1)
+  local field = string.lower(status)
+  redis.call("HINCRBY", bkey, field, 1)
   if charged > 0 then
     redis.call("HINCRBY", bkey, "charged", charged)
   end
-  local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
-    "failed", "canceled", "charged")
-  local done = tonumber(b[6] or "0") + tonumber(b[7] or "0") + tonumber(b[8] or "0")
-  if done < tonumber(b[1]) then
+  local counts = {completed = tonumber(b[6] or "0"), failed = tonumber(b[7] or "0"),
+    canceled = tonumber(b[8] or "0")}
+  counts[field] = counts[field] + 1
+  if counts.completed + counts.failed + counts.canceled < tonumber(b[1]) then
     return
   end
   redis.call("HSET", bkey, "finished", now)
@@ -111,8 +126,8 @@ local function batch_progress(tag, batch, status, charged, now, retention)
   redis.call("EXPIRE", k_batch_ids(tag, batch), retention)
   if b[2] and b[2] ~= "" then
     local body = cjson.encode({type = "batch.completed", batchId = batch, total = tonumber(b[4]),
-      admitted = tonumber(b[1]), counts = {COMPLETED = tonumber(b[6] or "0"), FAILED = tonumber(b[7] or "0"),
-      CANCELED = tonumber(b[8] or "0")}, creditsCharged = tonumber(b[9] or "0"),
+      admitted = tonumber(b[1]), counts = {COMPLETED = counts.completed, FAILED = counts.failed,
+      CANCELED = counts.canceled}, creditsCharged = tonumber(b[9] or "0") + charged,
       createdAt = iso_ms(b[5]), finishedAt = iso_ms(now)})
     local delivery = "batch_" .. batch
     redis.call("HSET", k_delivery(tag, delivery), "task", "", "org", b[3], "url", b[2],
@@ -121,19 +136,27 @@ local function batch_progress(tag, batch, status, charged, now, retention)
   end
 end
 
--- Last step of COMPLETED/FAILED/CANCELED: count it, queue the webhook (outbox) unless told not to,
--- start the retention clock, move its batch on. code/message describe a failure ("" otherwise).
-local function finish(tag, id, now, retention, delivery, body, status, code, message, notify)
-  local t = redis.call("HMGET", k_task(tag, id), "org", "idem", "webhook", "type", "started", "batch", "charged")
-  local org, idem, webhook, ttype = t[1], t[2], t[3], t[4]
+-- Last step of COMPLETED/FAILED/CANCELED: write the task's terminal fields (`fields`, a flat list),
+-- count it, queue the webhook (outbox) unless told not to, start the retention clock, move its batch
+-- on. `t` holds FINISH_FIELDS from held() (index 3 on), or nil to read them here. code/message
+-- describe a failure ("" otherwise); charged is what the task was charged.
+local function finish(tag, id, now, retention, delivery, body, status, code, message, notify, t, fields,
+    charged)
+  local tkey = k_task(tag, id)
+  if not t then
+    t = redis.call("HMGET", tkey, "token", "status", unpack(FINISH_FIELDS))
+  end
+  local org, idem, webhook, ttype, started, batch = t[3], t[4], t[5], t[6], t[7], t[8]
   redis.call("ZREM", k_proc(tag), id)
   if webhook and webhook ~= "" and notify then
     redis.call("HSET", k_delivery(tag, delivery), "task", id, "org", org, "url", webhook,
       "event", "msg_" .. id, "body", body, "attempts", 0, "state", "pending", "created", now)
     redis.call("ZADD", k_wh_due(tag), now, delivery)
-    redis.call("HSET", k_task(tag, id), "wh_state", "pending", "wh_last", delivery)
+    fields[#fields + 1] = "wh_state"; fields[#fields + 1] = "pending"
+    fields[#fields + 1] = "wh_last"; fields[#fields + 1] = delivery
   end
-  redis.call("EXPIRE", k_task(tag, id), retention)
+  redis.call("HSET", tkey, unpack(fields))
+  redis.call("EXPIRE", tkey, retention)
   if idem and idem ~= "" then
     redis.call("EXPIRE", k_idem(tag, org, idem), retention)
   end
@@ -150,11 +173,11 @@ local function finish(tag, id, now, retention, delivery, body, status, code, mes
   else
     count(tag, "canceled:" .. ttype)
   end
-  if t[5] and t[5] ~= "" and status ~= "CANCELED" then
-    count_latency(tag, ttype, tonumber(now) - tonumber(t[5]))
+  if started and started ~= "" and status ~= "CANCELED" then
+    count_latency(tag, ttype, tonumber(now) - tonumber(started))
   end
-  if t[6] and t[6] ~= "" then
-    batch_progress(tag, t[6], status, tonumber(t[7] or "0"), now, retention)
+  if batch and batch ~= "" then
+    batch_progress(tag, batch, status, charged or 0, now, retention)
   end
 end
 
@@ -175,13 +198,15 @@ end
 
 -- Make a task CANCELED: release its credits, count it, webhook only if the org opted in.
 local function cancel_task(tag, id, now, retention)
-  local t = redis.call("HMGET", k_task(tag, id), "org", "cost")
-  redis.call("HSET", k_task(tag, id), "status", "CANCELED", "finished", now, "charged", 0, "token", "",
-    "error", cjson.encode({code = "TASK_CANCELED", message = "The task was canceled by request"}))
-  redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -tonumber(t[2] or "0"))
-  local notify = redis.call("HGET", k_org(tag, t[1]), "notify_canceled") == "1"
-  finish(tag, id, now, retention, "c_" .. id, notify and canceled_body(tag, id, now) or "", "CANCELED",
-    "TASK_CANCELED", "The task was canceled by request", notify)
+  local t = redis.call("HMGET", k_task(tag, id), "token", "status", unpack(FINISH_FIELDS))
+  local org, cost = t[3], t[9]
+  redis.call("HINCRBY", k_org(tag, org), "reserved", -tonumber(cost or "0"))
+  local notify = redis.call("HGET", k_org(tag, org), "notify_canceled") == "1"
+  local body = notify and canceled_body(tag, id, now) or ""
+  local fields = {"status", "CANCELED", "finished", now, "charged", 0, "token", "",
+    "error", cjson.encode({code = "TASK_CANCELED", message = "The task was canceled by request"})}
+  finish(tag, id, now, retention, "c_" .. id, body, "CANCELED", "TASK_CANCELED",
+    "The task was canceled by request", notify, t, fields, 0)
 end
 
 -- At a cancellation safe point (retry, release, expired lease): a task whose cancel was requested
