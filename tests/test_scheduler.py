@@ -9,7 +9,19 @@ from typing import Any
 import pytest
 
 from taskq.errors import Code
-from taskq.scheduler import Claimed, Scheduler, after_error, claim, complete, fail, lost, reap, release, renew
+from taskq.scheduler import (
+    Claimed,
+    Scheduler,
+    after_error,
+    claim,
+    complete,
+    fail,
+    lost,
+    merge_shared,
+    reap,
+    release,
+    renew,
+)
 from taskq.settings import Settings
 from taskq.store import Store
 from tests.test_scheduler_support import admit_tasks, counters, nonzero, request, status_of
@@ -112,6 +124,49 @@ def test_ack_charges_credits_queues_the_webhook_and_starts_retention(
     assert c.zscore(shard.wh_due, delivery_id) == 4_000
     assert 0 < c.ttl(shard.task(tid)) <= 3600 and 0 < c.ttl(shard.idem(org, "k1")) <= 3600
     assert c.zcard(shard.proc) == 0
+
+
+def test_acks_sharing_one_call_are_each_fenced_and_counted_once(
+    store: Store, settings: Settings, sched: Scheduler
+) -> None:
+    org = new_org(store, concurrency=2)
+    batch = [request(prompt=str(i)) for i in range(4)]
+    ids = admit_tasks(store, settings, org, batch)
+    first, second = take(sched, store, k=4, now=1_000)  # the org is parked at its concurrency
+    stale = Claimed(**{**{f: getattr(second, f) for f in second.__slots__}, "token": "stale"})
+    ops = [
+        complete(first, {"n": 1}, now=2_000, retention=60),
+        complete(stale, {"n": 2}, now=2_000, retention=60),
+    ]
+    calls, members = merge_shared(ops)
+    assert len(calls) == 1 and members == [[0, 1]]
+    [call] = calls
+    assert sched.scripts[call.script](keys=call.keys, args=call.args) == [1, 0]  # the stale one: nothing
+    assert status_of(store, org, first.id) == "COMPLETED" and status_of(store, org, second.id) == "PROCESSING"
+    assert nonzero(counters(store, org)) == {
+        "credits": 9_995, "reserved": 15, "queued": 2, "inflight": 1, "q1": 2
+    }  # fmt: skip
+    # the finished call unparked the org: the next claim takes a queued task again
+    assert [t.id for t in take(sched, store, k=4, now=3_000)] == [ids[2]]
+    assert store.client.zcard(store.org(org).shard.wh_due) == 0  # no webhook url: none queued
+
+
+def test_ops_share_a_call_only_with_the_same_script_keys_and_shared_arguments(
+    store: Store, settings: Settings, sched: Scheduler
+) -> None:
+    org = new_org(store)
+    admit_tasks(store, settings, org, [request(prompt=str(i)) for i in range(3)])
+    a, b, c = take(sched, store, k=3, now=1_000)
+    ops = [
+        complete(a, {}, now=2_000, retention=60),
+        release(b, now=2_000, retention=60),
+        complete(c, {}, now=2_001, retention=60),
+        complete(a, {}, now=2_000, retention=99),  # another retention: another call
+    ]
+    calls, members = merge_shared(ops)
+    assert members == [[0, 2], [1], [3]]
+    assert [call.script for call in calls] == ["ack", "release", "ack"]
+    assert calls[0].args[-12:-6] == ops[0].args[-6:] and calls[0].args[-6:] == ops[2].args[-6:]
 
 
 def test_permanent_failure_releases_the_reservation(

@@ -33,12 +33,18 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Op(Generic[R]):
-    """One scheduler transition: a script call and the reading of its reply."""
+    """One scheduler transition: a script call and the reading of its reply.
+
+    ``shared`` > 0 marks a script that takes many items in one call: ops of that script with the same
+    keys and the same first ``shared`` arguments may be sent as one call with their remaining
+    arguments concatenated; the reply then is a list with one entry per op, each read as ``[entry]``.
+    """
 
     script: str
     keys: list[str]
     args: list[Any]
     parse: Callable[[Any], R]
+    shared: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,34 @@ class Reaped:
     exhausted: list[Claimed]
 
 
+def merge_shared(ops: Sequence[Op[Any]]) -> tuple[list[Op[Any]], list[list[int]]]:
+    """The script calls that carry these ops: ops that can share a call (see ``Op.shared``) merged
+    into one, the others as they are; with, for each call, the indexes of the ops it carries."""
+    calls: list[Op[Any]] = []
+    members: list[list[int]] = []
+    merged_args: dict[int, list[Any]] = {}  # call position -> the arguments of its merged call
+    open_calls: dict[tuple[Any, ...], int] = {}
+    for index, op in enumerate(ops):
+        group = (op.script, *op.keys, *op.args[: op.shared]) if op.shared else None
+        at = open_calls.get(group) if group is not None else None
+        if at is None:
+            if group is not None:
+                open_calls[group] = len(calls)
+            calls.append(op)
+            members.append([index])
+        else:
+            merged_args.setdefault(at, list(calls[at].args)).extend(op.args[op.shared :])
+            members[at].append(index)
+    for at, args in merged_args.items():
+        first = calls[at]
+        calls[at] = Op(first.script, first.keys, args, first.parse, first.shared)
+    return calls, members
+
+
+def _first_ok(reply: Any) -> bool:
+    return int(reply[0]) == 1
+
+
 def _ok(reply: Any) -> bool:
     return int(reply) == 1
 
@@ -133,8 +167,9 @@ def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: i
     """COMPLETED: result stored, credits charged, webhook queued, in one step; False if fenced out."""
     result_json = json.dumps(result, separators=(",", ":"))
     body = _body(task.record(TaskStatus.COMPLETED, now, result=result_json))
-    args = [task.shard.tag, task.id, task.token, now, retention, _delivery_id(), body, result_json]
-    return Op("ack", [task.shard.proc], [*args, *ALL_TYPES], _ok)
+    shared = [task.shard.tag, retention, len(ALL_TYPES), *ALL_TYPES]
+    item = [task.id, task.token, now, _delivery_id(), body, result_json]
+    return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))
 
 
 def fail(

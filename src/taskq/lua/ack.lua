@@ -1,27 +1,37 @@
--- ack.lua: complete a task: store its result, charge its credits, queue its webhook; fenced.
+-- ack.lua: complete tasks: store each result, charge its credits, queue its webhook; each fenced.
 --
 -- KEYS[1]  leases       T:proc
--- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)
--- ARGV[5]  retention (s)   ARGV[6] webhook delivery id   ARGV[7] webhook body (json)
--- ARGV[8]  result (json)   ARGV[9..] task types
+-- ARGV[1]  shard tag T  ARGV[2] retention (s)   ARGV[3] n = number of task types, then the n types
+-- then 6 arguments per task: task id, fencing token, now (ms), webhook delivery id, webhook body
+--          (json), result (json)
 --
--- Returns 1, or 0 when the token no longer holds the task (nothing changes).
+-- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
+-- is); the counters, leases, webhook queue and batch progress of all of them are written once.
+-- Returns one entry per task: 1 when completed, 0 when fenced out (nothing changed for it).
 
 --#include queue_lib
 
-local tag, id, token, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local t = held(tag, id, token, unpack(FINISH_FIELDS))
-if not t then
-  return 0
-end
+local tag, retention, ntypes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local types = {}
-for i = 9, #ARGV do
+for i = 4, 3 + ntypes do
   types[#types + 1] = ARGV[i]
 end
-local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
-redis.call("HINCRBY", k_org(tag, org), "credits", -cost)
-redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
-settle(tag, org, ttype, types)
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "COMPLETED", "", "", true, t,
-  {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[8]}, cost)
-return 1
+defer_counts()
+local out = {}
+for at = 4 + ntypes, #ARGV, 6 do
+  local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local t = held(tag, id, token, unpack(FINISH_FIELDS))
+  if t then
+    local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
+    hincr(k_org(tag, org), "credits", -cost)
+    hincr(k_org(tag, org), "reserved", -cost)
+    settle(tag, org, ttype, types)
+    finish(tag, id, now, retention, ARGV[at + 3], ARGV[at + 4], "COMPLETED", "", "", true, t,
+      {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[at + 5]}, cost)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+flush_queue(tag, types, retention)
+return out

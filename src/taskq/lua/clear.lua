@@ -24,7 +24,7 @@ local function drop(id)
     end
     redis.call("DEL", k_task(tag, id))
     if t[4] and t[4] ~= "" then
-      batch_progress(tag, t[4], "CANCELED", 0, now, retention)
+      batch_progress(tag, t[4], {canceled = 1}, 0, now, retention)
     end
     removed = removed + 1
   end

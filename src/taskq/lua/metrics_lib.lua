@@ -4,16 +4,60 @@
 -- Upper bounds (ms) of the latency histogram: the same as taskq.metrics.LATENCY_BUCKETS_MS.
 local LAT_BUCKETS = {100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000}
 
+-- Counter updates can be deferred: a script that handles many tasks in one call calls defer_counts()
+-- first and flush_counts() (or queue_lib's flush_queue()) before it returns, so each counter is
+-- written once per call instead of once per task. Otherwise every update is written at once.
+local deferred = nil  -- key -> {field -> delta}
+local expiring = {}  -- key -> seconds: expire the key when a deferred update creates its field
+
+local function defer_counts()
+  deferred = {}
+end
+
+-- HINCRBY key field n, now or at the flush; ttl: expire the key when this creates the field.
+-- Returns the new value when written now (nil when deferred).
+local function hincr(key, field, n, ttl)
+  if deferred then
+    local h = deferred[key]
+    if not h then
+      h = {}
+      deferred[key] = h
+    end
+    h[field] = (h[field] or 0) + n
+    if ttl then
+      expiring[key] = ttl
+    end
+    return nil
+  end
+  local value = redis.call("HINCRBY", key, field, n)
+  if ttl and value == n then
+    redis.call("EXPIRE", key, ttl)
+  end
+  return value
+end
+
+local function flush_counts()
+  local pending = deferred
+  deferred = nil
+  for key, fields in pairs(pending or {}) do
+    for field, n in pairs(fields) do
+      if n ~= 0 then
+        local value = redis.call("HINCRBY", key, field, n)
+        if expiring[key] and value == n then
+          redis.call("EXPIRE", key, expiring[key])
+        end
+      end
+    end
+  end
+end
+
 local function count(tag, field, n)
-  redis.call("HINCRBY", k_metrics(tag), field, n or 1)
+  hincr(k_metrics(tag), field, n or 1)
 end
 
 -- One more event in this minute's bucket of the dashboard chart (kept two hours).
 local function count_minute(tag, now, field)
-  local key = k_stats(tag, math.floor(tonumber(now) / 60000))
-  if redis.call("HINCRBY", key, field, 1) == 1 then
-    redis.call("EXPIRE", key, 7200)
-  end
+  hincr(k_stats(tag, math.floor(tonumber(now) / 60000)), field, 1, 7200)
 end
 
 local function count_latency(tag, ttype, ms)

@@ -52,8 +52,17 @@ local function lane_filled(tag, org, ttype)
   redis.call("SADD", k_org_types(tag, org), ttype)
 end
 
--- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes.
+local settled = {}  -- orgs settled while counts are deferred: flush_queue() may unpark them
+
+-- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes
+-- (at once, or in flush_queue() while counts are deferred).
 local function settle(tag, org, ttype, types)
+  if deferred then
+    hincr(k_org(tag, org), "inflight", -1)
+    hincr(k_pinflight(tag), ttype, -1)
+    settled[org] = true
+    return
+  end
   local inflight = redis.call("HINCRBY", k_org(tag, org), "inflight", -1)
   redis.call("HINCRBY", k_pinflight(tag), ttype, -1)
   if redis.call("SISMEMBER", k_capped(tag), org) == 1 then
@@ -102,22 +111,24 @@ local function requeue(tag, id, types, attempts_delta)
   end
 end
 
--- A finished task counts toward its batch; the batch's last task closes it and queues batch.completed.
-local function batch_progress(tag, batch, status, charged, now, retention)
+-- Finished tasks count toward their batch (done: {completed = n, failed = n, canceled = n}); the
+-- batch's last task closes it and queues batch.completed.
+local function batch_progress(tag, batch, done, charged, now, retention)
   local bkey = k_batch(tag, batch)
   local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
     "failed", "canceled", "charged")
   if not b[1] then
     return  -- the batch record expired
   end
-  local field = string.lower(status)
-  redis.call("HINCRBY", bkey, field, 1)
+  local counts = {completed = tonumber(b[6] or "0"), failed = tonumber(b[7] or "0"),
+    canceled = tonumber(b[8] or "0")}
+  for field, n in pairs(done) do
+    redis.call("HINCRBY", bkey, field, n)
+    counts[field] = counts[field] + n
+  end
   if charged > 0 then
     redis.call("HINCRBY", bkey, "charged", charged)
   end
-  local counts = {completed = tonumber(b[6] or "0"), failed = tonumber(b[7] or "0"),
-    canceled = tonumber(b[8] or "0")}
-  counts[field] = counts[field] + 1
   if counts.completed + counts.failed + counts.canceled < tonumber(b[1]) then
     return
   end
@@ -140,6 +151,9 @@ end
 -- count it, queue the webhook (outbox) unless told not to, start the retention clock, move its batch
 -- on. `t` holds FINISH_FIELDS from held() (index 3 on), or nil to read them here. code/message
 -- describe a failure ("" otherwise); charged is what the task was charged.
+local batches = {}  -- batch -> {done = {status -> n}, charged = n, now = ms} while counts are deferred
+local unleased, due = {}, {}  -- T:proc removals and T:wh:due additions while counts are deferred
+
 local function finish(tag, id, now, retention, delivery, body, status, code, message, notify, t, fields,
     charged)
   local tkey = k_task(tag, id)
@@ -147,11 +161,20 @@ local function finish(tag, id, now, retention, delivery, body, status, code, mes
     t = redis.call("HMGET", tkey, "token", "status", unpack(FINISH_FIELDS))
   end
   local org, idem, webhook, ttype, started, batch = t[3], t[4], t[5], t[6], t[7], t[8]
-  redis.call("ZREM", k_proc(tag), id)
+  if deferred then
+    unleased[#unleased + 1] = id
+  else
+    redis.call("ZREM", k_proc(tag), id)
+  end
   if webhook and webhook ~= "" and notify then
     redis.call("HSET", k_delivery(tag, delivery), "task", id, "org", org, "url", webhook,
       "event", "msg_" .. id, "body", body, "attempts", 0, "state", "pending", "created", now)
-    redis.call("ZADD", k_wh_due(tag), now, delivery)
+    if deferred then
+      due[#due + 1] = now
+      due[#due + 1] = delivery
+    else
+      redis.call("ZADD", k_wh_due(tag), now, delivery)
+    end
     fields[#fields + 1] = "wh_state"; fields[#fields + 1] = "pending"
     fields[#fields + 1] = "wh_last"; fields[#fields + 1] = delivery
   end
@@ -177,8 +200,45 @@ local function finish(tag, id, now, retention, delivery, body, status, code, mes
     count_latency(tag, ttype, tonumber(now) - tonumber(started))
   end
   if batch and batch ~= "" then
-    batch_progress(tag, batch, status, charged or 0, now, retention)
+    local field = string.lower(status)
+    if deferred then
+      local b = batches[batch]
+      if not b then
+        b = {done = {}, charged = 0}
+        batches[batch] = b
+      end
+      b.done[field] = (b.done[field] or 0) + 1
+      b.charged = b.charged + (charged or 0)
+      b.now = now
+    else
+      batch_progress(tag, batch, {[field] = 1}, charged or 0, now, retention)
+    end
   end
+end
+
+-- Write what a call with deferred counts owes: counters, leases released, webhooks due, batch
+-- progress, and parked orgs that are below their concurrency again.
+local function flush_queue(tag, types, retention)
+  flush_counts()
+  for from = 1, #unleased, 1000 do
+    redis.call("ZREM", k_proc(tag), unpack(unleased, from, math.min(from + 999, #unleased)))
+  end
+  for from = 1, #due, 1000 do
+    redis.call("ZADD", k_wh_due(tag), unpack(due, from, math.min(from + 999, #due)))
+  end
+  for batch, b in pairs(batches) do
+    batch_progress(tag, batch, b.done, b.charged, b.now, retention)
+  end
+  for org in pairs(settled) do
+    if redis.call("SISMEMBER", k_capped(tag), org) == 1 then
+      local o = redis.call("HMGET", k_org(tag, org), "inflight", "concurrency")
+      if tonumber(o[1] or "0") < tonumber(o[2] or "0") then
+        redis.call("SREM", k_capped(tag), org)
+        index_org(tag, org, types, turn_of(tag, org))
+      end
+    end
+  end
+  unleased, due, batches, settled = {}, {}, {}, {}
 end
 
 -- The webhook body of a canceled task: what GET returns for it, without the webhook block.

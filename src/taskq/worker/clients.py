@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from taskq.connection import is_cluster_url
-from taskq.scheduler import Op
+from taskq.scheduler import Op, merge_shared
 from taskq.scripts import Scripts, source
 from taskq.settings import Settings
 
@@ -201,7 +201,19 @@ class AsyncScheduler:
                     done.set_exception(exc)
 
     async def _replies(self, ops: list[Op[Any]]) -> list[Any]:
-        """Raw replies (or per-op errors) of these ops, in order."""
+        """Raw replies (or per-op errors) of these ops, in order. Ops that can share a script call
+        (``Op.shared``) go out as one call; each gets its own entry of the reply, as ``[entry]``."""
+        calls, members = merge_shared(ops)
+        if len(calls) == len(ops):
+            return await self._call_replies(ops)
+        replies: list[Any] = [None] * len(ops)
+        for call, indexes, reply in zip(calls, members, await self._call_replies(calls), strict=True):
+            for position, index in enumerate(indexes):
+                failed = isinstance(reply, BaseException)
+                replies[index] = reply if failed or not call.shared else [reply[position]]
+        return replies
+
+    async def _call_replies(self, ops: list[Op[Any]]) -> list[Any]:
         if self._cluster or len(ops) == 1:
             # A cluster spreads shards over nodes: plain concurrent calls, as before batching.
             calls = [self.scripts[op.script](keys=op.keys, args=op.args) for op in ops]
