@@ -17,11 +17,11 @@ from taskq.scheduler import (
     complete,
     fail,
     lost,
-    merge_shared,
     reap,
     release,
     renew,
 )
+from taskq.scripts import merge_shared
 from taskq.settings import Settings
 from taskq.store import Store
 from tests.test_scheduler_support import admit_tasks, counters, nonzero, request, status_of

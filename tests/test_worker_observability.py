@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from taskq import keys
 from taskq.api import create_app
 from taskq.logs import configure
-from taskq.scheduler import Op
+from taskq.scripts import Op
 from taskq.store import Store
 from taskq.worker.clients import AsyncScheduler, http_client
 from taskq.worker.drain import Drain

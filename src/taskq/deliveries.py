@@ -19,7 +19,7 @@ from typing import Any, Literal
 from taskq.errors import NotFound, ValidationFailed
 from taskq.keys import Shard
 from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
-from taskq.scripts import Scripts
+from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store, now_ms
 
 Decision = Literal["delivered", "retry", "failed", "defer"]
@@ -111,7 +111,7 @@ async def claim(
     return items, (int(float(head)) if head else None)
 
 
-def record_call(
+def record_op(
     shard: Shard,
     item: Claimed,
     decision: Decision,
@@ -120,15 +120,17 @@ def record_call(
     next_ms: int = 0,
     line: str = "",
     retention_seconds: int,
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the wh_record call that records one attempt (or a deferral)."""
+) -> Op[str]:
+    """The wh_record call that records one attempt (or a deferral); attempts recorded meanwhile share
+    one call (``Op.shared``). Its reply: the delivery state afterwards, "stale" or "missing"."""
     keys = [shard.wh_due, shard.wh_proc]
-    return keys, [shard.tag, item.id, item.attempt, now, decision, next_ms, line, retention_seconds]
+    shared = [shard.tag, retention_seconds]
+    item_args = [item.id, item.attempt, now, decision, next_ms, line]
+    return Op("wh_record", keys, [*shared, *item_args], _first_state, shared=len(shared))
 
 
-def record_state(reply: Any) -> str:
-    """wh_record's reply: the delivery state afterwards, "stale" or "missing"."""
-    return _text(reply)
+def _first_state(reply: Any) -> str:
+    return _text(reply[0])
 
 
 async def record(
@@ -143,10 +145,10 @@ async def record(
     retention_seconds: int,
 ) -> str:
     """Record one attempt (or a deferral); returns the delivery state, "stale" or "missing"."""
-    keys, args = record_call(
+    op = record_op(
         shard, item, decision, now=now, next_ms=next_ms, line=line, retention_seconds=retention_seconds
     )
-    return record_state(await scripts["wh_record"](keys=keys, args=args))
+    return op.parse(await scripts[op.script](keys=op.keys, args=op.args))
 
 
 async def reap(scripts: Scripts, shard: Shard, now: int, limit: int = 1000) -> int:

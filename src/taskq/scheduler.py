@@ -12,14 +12,14 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from taskq.errors import Code
 from taskq.keys import Shard
 from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
-from taskq.scripts import Scripts
+from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store
 
 CLEAR_CHUNK = 1000
@@ -29,22 +29,6 @@ TRIM_LIMIT = 1000  # listing entries looked at per trim call
 ALL_TYPES = [t.value for t in TaskType]
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Op(Generic[R]):
-    """One scheduler transition: a script call and the reading of its reply.
-
-    ``shared`` > 0 marks a script that takes many items in one call: ops of that script with the same
-    keys and the same first ``shared`` arguments may be sent as one call with their remaining
-    arguments concatenated; the reply then is a list with one entry per op, each read as ``[entry]``.
-    """
-
-    script: str
-    keys: list[str]
-    args: list[Any]
-    parse: Callable[[Any], R]
-    shared: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,30 +77,6 @@ class Claimed:
 class Reaped:
     requeued: int
     exhausted: list[Claimed]
-
-
-def merge_shared(ops: Sequence[Op[Any]]) -> tuple[list[Op[Any]], list[list[int]]]:
-    """The script calls that carry these ops: ops that can share a call (see ``Op.shared``) merged
-    into one, the others as they are; with, for each call, the indexes of the ops it carries."""
-    calls: list[Op[Any]] = []
-    members: list[list[int]] = []
-    merged_args: dict[int, list[Any]] = {}  # call position -> the arguments of its merged call
-    open_calls: dict[tuple[Any, ...], int] = {}
-    for index, op in enumerate(ops):
-        group = (op.script, *op.keys, *op.args[: op.shared]) if op.shared else None
-        at = open_calls.get(group) if group is not None else None
-        if at is None:
-            if group is not None:
-                open_calls[group] = len(calls)
-            calls.append(op)
-            members.append([index])
-        else:
-            merged_args.setdefault(at, list(calls[at].args)).extend(op.args[op.shared :])
-            members[at].append(index)
-    for at, args in merged_args.items():
-        first = calls[at]
-        calls[at] = Op(first.script, first.keys, args, first.parse, first.shared)
-    return calls, members
 
 
 def _first_ok(reply: Any) -> bool:

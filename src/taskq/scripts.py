@@ -1,4 +1,5 @@
-"""Lua scripts: loaded from taskq/lua/, prefixed with the key-name preamble, registered once per client.
+"""Lua scripts: loaded from taskq/lua/, prefixed with the key-name preamble, registered once per client;
+and ``Op``, one script call with the reading of its reply.
 
 A script may say ``--#include <name>`` on a line of its own to splice in ``lua/<name>.lua`` (a library of
 shared local functions, named ``*_lib.lua``; libraries are not scripts of their own).
@@ -7,10 +8,11 @@ shared local functions, named ``*_lib.lua``; libraries are not scripts of their 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis import Redis
 from redis.commands.core import Script
@@ -19,6 +21,48 @@ from redis.exceptions import NoScriptError
 from taskq.keys import lua_preamble
 
 INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[R]):
+    """One scheduler transition: a script call and the reading of its reply.
+
+    ``shared`` > 0 marks a script that takes many items in one call: ops of that script with the same
+    keys and the same first ``shared`` arguments may be sent as one call with their remaining
+    arguments concatenated; the reply then is a list with one entry per op, each read as ``[entry]``.
+    """
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    parse: Callable[[Any], R]
+    shared: int = 0
+
+
+def merge_shared(ops: Sequence[Op[Any]]) -> tuple[list[Op[Any]], list[list[int]]]:
+    """The script calls that carry these ops: ops that can share a call (see ``Op.shared``) merged
+    into one, the others as they are; with, for each call, the indexes of the ops it carries."""
+    calls: list[Op[Any]] = []
+    members: list[list[int]] = []
+    merged_args: dict[int, list[Any]] = {}  # call position -> the arguments of its merged call
+    open_calls: dict[tuple[Any, ...], int] = {}
+    for index, op in enumerate(ops):
+        group = (op.script, *op.keys, *op.args[: op.shared]) if op.shared else None
+        at = open_calls.get(group) if group is not None else None
+        if at is None:
+            if group is not None:
+                open_calls[group] = len(calls)
+            calls.append(op)
+            members.append([index])
+        else:
+            merged_args.setdefault(at, list(calls[at].args)).extend(op.args[op.shared :])
+            members[at].append(index)
+    for at, args in merged_args.items():
+        first = calls[at]
+        calls[at] = Op(first.script, first.keys, args, first.parse, first.shared)
+    return calls, members
 
 
 def _read(name: str) -> str:

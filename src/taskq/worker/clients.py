@@ -17,8 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from taskq.connection import is_cluster_url
-from taskq.scheduler import Op, merge_shared
-from taskq.scripts import Scripts, source
+from taskq.scripts import Op, Scripts, merge_shared, source
 from taskq.settings import Settings
 
 R = TypeVar("R")

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from taskq import deliveries
 from taskq.deliveries import Claimed, Decision
 from taskq.keys import Shard
-from taskq.scheduler import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.webhooks import signing
@@ -192,11 +191,11 @@ class _DeliveryLoop:
     async def _record(
         self, shard: Shard, item: Claimed, decision: Decision, next_ms: int, line: str = ""
     ) -> None:
-        keys, args = deliveries.record_call(
+        op = deliveries.record_op(
             shard, item, decision, now=now_ms(), next_ms=next_ms, line=line,
             retention_seconds=self.settings.retention_seconds,
         )  # fmt: skip
-        await self.ops.run_batched(Op("wh_record", keys, args, deliveries.record_state))
+        await self.ops.run_batched(op)
 
     def _defer_seconds(self, sends: dict[str, float]) -> float:
         """About when a slot of this receiver frees up: the age of its oldest send, jittered and bounded.

@@ -29,7 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskq import keys
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
-from taskq.scheduler import Claimed, Op, claim, release
+from taskq.scheduler import Claimed, claim, release
+from taskq.scripts import Op
 from taskq.settings import Settings, load_settings
 from taskq.store import now_ms
 from taskq.worker.clients import (

@@ -11,8 +11,9 @@ import httpx
 
 from taskq.errors import Code
 from taskq.providers import ADAPTERS, ProviderConfig, ProviderError
-from taskq.scheduler import Claimed, Op, after_error, complete, fail
+from taskq.scheduler import Claimed, after_error, complete, fail
 from taskq.schemas.payloads import PAYLOAD_MODELS
+from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
 
