@@ -65,9 +65,11 @@ local function top_of(ttype)
   end
   return tops[ttype] or {}
 end
+-- An index whose head was this org changed when the org took a new turn or was parked. (An empty
+-- index stays empty: a claim only moves orgs back within the indexes they are in.)
 local function forget_org(org)
   for ttype, top in pairs(tops) do
-    if top == false or top[1] == org then
+    if top and top[1] == org then
       tops[ttype] = nil
     end
   end
