@@ -20,7 +20,7 @@ from aiohttp import web
 
 from taskq import deliveries
 from taskq.schemas.tasks import TaskRecord, event_view
-from taskq.scripts import Scripts
+from taskq.scripts import Scripts, merge_shared
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.webhooks.signing import generate_secret
@@ -445,6 +445,46 @@ def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
 
     assert asyncio.run(run()) == ["2", "stale", "delivered", "stale"]
     assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
+
+
+def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    """The same three records as above, sent together as the worker batches them: same answers."""
+    org_id, _ = org
+    shard = rstore.org(org_id).shard
+    task_id, _ = finish_task(rstore, org_id, "http://127.0.0.1:9/ok")
+
+    async def run() -> list[str]:
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        scripts, now = Scripts(client), now_ms()
+        [first], _ = await deliveries.claim(scripts, shard, now, now + 10, 10)
+        assert await deliveries.reap(scripts, shard, now + 20) == 1
+        [second], _ = await deliveries.claim(scripts, shard, now + 30, now + 60_000, 10)
+        line = deliveries.log_line(now, 1, 500, "HTTP 500", 5, "retry")
+        ops = [
+            deliveries.record_op(
+                shard, first, "retry", now=now, next_ms=now, line=line, retention_seconds=60
+            ),
+            deliveries.record_op(shard, first, "delivered", now=now, line=line, retention_seconds=60),
+            deliveries.record_op(
+                shard, second, "retry", now=now, next_ms=now, line=line, retention_seconds=60
+            ),
+        ]
+        calls, members = merge_shared(ops)
+        assert len(calls) == 1 and members == [[0, 1, 2]]
+        [call] = calls
+        replies = await scripts[call.script](keys=call.keys, args=call.args)
+        await client.aclose()
+        return [str(r) for r in replies]
+
+    assert asyncio.run(run()) == ["stale", "delivered", "stale"]
+    assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
+    task = real_redis.hgetall(shard.task(task_id))
+    assert task["wh_state"] == "delivered" and task["wh_attempts"] == "1" and "delivered" in task
+    counted = real_redis.hgetall(shard.metrics)
+    assert counted["wh:retry"] == "3"  # each attempt's log line counts once, stale or not, in one write
+    assert real_redis.hget(shard.wh_failing, "127.0.0.1:9") == "2"  # the two not delivered
 
 
 def test_an_expired_task_is_not_recreated_by_its_delivery(
