@@ -48,9 +48,10 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         return proc
 
     yield start
-    for proc in started:  # a test that failed midway: its RQ workers and drains go too
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    for proc in started:  # its RQ workers and drains go too (RQ puts a drain in a group of its own)
+        for pid in [proc.pid, *session_members(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(10)
 
 
