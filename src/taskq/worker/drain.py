@@ -104,6 +104,7 @@ class Drain:
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
         self._round = 0  # claim rounds so far: each starts at the next shard
+        self.parent_pid: int | None = None  # the hosting RQ worker, while run() runs under one
         self._cluster = isinstance(ops.client, RedisCluster)
         self.host, self.pid, self.rq_worker = socket.gethostname(), os.getpid(), rq_worker
         self.name = f"{self.host}/{self.pid}/{uuid.uuid4().hex[:6]}"  # several drains may share a pid
@@ -111,13 +112,9 @@ class Drain:
     async def run(self, seconds: float, parent_pid: int | None = None) -> dict[str, int]:
         """Drain for up to `seconds` (or until stopped); return counts of what happened."""
 
-        def check_parent() -> None:
-            if parent_pid is not None and os.getppid() != parent_pid:
-                log.warning("RQ worker %s is gone; this drain stops claiming", parent_pid)
-                self.stop.set()
-
+        self.parent_pid = parent_pid
         upkeep = [
-            asyncio.create_task(self.leases.renew_forever(check_parent)),
+            asyncio.create_task(self.leases.renew_forever(self._check_parent)),
             asyncio.create_task(reap_forever(self.ops, self.shards, self.settings)),
             asyncio.create_task(self._beat_forever()),
         ]
@@ -165,9 +162,19 @@ class Drain:
                 log.warning("could not write the heartbeat of %s", self.name, extra={"worker": self.name})
             await asyncio.sleep(interval)
 
+    def _check_parent(self) -> None:
+        """A drain whose RQ worker is gone (killed with its pool) stops claiming; what it holds runs
+        on and is recorded, or goes back to the queue at shutdown."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stop.is_set():
+            log.warning("RQ worker %s is gone; this drain stops claiming", self.parent_pid)
+            self.stop.set()
+
     async def _claim_loop(self, deadline: float) -> None:
         failures = 0  # claims in a row that Redis did not answer
         while not self.stop.is_set() and time.monotonic() < deadline:
+            self._check_parent()  # before every claim, not only at lease renewals
+            if self.stop.is_set():
+                break
             free = self.concurrency - len(self.leases.held)
             if free <= 0:
                 self.slot_freed.clear()
