@@ -415,6 +415,22 @@ def test_a_delivery_whose_sender_died_is_sent_again_with_the_same_id(
     ]
 
 
+async def _three_records(client: Any, shard: Any) -> list[Any]:
+    """A delivery claimed, its lease reaped, claimed again; then three records: the first claim's
+    retry and its late success, and the second claim's retry (the record ops, each not yet sent)."""
+    scripts, now = Scripts(client), now_ms()
+    [first], _ = await deliveries.claim(scripts, shard, now, now + 10, 10)
+    assert await deliveries.reap(scripts, shard, now + 20) == 1
+    [second], _ = await deliveries.claim(scripts, shard, now + 30, now + 60_000, 10)
+    assert second.attempt == 2
+    line = deliveries.log_line(now, 1, 500, "HTTP 500", 5, "retry")
+    return [
+        deliveries.record_op(shard, first, "retry", now=now, next_ms=now, line=line, retention_seconds=60),
+        deliveries.record_op(shard, first, "delivered", now=now, line=line, retention_seconds=60),
+        deliveries.record_op(shard, second, "retry", now=now, next_ms=now, line=line, retention_seconds=60),
+    ]
+
+
 def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
     real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
@@ -424,26 +440,14 @@ def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
 
     async def run() -> list[str]:
         client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
-        scripts, now = Scripts(client), now_ms()
-        [first], _ = await deliveries.claim(scripts, shard, now, now + 10, 10)
-        assert await deliveries.reap(scripts, shard, now + 20) == 1
-        [second], _ = await deliveries.claim(scripts, shard, now + 30, now + 60_000, 10)
-        line = deliveries.log_line(now, 1, 500, "HTTP 500", 5, "retry")
-        results = [
-            await deliveries.record(
-                scripts, shard, first, "retry", now=now, next_ms=now, line=line, retention_seconds=60
-            ),
-            await deliveries.record(
-                scripts, shard, first, "delivered", now=now, line=line, retention_seconds=60
-            ),
-            await deliveries.record(
-                scripts, shard, second, "retry", now=now, next_ms=now, line=line, retention_seconds=60
-            ),
-        ]
+        scripts = Scripts(client)
+        results = []
+        for op in await _three_records(client, shard):  # one call each
+            results.append(op.parse(await scripts[op.script](keys=op.keys, args=op.args)))
         await client.aclose()
-        return [str(second.attempt), *results]
+        return results
 
-    assert asyncio.run(run()) == ["2", "stale", "delivered", "stale"]
+    assert asyncio.run(run()) == ["stale", "delivered", "stale"]
     assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
 
 
@@ -457,24 +461,10 @@ def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
 
     async def run() -> list[str]:
         client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
-        scripts, now = Scripts(client), now_ms()
-        [first], _ = await deliveries.claim(scripts, shard, now, now + 10, 10)
-        assert await deliveries.reap(scripts, shard, now + 20) == 1
-        [second], _ = await deliveries.claim(scripts, shard, now + 30, now + 60_000, 10)
-        line = deliveries.log_line(now, 1, 500, "HTTP 500", 5, "retry")
-        ops = [
-            deliveries.record_op(
-                shard, first, "retry", now=now, next_ms=now, line=line, retention_seconds=60
-            ),
-            deliveries.record_op(shard, first, "delivered", now=now, line=line, retention_seconds=60),
-            deliveries.record_op(
-                shard, second, "retry", now=now, next_ms=now, line=line, retention_seconds=60
-            ),
-        ]
-        calls, members = merge_shared(ops)
+        calls, members = merge_shared(await _three_records(client, shard))
         assert len(calls) == 1 and members == [[0, 1, 2]]
         [call] = calls
-        replies = await scripts[call.script](keys=call.keys, args=call.args)
+        replies = await Scripts(client)[call.script](keys=call.keys, args=call.args)
         await client.aclose()
         return [str(r) for r in replies]
 
