@@ -16,7 +16,8 @@
 -- now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
 --
 -- Counters (org inflight/queued/q<p>, provider use, fence, turns, metrics) are kept in this call's
--- memory and written once at the end, so a claim of k tasks costs about six commands per task.
+-- memory and written once at the end, so a claim of k tasks costs about six commands per task; an
+-- org that is the only candidate takes its run of tasks with one ZPOPMIN (two commands per task).
 --
 -- Returns one entry per claimed task: {id, token, type, payload, org, prio, created, idem, webhook,
 -- cost, attempts, started, batch} (attempts counts this claim; started is the first pickup).
@@ -25,9 +26,10 @@
 
 local tag, now, lease, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local c = tonumber(ARGV[6])
-local claimable, types = {}, {}
+local claimable, types, ct_cap = {}, {}, {}
 for i = 0, c - 1 do
   claimable[#claimable + 1] = {ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])}
+  ct_cap[ARGV[7 + 2 * i]] = tonumber(ARGV[8 + 2 * i])
 end
 for i = 7 + 2 * c, #ARGV do
   types[#types + 1] = ARGV[i]
@@ -58,9 +60,9 @@ local function used(ttype)
   end
   return in_use[ttype]
 end
-local function top_of(ttype)
+local function top_of(ttype)  -- {org, score[, runner-up, its score]}
   if tops[ttype] == nil then
-    local top = redis.call("ZRANGE", k_ready(tag, ttype), 0, 0, "WITHSCORES")
+    local top = redis.call("ZRANGE", k_ready(tag, ttype), 0, 1, "WITHSCORES")
     tops[ttype] = top[1] and top or false
   end
   return tops[ttype] or {}
@@ -96,6 +98,18 @@ local function lanes_of(org, s)
     end
   end
   return s.lanes
+end
+
+-- True when org, at the head of ready:<ttype>, is the only candidate of every claimable type: then
+-- its next tasks come from this lane in lane order whatever turns it takes, and it may take a run.
+local function alone(org, ttype)
+  for _, ct in ipairs(claimable) do
+    local top = top_of(ct[1])
+    if top[1] and (ct[1] ~= ttype or top[1] ~= org or top[3]) then
+      return false
+    end
+  end
+  return true
 end
 
 -- The (org, type) to serve next, or nil.
@@ -141,30 +155,42 @@ while #out < k and rounds < k + 64 do
   else
     local lanes = lanes_of(org, s)
     local lane = k_lane(tag, org, ttype)
-    local id = redis.call("ZPOPMIN", lane)[1]
-    local tkey = k_task(tag, id)
-    fence = fence + 1
-    local token = tostring(fence)
-    local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
-      "cost", "attempts", "started", "batch")
-    local attempts = tonumber(t[9] or "0") + 1
-    local started = t[10]
-    if started and started ~= "" then
-      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
-    else
-      started = tostring(now)
-      redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
-        "started", started)
+    local n = 1
+    if alone(org, ttype) then  -- a run: as many as the call, the org and the provider allow
+      n = math.min(k - #out, s.limit - s.inflight)
+      if ct_cap[ttype] >= 0 then
+        n = math.min(n, ct_cap[ttype] - used(ttype))
+      end
     end
-    leased[#leased + 1] = now + lease
-    leased[#leased + 1] = id
-    s.inflight = s.inflight + 1
-    s.claimed = s.claimed + 1
-    s.prios[t[4]] = (s.prios[t[4]] or 0) + 1
-    in_use[ttype] = used(ttype) + 1
-    per_type[ttype] = (per_type[ttype] or 0) + 1
-    rr = rr + 1
-    turns[org] = rr
+    local popped = redis.call("ZPOPMIN", lane, n)
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local tkey = k_task(tag, id)
+      fence = fence + 1
+      local token = tostring(fence)
+      local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
+        "cost", "attempts", "started", "batch")
+      local attempts = tonumber(t[9] or "0") + 1
+      local started = t[10]
+      if started and started ~= "" then
+        redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
+      else
+        started = tostring(now)
+        redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
+          "started", started)
+      end
+      leased[#leased + 1] = now + lease
+      leased[#leased + 1] = id
+      s.inflight = s.inflight + 1
+      s.claimed = s.claimed + 1
+      s.prios[t[4]] = (s.prios[t[4]] or 0) + 1
+      in_use[ttype] = used(ttype) + 1
+      per_type[ttype] = (per_type[ttype] or 0) + 1
+      rr = rr + 1
+      turns[org] = rr
+      out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
+        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or ""}
+    end
     -- The popped lane's new head (or none: the lane left the org's types).
     local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")
     if head[1] then
@@ -186,8 +212,6 @@ while #out < k and rounds < k + 64 do
       end
     end
     forget_org(org)
-    out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-      t[7] or "", t[8] or "", tostring(attempts), started, t[11] or ""}
   end
 end
 
