@@ -167,7 +167,7 @@ while #out < k and rounds < k + 64 do
       local id = popped[i]
       local tkey = k_task(tag, id)
       fence = fence + 1
-      local token = tostring(fence)
+      local token = string.format("%d", fence)  -- tostring() would round past 14 digits
       local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
         "cost", "attempts", "started", "batch")
       local attempts = tonumber(t[9] or "0") + 1
@@ -175,7 +175,7 @@ while #out < k and rounds < k + 64 do
       if started and started ~= "" then
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
       else
-        started = tostring(now)
+        started = string.format("%d", now)
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
           "started", started)
       end
