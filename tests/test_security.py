@@ -357,6 +357,15 @@ def _read_response(sock: socket.socket) -> str:
     return (head + b"\r\n\r\n" + body).decode()
 
 
+def _closed_by_server(sock: socket.socket) -> bool:
+    """What a trickling client sends after its 408 meets a closed connection (not a new request)."""
+    try:
+        sock.sendall(b"late bytes")
+        return sock.recv(65536) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
 def test_more_stalled_clients_than_threads_get_408_and_the_intake_keeps_serving(
     tmp_path: Path, real_redis: redis.Redis
 ) -> None:
@@ -378,11 +387,14 @@ def test_more_stalled_clients_than_threads_get_408_and_the_intake_keeps_serving(
             assert client.get("/v1/credits").status_code == 200
         served_after = time.monotonic() - t0
         answers = []
+        closed = []
         for sock in stalled:
             sock.settimeout(10)
             answers.append(_read_response(sock))
+            closed.append(_closed_by_server(sock))
             sock.close()
         assert all(a.startswith("HTTP/1.1 408") and "REQUEST_TIMEOUT" in a for a in answers), answers
+        assert all(closed), closed
         assert served_after < 5.0
     finally:
         procs.close()
