@@ -12,6 +12,7 @@ Run: python bench/redis_ops.py [--tasks 2000]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from importlib import resources
 from typing import Any
 
 import redis
@@ -30,11 +32,17 @@ from bench import worker
 from bench.support import machine, private_redis
 
 from taskq.api import create_app
+from taskq.scripts import source
 from taskq.settings import Settings
 from taskq.store import Store
 
 WEBHOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webhooks.py")
 IGNORED = {"info", "config|resetstat", "config"}
+SCRIPTS = [
+    entry.name.removesuffix(".lua")
+    for entry in resources.files("taskq").joinpath("lua").iterdir()
+    if entry.name.endswith(".lua") and not entry.name.endswith("_lib.lua")
+]
 
 
 def commandstats(client: redis.Redis) -> Counter[str]:
@@ -51,19 +59,27 @@ class Monitor:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sent: Counter[str] = Counter()
+        self.by_script: Counter[str] = Counter()  # commands run inside each script, by script name
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
 
     def _run(self) -> None:
+        names = {hashlib.sha1(source(name).encode()).hexdigest(): name for name in SCRIPTS}
         client = redis.Redis.from_url(self.url, decode_responses=True)
+        script = "-"
         with client.monitor() as monitor:
             self._ready.set()
             for event in monitor.listen():
                 command = str(event.get("command", ""))
                 if self.STOP in command:
                     return
-                if event.get("client_type") != "lua":
-                    self.sent[command.split(" ", 1)[0].lower()] += 1
+                if event.get("client_type") == "lua":
+                    self.by_script[script] += 1
+                    continue
+                name, _, rest = command.partition(" ")
+                self.sent[name.lower()] += 1
+                # MONITOR shows a script's call before the commands it runs.
+                script = names.get(rest.split(" ", 1)[0], "-") if name.lower() == "evalsha" else "-"
 
     def __enter__(self) -> Monitor:
         self._thread.start()
@@ -91,9 +107,10 @@ def redis_cpu(client: redis.Redis) -> float:
 
 def taskq_ops(
     url: str, sim: str, hook: str, n: int, watch: bool = True
-) -> tuple[Counter[str], int, Counter[str], float]:
+) -> tuple[Counter[str], int, Counter[str], float, Counter[str]]:
     """Commands for n tasks from admission to delivered webhook: (per-command counts, own commands,
-    commands clients sent, Redis CPU seconds). With watch=False no MONITOR runs (it costs Redis CPU)."""
+    commands clients sent, Redis CPU seconds, commands run inside each script). With watch=False no
+    MONITOR runs (it costs Redis CPU)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     bench = worker.Bench(url)
     org, key = Store(client).create_org("ops", credits=10**9, concurrency=10**5, queue_limit=10**6)
@@ -126,14 +143,15 @@ def taskq_ops(
     cpu = redis_cpu(client) - cpu
     stats = commandstats(client)
     sent: Counter[str] = Counter()
+    by_script: Counter[str] = Counter()
     if monitor is not None:
         monitor.__exit__()
-        sent = monitor.sent
+        sent, by_script = monitor.sent, monitor.by_script
         sent["hmget"] -= own // 3  # this script's own progress checks
         sent["zcard"] -= 2 * (own // 3)
     drain.send_signal(signal.SIGTERM)
     drain.communicate(timeout=60)
-    return stats, own, sent, cpu
+    return stats, own, sent, cpu, by_script
 
 
 def rq_ops(url: str, n: int, watch: bool = True) -> tuple[Counter[str], Counter[str], float]:
@@ -169,11 +187,11 @@ def measure(n: int = 2000) -> dict[str, Any]:
     receiver, hook = _receiver()
     try:
         with private_redis() as url, worker.simulator("0") as sim:
-            ours, own, ours_sent, _ = taskq_ops(url, sim, hook, n)
+            ours, own, ours_sent, _, by_script = taskq_ops(url, sim, hook, n)
             theirs, theirs_sent, _ = rq_ops(url, n)
         # Redis CPU without MONITOR (which costs Redis CPU of its own), on a fresh server each.
         with private_redis() as url, worker.simulator("0") as sim:
-            _, _, _, ours_cpu = taskq_ops(url, sim, hook, n, watch=False)
+            _, _, _, ours_cpu, _ = taskq_ops(url, sim, hook, n, watch=False)
         with private_redis() as url:
             _, _, theirs_cpu = rq_ops(url, n, watch=False)
     finally:
@@ -184,6 +202,7 @@ def measure(n: int = 2000) -> dict[str, Any]:
         "taskq": (total(ours) - own) / n,
         "rq": total(theirs) / n,
         "taskq_sent": total(ours_sent) / n,
+        "taskq_by_script": [(name, round(calls / n, 2)) for name, calls in by_script.most_common()],
         "rq_sent": total(theirs_sent) / n,
         "taskq_cpu_us": ours_cpu / n * 1e6,
         "rq_cpu_us": theirs_cpu / n * 1e6,
@@ -204,6 +223,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"taskq: {figures['taskq']:.1f} Redis commands per finished task (target <= 15)")
     print(f"   most frequent per task: {json.dumps(figures['taskq_top'])}")
+    print(f"   run inside each script, per task: {json.dumps(figures['taskq_by_script'])}")
     print(f"taskq: {figures['taskq_sent']:.2f} commands sent by clients per finished task (round trips)")
     print(f"RQ   : {figures['rq']:.1f} Redis commands per job")
     print(f"RQ   : {figures['rq_sent']:.2f} commands sent by clients per job")

@@ -23,7 +23,7 @@ from aiohttp import web
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import machine, private_redis
 
-from taskq.keys import Shard
+from taskq.keys import Shard, first_delivery
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.worker.delivery import run_deliveries
@@ -58,22 +58,22 @@ def seed(client: redis.Redis, url: str, count: int) -> list[str]:
     pipe = client.pipeline(transaction=False)
     made = []
     for n in range(count):
-        task_id, delivery = str(uuid.uuid4()), uuid.uuid4().hex
+        task_id = str(uuid.uuid4())
+        delivery = first_delivery(task_id)  # as the completing script queues it: in the task hash
         made.append(delivery)
-        pipe.hset(shard.task(task_id), mapping={"org": org_id, "status": "COMPLETED", "webhook": url})
-        pipe.hset(
-            shard.delivery(delivery),
-            mapping={
-                "task": task_id,
-                "org": org_id,
-                "url": url,
-                "event": "msg_" + task_id,
-                "body": body,
-                "attempts": 0,
-                "state": "pending",
-                "created": now,
-            },
-        )
+        key, prefix = shard.delivery_record(delivery)
+        record = {
+            "task": task_id,
+            "org": org_id,
+            "url": url,
+            "event": "msg_" + task_id,
+            "body": body,
+            "attempts": 0,
+            "state": "pending",
+            "created": now,
+        }
+        pipe.hset(key, mapping={"org": org_id, "status": "COMPLETED", "webhook": url})
+        pipe.hset(key, mapping={prefix + name: value for name, value in record.items()})
         pipe.zadd(shard.wh_due, {delivery: now})
         pipe.hset(shard.task(task_id), mapping={"wh_state": "pending", "wh_last": delivery})
         if n % 1000 == 999:
@@ -85,7 +85,8 @@ def seed(client: redis.Redis, url: str, count: int) -> list[str]:
 def count_delivered(client: redis.Redis, deliveries: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for delivery in deliveries:
-        pipe.hget(Shard(0).delivery(delivery), "state")
+        key, prefix = Shard(0).delivery_record(delivery)
+        pipe.hget(key, prefix + "state")
     return sum(1 for state in pipe.execute() if state == "delivered")
 
 

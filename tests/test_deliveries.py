@@ -19,6 +19,8 @@ import standardwebhooks
 from aiohttp import web
 
 from taskq import deliveries
+from taskq.deliveries import attempt_log, stored
+from taskq.keys import first_delivery
 from taskq.schemas.tasks import TaskRecord, event_view
 from taskq.scripts import Scripts, merge_shared
 from taskq.settings import Settings
@@ -48,10 +50,14 @@ def fast_settings(**overrides: Any) -> Settings:
 
 
 # Outbox records exactly as the completing script writes them ---------------------------------------
-def finish_task(store: Store, org_id: str, url: str | None, *, status: str = "COMPLETED") -> tuple[str, str]:
-    """A finished task with its first delivery queued per the outbox contract; returns (task id, delivery)."""
+def finish_task(
+    store: Store, org_id: str, url: str | None, *, status: str = "COMPLETED", first: bool = True
+) -> tuple[str, str]:
+    """A finished task with its first delivery queued per the outbox contract (in the task hash), or
+    with first=False a delivery of its own as a redelivery has; returns (task id, delivery id)."""
     client, shard = store.client, store.org(org_id).shard
-    task_id, delivery_id, now = str(uuid.uuid4()), uuid.uuid4().hex, now_ms()
+    task_id, now = str(uuid.uuid4()), now_ms()
+    delivery_id = first_delivery(task_id) if first else deliveries.new_delivery_id()
     fields: dict[str, Any] = {
         "org": org_id,
         "type": "GOOGLE",
@@ -77,19 +83,18 @@ def finish_task(store: Store, org_id: str, url: str | None, *, status: str = "CO
     if status not in ("COMPLETED", "FAILED") or not url:
         return task_id, ""
     body = json.dumps(event_view(TaskRecord.from_hash(task_id, client.hgetall(shard.task(task_id)))))
-    client.hset(
-        shard.delivery(delivery_id),
-        mapping={
-            "task": task_id,
-            "org": org_id,
-            "url": url,
-            "event": "msg_" + task_id,
-            "body": body,
-            "attempts": "0",
-            "state": "pending",
-            "created": now,
-        },
-    )
+    key, prefix = shard.delivery_record(delivery_id)
+    record = {
+        "task": task_id,
+        "org": org_id,
+        "url": url,
+        "event": "msg_" + task_id,
+        "body": body,
+        "attempts": "0",
+        "state": "pending",
+        "created": now,
+    }
+    client.hset(key, mapping={prefix + name: value for name, value in record.items()})
     client.zadd(shard.wh_due, {delivery_id: now})
     client.hset(shard.task(task_id), mapping={"wh_state": "pending", "wh_last": delivery_id})
     return task_id, delivery_id
@@ -190,15 +195,12 @@ async def deliver_until(settings: Settings, done: Callable[[], bool], timeout: f
 
 def states(client: redis.Redis, store: Store, org_id: str, delivery_ids: list[str]) -> list[str]:
     shard = store.org(org_id).shard
-    pipe = client.pipeline(transaction=False)
-    for delivery in delivery_ids:
-        pipe.hget(shard.delivery(delivery), "state")
-    return [state or "" for state in pipe.execute()]
+    return [stored(client, shard, delivery).get("state", "") for delivery in delivery_ids]
 
 
 def log_of(client: redis.Redis, store: Store, org_id: str, delivery_id: str) -> list[dict[str, Any]]:
-    key = store.org(org_id).shard.delivery_log(delivery_id)
-    return [json.loads(line) for line in client.lrange(key, 0, -1)]
+    fields = stored(client, store.org(org_id).shard, delivery_id)
+    return [json.loads(line) for line in attempt_log(fields)]
 
 
 @pytest.fixture
@@ -234,7 +236,7 @@ def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
     for task_id, delivery_id in made:
         hit = hits["msg_" + task_id]
         assert hit.verified
-        assert hit.body.decode() == real_redis.hget(shard.delivery(delivery_id), "body")
+        assert hit.body.decode() == stored(real_redis, shard, delivery_id)["body"]
         event = json.loads(hit.body)
         assert event["task"]["id"] == task_id and "webhook" not in event
         task = real_redis.hgetall(shard.task(task_id))
@@ -246,8 +248,7 @@ def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
             "delivered",
             None,
         )
-        assert 0 < real_redis.ttl(shard.delivery(delivery_id)) <= 3600
-        assert 0 < real_redis.ttl(shard.delivery_log(delivery_id)) <= 3600
+        assert 0 < real_redis.ttl(shard.delivery_record(delivery_id)[0]) <= 3600  # the task's hash
     assert real_redis.zcard(shard.wh_due) == 0 and real_redis.zcard(shard.wh_proc) == 0
 
 
@@ -280,7 +281,7 @@ def test_a_failing_receiver_gets_one_success_per_event_with_a_stable_id_and_back
             (3, 200, "delivered"),
         ]
         assert log[0]["error"] == "HTTP 500"
-        task_id = real_redis.hget(rstore.org(org_id).shard.delivery(delivery_id), "task")
+        task_id = stored(real_redis, rstore.org(org_id).shard, delivery_id)["task"]
         assert real_redis.hget(rstore.org(org_id).shard.task(task_id), "wh_attempts") == "3"
 
 
@@ -477,19 +478,88 @@ def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
     assert real_redis.hget(shard.wh_failing, "127.0.0.1:9") == "2"  # the two not delivered
 
 
-def test_an_expired_task_is_not_recreated_by_its_delivery(
+def test_an_expired_task_is_not_recreated_by_its_deliveries(
     real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
     shard = rstore.org(org_id).shard
 
-    async def run() -> str:
+    async def run() -> tuple[str, str, Receiver]:
         async with receiving(secrets) as rx:
-            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
-            real_redis.delete(shard.task(task_id))
+            # A first delivery lives in its task's hash: it goes with the task, unsent.
+            gone, _ = finish_task(rstore, org_id, rx.base + "/ok")
+            real_redis.delete(shard.task(gone))
+            # A redelivery has a record of its own: it is still sent, without the task coming back.
+            expired, redelivery = finish_task(rstore, org_id, rx.base + "/ok", first=False)
+            real_redis.delete(shard.task(expired))
+            await deliver_until(
+                fast_settings(),
+                lambda: (
+                    states(real_redis, rstore, org_id, [redelivery]) == ["delivered"]
+                    and real_redis.zcard(shard.wh_due) == 0
+                ),
+            )
+            return gone, expired, rx
+
+    gone, expired, rx = asyncio.run(run())
+    assert [hit.headers["webhook-id"] for hit in rx.hits] == ["msg_" + expired]
+    assert real_redis.exists(shard.task(gone), shard.task(expired)) == 0
+    assert real_redis.zcard(shard.wh_proc) == 0
+
+
+def test_a_first_delivery_retrying_past_its_task_retention_keeps_the_task(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    """The first delivery lives in its task's hash: a retry (or a deferral) due later than the task's
+    expiry extends the task, and its list of deliveries, to the retention after that attempt."""
+    org_id, _ = org
+    shard = rstore.org(org_id).shard
+    task_id, delivery_id = finish_task(rstore, org_id, "http://127.0.0.1:9/down")
+    real_redis.rpush(shard.task_deliveries(task_id), delivery_id)
+    real_redis.expire(shard.task(task_id), 5)
+    real_redis.expire(shard.task_deliveries(task_id), 5)
+    hour = 3600_000
+
+    async def attempt(decision: deliveries.Decision, next_ms: int) -> str:
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        scripts, now, due = Scripts(client), now_ms(), now_ms() + 11 * hour  # claimed when due
+        [claimed], _ = await deliveries.claim(scripts, shard, due, due + 60_000, 10)
+        line = deliveries.log_line(now, claimed.attempt, 500, "HTTP 500", 5, "retry")
+        state = await deliveries.record(
+            scripts, shard, claimed, decision, now=now, next_ms=next_ms, line=line, retention_seconds=60
+        )
+        await client.aclose()
+        return state
+
+    assert asyncio.run(attempt("retry", now_ms() + 10 * hour)) == "pending"
+    for key in (shard.task(task_id), shard.task_deliveries(task_id)):
+        assert 10 * hour + 50_000 < real_redis.pttl(key) <= 10 * hour + 60_000
+    assert asyncio.run(attempt("defer", now_ms() + 20 * hour)) == "pending"
+    assert 20 * hour + 50_000 < real_redis.pttl(shard.task(task_id)) <= 20 * hour + 60_000
+    task = real_redis.hmget(shard.task(task_id), ["status", "wh_state", "wh_attempts", "d_attempts"])
+    assert task == ["COMPLETED", "pending", "1", "1"]  # a deferral is not an attempt
+
+
+def test_a_redelivery_record_is_final_on_its_own_and_marks_its_task(
+    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+) -> None:
+    """A delivery with a record of its own (a redelivery): delivered, it expires after the retention,
+    and its task counts the attempt and shows the delivery."""
+    org_id, secrets = org
+    shard = rstore.org(org_id).shard
+
+    async def run() -> tuple[str, str]:
+        async with receiving(secrets) as rx:
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/flaky/1", first=False)
             await deliver_until(
                 fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
             )
-            return task_id
+            return task_id, delivery_id
 
-    assert real_redis.exists(shard.task(asyncio.run(run()))) == 0
+    task_id, delivery_id = asyncio.run(run())
+    assert shard.delivery_record(delivery_id) == (shard.delivery(delivery_id), "")
+    assert 0 < real_redis.ttl(shard.delivery(delivery_id)) <= 3600
+    assert [e["outcome"] for e in log_of(real_redis, rstore, org_id, delivery_id)] == ["retry", "delivered"]
+    task = real_redis.hgetall(shard.task(task_id))
+    assert (task["wh_state"], task["wh_attempts"]) == ("delivered", "2") and int(task["delivered"]) > 0
+    assert not any(name.startswith("d_") for name in task)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from taskq import keys
 from taskq.api import create_app
+from taskq.deliveries import attempt_log, stored
 from taskq.logs import configure
 from taskq.scripts import Op
 from taskq.store import Store
@@ -164,7 +165,7 @@ def test_failed_tasks_and_webhook_failures_log_at_warning_without_secrets(
 
     def attempted() -> bool:
         last = wstore.client.hget(shard.task(tid), "wh_last")
-        return bool(last) and wstore.client.llen(shard.delivery_log(str(last))) >= 1
+        return bool(last) and len(attempt_log(stored(wstore.client, shard, str(last)))) >= 1
 
     run_drain(cfg, attempted)
     text = capsys.readouterr().err

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq.errors import NotFound, ValidationFailed
+from taskq.keys import TASK_FIELDS
 from taskq.schemas.payloads import PAYLOAD_MODELS
 from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskRequest, TaskType, event_view, iso_ms, summary_view
-from taskq.store import Org, Store
+from taskq.store import Org, Store, task_fields
 
 STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED")
 VIEW_FIELDS = ["status", "charged", "org"]
@@ -102,8 +103,9 @@ def batch_results(store: Store, org: Org, batch_id: str, cursor: str | None, lim
         chunk = window[chunk_start : chunk_start + 100]
         pipe = store.client.pipeline(transaction=False)
         for _, task_id in chunk:
-            pipe.hgetall(org.shard.task(task_id))
-        for (index, task_id), fields in zip(chunk, pipe.execute(), strict=True):
+            pipe.hmget(org.shard.task(task_id), TASK_FIELDS)
+        for (index, task_id), values in zip(chunk, pipe.execute(), strict=True):
+            fields = task_fields(values)
             if len(lines) >= limit:
                 next_index = index
                 break
@@ -156,8 +158,8 @@ def list_tasks(store: Store, org: Org, flt: TaskFilter, cursor: str | None, limi
             return {"tasks": tasks, "nextCursor": None}
         pipe = store.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hgetall(org.shard.task(task_id))
-        rows = list(zip(range(lo, lo + len(ids)), ids, pipe.execute(), strict=True))
+            pipe.hmget(org.shard.task(task_id), TASK_FIELDS)
+        rows = list(zip(range(lo, lo + len(ids)), ids, map(task_fields, pipe.execute()), strict=True))
         for position, task_id, fields in reversed(rows):  # newest first
             scanned += 1
             upper = position

@@ -1,11 +1,12 @@
 """Webhook deliveries in Redis: claim, record, reap and redeliver, and the per-task delivery history.
 
-A delivery is one attempt series of one webhook event (hash T:wh:<id>, attempt log T:wh:<id>:log):
-pending -> sending -> delivered | failed (pending again between retries). The completing script
-creates the first one (the outbox); a redelivery adds another of the same event (same webhook-id,
-same body). The worker calls the async functions with a redis.asyncio client; the intake calls the
-sync ones. Attempt log outcomes: delivered, retry, gone, blocked, exhausted (a retry with the schedule
-spent) and lost (the sender died before recording; see wh_reap.lua).
+A delivery is one attempt series of one webhook event: pending -> sending -> delivered | failed
+(pending again between retries), with a log of its attempts. The completing script creates the first
+one (the outbox) inside the task's hash; a redelivery adds another of the same event (same webhook-id,
+same body) in a hash of its own (see ``keys.Shard.delivery_record``). The worker calls the async
+functions with a redis.asyncio client; the intake calls the sync ones. Attempt log outcomes:
+delivered, retry, gone, blocked, exhausted (a retry with the schedule spent) and lost (the sender died
+before recording; see wh_reap.lua).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from taskq.errors import NotFound, ValidationFailed
-from taskq.keys import Shard
+from taskq.keys import DELIVERY_FIELDS, Shard
 from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
 from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store, now_ms
@@ -208,7 +209,7 @@ def _attempt_view(raw: str) -> dict[str, Any]:
     }
 
 
-def _delivery_view(delivery_id: str, fields: dict[str, str], log: list[str]) -> dict[str, Any]:
+def _delivery_view(delivery_id: str, fields: dict[str, str]) -> dict[str, Any]:
     pending = fields["state"] == "pending"
     next_ms = fields.get("next") or fields.get("created")
     return {
@@ -217,8 +218,30 @@ def _delivery_view(delivery_id: str, fields: dict[str, str], log: list[str]) -> 
         "state": fields["state"],
         "createdAt": iso_ms(int(fields["created"])),
         "nextAttemptAt": iso_ms(int(next_ms)) if pending and next_ms else None,
-        "attempts": [_attempt_view(line) for line in log],
+        "attempts": [_attempt_view(line) for line in attempt_log(fields)],
     }
+
+
+def _fields(values: list[Any]) -> dict[str, str]:
+    return {name: _text(v) for name, v in zip(DELIVERY_FIELDS, values, strict=True) if v is not None}
+
+
+def _read(pipe: Any, shard: Shard, delivery_id: str) -> None:
+    key, prefix = shard.delivery_record(delivery_id)
+    pipe.hmget(key, [prefix + name for name in DELIVERY_FIELDS])
+
+
+def stored(client: Any, shard: Shard, delivery_id: str) -> dict[str, str]:
+    """One delivery's record (keys.DELIVERY_FIELDS), wherever it lives; {} once it has expired."""
+    pipe = client.pipeline(transaction=False)
+    _read(pipe, shard, delivery_id)
+    return _fields(pipe.execute()[0])
+
+
+def attempt_log(fields: dict[str, str]) -> list[str]:
+    """A delivery record's attempt log: one JSON line per attempt, oldest first."""
+    log = fields.get("log")
+    return log.split("\n") if log else []
 
 
 def history(store: Store, org: Org, task_id: str) -> dict[str, Any]:
@@ -231,12 +254,10 @@ def history(store: Store, org: Org, task_id: str) -> dict[str, Any]:
         ids.append(_text(last))
     pipe = client.pipeline(transaction=False)
     for delivery in ids:
-        pipe.hgetall(shard.delivery(delivery))
-        pipe.lrange(shard.delivery_log(delivery), 0, -1)
-    replies = pipe.execute()
+        _read(pipe, shard, delivery)
     found = [
-        (delivery, fields, log)
-        for delivery, fields, log in zip(ids, replies[::2], replies[1::2], strict=True)
+        (delivery, fields)
+        for delivery, fields in zip(ids, map(_fields, pipe.execute()), strict=True)
         if fields  # expired with its retention
     ]
     webhook = None
@@ -246,7 +267,7 @@ def history(store: Store, org: Org, task_id: str) -> dict[str, Any]:
             "delivered": task.delivered_ms is not None,
             "deliveredAt": iso_ms(task.delivered_ms) if task.delivered_ms is not None else None,
             "state": task.delivery_state if task.status in TERMINAL else None,
-            "attempts": sum(int(fields.get("attempts", 0)) for _, fields, _ in found),
+            "attempts": sum(int(fields.get("attempts", 0)) for _, fields in found),
         }
-    deliveries = [_delivery_view(delivery, fields, log) for delivery, fields, log in found]
+    deliveries = [_delivery_view(delivery, fields) for delivery, fields in found]
     return {"taskId": task_id, "webhook": webhook, "deliveries": deliveries}

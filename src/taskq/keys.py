@@ -9,7 +9,8 @@ Per-shard keys (``T`` = the shard tag):
 
 ====================  =======  ============================================================
 T:org:<org>           HASH     credits, reserved, limits, queued/inflight counters, q1..q10
-T:t:<id>              HASH     the task record (fields: see TASK_FIELDS)
+T:t:<id>              HASH     the task record (fields: see TASK_FIELDS) and its first webhook
+                               delivery (DELIVERY_FIELDS, each prefixed "d_"; see delivery_record)
 T:lane:<org>:<type>   ZSET     queued task ids of one org and task type; score = lane score
 T:ready:<type>        ZSET     orgs with queued tasks of <type>; score = band * 2^40 + turn
 T:turn                HASH     org -> its current round-robin turn
@@ -28,8 +29,7 @@ T:seq / T:rr / T:fence STRING  counters: arrival order, round-robin turns, fenci
 T:wake                LIST     wake-up tokens for idle workers
 T:wh:due              ZSET     webhook deliveries waiting; score = next attempt (ms)
 T:wh:proc             ZSET     webhook deliveries being sent; score = lease deadline (ms)
-T:wh:<id>             HASH     one webhook delivery: event, url, attempts, state
-T:wh:<id>:log         LIST     one JSON line per delivery attempt
+T:wh:<id>             HASH     any other webhook delivery (a redelivery, a batch event): DELIVERY_FIELDS
 T:t:<id>:wh           LIST     delivery ids of one task, oldest first (redeliveries append)
 T:metrics             HASH     counters for /metrics (fields: see taskq.metrics)
 T:stats:<minute>      HASH     admitted/completed/failed in one minute (expires after 2 h)
@@ -59,7 +59,6 @@ TEMPLATES: dict[str, str] = {
     "batch": "{tag}:b:{id}",
     "batch_ids": "{tag}:b:{id}:ids",
     "delivery": "{tag}:wh:{id}",
-    "delivery_log": "{tag}:wh:{id}:log",
     "task_deliveries": "{tag}:t:{id}:wh",
     "turn": "{tag}:turn",
     "capped": "{tag}:capped",
@@ -94,6 +93,20 @@ TASK_FIELDS = (
     "org type status prio created payload idem webhook cost charged attempts token score started "
     "finished result error batch delivered wh_state wh_last wh_attempts"
 ).split()
+
+
+#: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated.
+DELIVERY_FIELDS = "task org url event body attempts state created next finished log".split()
+#: A task's first delivery (the one its completion queues) is stored in the task hash, its fields
+#: prefixed with EMBEDDED_PREFIX, under the delivery id FIRST_DELIVERY + task id: completing a task
+#: and recording its delivery then touch one key, which expires with the task.
+FIRST_DELIVERY = "t_"
+EMBEDDED_PREFIX = "d_"
+
+
+def first_delivery(task_id: str) -> str:
+    """The delivery id of a task's first webhook delivery."""
+    return FIRST_DELIVERY + task_id
 
 
 def shard_of(org_id: str, shards: int) -> int:
@@ -141,8 +154,11 @@ class Shard:
     def delivery(self, delivery_id: str) -> str:
         return self._k("delivery", id=delivery_id)
 
-    def delivery_log(self, delivery_id: str) -> str:
-        return self._k("delivery_log", id=delivery_id)
+    def delivery_record(self, delivery_id: str) -> tuple[str, str]:
+        """Where a delivery's record lives: (hash key, prefix of its field names)."""
+        if delivery_id.startswith(FIRST_DELIVERY):
+            return self.task(delivery_id.removeprefix(FIRST_DELIVERY)), EMBEDDED_PREFIX
+        return self.delivery(delivery_id), ""
 
     def task_deliveries(self, task_id: str) -> str:
         return self._k("task_deliveries", id=task_id)
@@ -178,4 +194,15 @@ def lua_preamble() -> str:
                 pieces.append(field)
         body = " .. ".join(pieces)
         lines.append(f"local function k_{name}({', '.join(params)}) return {body} end")
+    first, cut = f'"{FIRST_DELIVERY}"', len(FIRST_DELIVERY)
+    lines += [
+        "-- Where a delivery's record lives: its hash key and the prefix of its field names.",
+        "local function delivery_record(tag, id)",
+        f"  if string.sub(id, 1, {cut}) == {first} then",
+        f'    return k_task(tag, string.sub(id, {cut + 1})), "{EMBEDDED_PREFIX}"',
+        "  end",
+        '  return k_delivery(tag, id), ""',
+        "end",
+        f"local function first_delivery(task) return {first} .. task end",
+    ]
     return "\n".join(lines) + "\n"

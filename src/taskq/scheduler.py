@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -128,7 +127,7 @@ def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: i
     result_json = json.dumps(result, separators=(",", ":"))
     body = _body(task.record(TaskStatus.COMPLETED, now, result=result_json))
     shared = [task.shard.tag, retention, len(ALL_TYPES), *ALL_TYPES]
-    item = [task.id, task.token, now, _delivery_id(), body, result_json]
+    item = [task.id, task.token, now, body, result_json]
     return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))
 
 
@@ -138,7 +137,7 @@ def fail(
     """FAILED with {code, message}: nothing charged, reservation released, webhook queued."""
     error = json.dumps({"code": code.value, "message": message}, separators=(",", ":"))
     body = _body(task.record(TaskStatus.FAILED, now, error=error))
-    args = [task.shard.tag, task.id, task.token, now, retention, _delivery_id(), body, error]
+    args = [task.shard.tag, task.id, task.token, now, retention, body, error]
     return Op("fail", [task.shard.proc], [*args, "1" if only_expired else "0", *ALL_TYPES], _ok)
 
 
@@ -189,10 +188,6 @@ def after_error(
                     retention=retention)  # fmt: skip
     delay = backoff(task.attempts, base=base, cap=cap, hint=retry_after, rng=rng)
     return retry(task, due=now + int(delay * 1000), now=now, retention=retention)
-
-
-def _delivery_id() -> str:
-    return str(uuid.uuid4())
 
 
 def _body(record: TaskRecord) -> str:

@@ -2,8 +2,7 @@
 --
 -- KEYS[1]  leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] retention (s)   ARGV[3] n = number of task types, then the n types
--- then 6 arguments per task: task id, fencing token, now (ms), webhook delivery id, webhook body
---          (json), result (json)
+-- then 5 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json)
 --
 -- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
 -- is); the counters, leases, webhook queue and batch progress of all of them are written once.
@@ -18,7 +17,7 @@ for i = 4, 3 + ntypes do
 end
 defer_counts()
 local out = {}
-for at = 4 + ntypes, #ARGV, 6 do
+for at = 4 + ntypes, #ARGV, 5 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local t = held(tag, id, token, unpack(FINISH_FIELDS))
   if t then
@@ -26,8 +25,8 @@ for at = 4 + ntypes, #ARGV, 6 do
     hincr(k_org(tag, org), "credits", -cost)
     hincr(k_org(tag, org), "reserved", -cost)
     settle(tag, org, ttype, types)
-    finish(tag, id, now, retention, ARGV[at + 3], ARGV[at + 4], "COMPLETED", "", "", true, t,
-      {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[at + 5]}, cost)
+    finish(tag, id, now, retention, ARGV[at + 3], "COMPLETED", "", "", true, t,
+      {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[at + 4]}, cost)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

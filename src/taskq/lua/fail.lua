@@ -2,9 +2,8 @@
 --
 -- KEYS[1]  leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)
--- ARGV[5]  retention (s)   ARGV[6] webhook delivery id   ARGV[7] webhook body (json)
--- ARGV[8]  error (json {code, message})   ARGV[9] "1": only if the lease expired (the reaper)
--- ARGV[10..] task types
+-- ARGV[5]  retention (s)   ARGV[6] webhook body (json)   ARGV[7] error (json {code, message})
+-- ARGV[8]  "1": only if the lease expired (the reaper)   ARGV[9..] task types
 --
 -- Returns 1, or 0 when the token no longer holds the task (or the lease was renewed meanwhile).
 
@@ -15,17 +14,17 @@ local t = held(tag, id, token, unpack(FINISH_FIELDS))
 if not t then
   return 0
 end
-if ARGV[9] == "1" and tonumber(redis.call("ZSCORE", KEYS[1], id)) > tonumber(now) then
+if ARGV[8] == "1" and tonumber(redis.call("ZSCORE", KEYS[1], id)) > tonumber(now) then
   return 0
 end
 local types = {}
-for i = 10, #ARGV do
+for i = 9, #ARGV do
   types[#types + 1] = ARGV[i]
 end
 local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
 redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
 settle(tag, org, ttype, types)
-local err = cjson.decode(ARGV[8])
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], ARGV[7], "FAILED", err.code or "", err.message or "",
-  true, t, {"status", "FAILED", "finished", now, "charged", 0, "error", ARGV[8]}, 0)
+local err = cjson.decode(ARGV[7])
+finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], "FAILED", err.code or "", err.message or "",
+  true, t, {"status", "FAILED", "finished", now, "charged", 0, "error", ARGV[7]}, 0)
 return 1

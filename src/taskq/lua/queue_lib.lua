@@ -148,14 +148,14 @@ local function batch_progress(tag, batch, done, charged, now, retention)
 end
 
 -- Last step of COMPLETED/FAILED/CANCELED: write the task's terminal fields (`fields`, a flat list),
--- count it, queue the webhook (outbox) unless told not to, start the retention clock, move its batch
--- on. `t` holds FINISH_FIELDS from held() (index 3 on), or nil to read them here. code/message
--- describe a failure ("" otherwise); charged is what the task was charged.
+-- count it, queue the webhook event `body` (outbox) unless told not to, start the retention clock,
+-- move its batch on. The webhook's first delivery is written into the task hash with the terminal
+-- fields (see delivery_record). `t` holds FINISH_FIELDS from held() (index 3 on), or nil to read
+-- them here. code/message describe a failure ("" otherwise); charged is what the task was charged.
 local batches = {}  -- batch -> {done = {status -> n}, charged = n, now = ms} while counts are deferred
 local unleased, due = {}, {}  -- T:proc removals and T:wh:due additions while counts are deferred
 
-local function finish(tag, id, now, retention, delivery, body, status, code, message, notify, t, fields,
-    charged)
+local function finish(tag, id, now, retention, body, status, code, message, notify, t, fields, charged)
   local tkey = k_task(tag, id)
   if not t then
     t = redis.call("HMGET", tkey, "token", "status", unpack(FINISH_FIELDS))
@@ -167,8 +167,13 @@ local function finish(tag, id, now, retention, delivery, body, status, code, mes
     redis.call("ZREM", k_proc(tag), id)
   end
   if webhook and webhook ~= "" and notify then
-    redis.call("HSET", k_delivery(tag, delivery), "task", id, "org", org, "url", webhook,
-      "event", "msg_" .. id, "body", body, "attempts", 0, "state", "pending", "created", now)
+    local delivery = first_delivery(id)
+    local _, p = delivery_record(tag, delivery)
+    for _, kv in ipairs({{"task", id}, {"org", org}, {"url", webhook}, {"event", "msg_" .. id},
+        {"body", body}, {"attempts", 0}, {"state", "pending"}, {"created", now}}) do
+      fields[#fields + 1] = p .. kv[1]
+      fields[#fields + 1] = kv[2]
+    end
     if deferred then
       due[#due + 1] = now
       due[#due + 1] = delivery
@@ -265,7 +270,7 @@ local function cancel_task(tag, id, now, retention)
   local body = notify and canceled_body(tag, id, now) or ""
   local fields = {"status", "CANCELED", "finished", now, "charged", 0, "token", "",
     "error", cjson.encode({code = "TASK_CANCELED", message = "The task was canceled by request"})}
-  finish(tag, id, now, retention, "c_" .. id, body, "CANCELED", "TASK_CANCELED",
+  finish(tag, id, now, retention, body, "CANCELED", "TASK_CANCELED",
     "The task was canceled by request", notify, t, fields, 0)
 end
 

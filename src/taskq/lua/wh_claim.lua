@@ -15,11 +15,12 @@ local out = {""}
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, tonumber(ARGV[4]))
 local leased, secrets = {}, {}
 for _, id in ipairs(ids) do
-  local key = k_delivery(tag, id)
-  local d = redis.call("HMGET", key, "state", "url", "event", "body", "org", "task", "attempts")
+  local key, p = delivery_record(tag, id)
+  local d = redis.call("HMGET", key, p .. "state", p .. "url", p .. "event", p .. "body", p .. "org",
+    p .. "task", p .. "attempts")
   if d[1] == "pending" then
     local attempt = tonumber(d[7] or "0") + 1
-    redis.call("HSET", key, "state", "sending", "attempts", attempt)
+    redis.call("HSET", key, p .. "state", "sending", p .. "attempts", attempt)
     leased[#leased + 1] = deadline
     leased[#leased + 1] = id
     local org = d[5]

@@ -12,14 +12,15 @@ local tag, now = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   redis.call("ZREM", KEYS[2], id)
-  local key = k_delivery(tag, id)
-  local d = redis.call("HMGET", key, "state", "attempts")
+  local key, p = delivery_record(tag, id)
+  local d = redis.call("HMGET", key, p .. "state", p .. "attempts", p .. "log")
   if d[1] == "sending" then
-    redis.call("HSET", key, "state", "pending", "next", now)
+    local line = cjson.encode({at = now, attempt = tonumber(d[2]), status = cjson.null,
+      durationMs = cjson.null, outcome = "lost",
+      error = "the sender stopped before recording this attempt; sending again"})
+    redis.call("HSET", key, p .. "state", "pending", p .. "next", now,
+      p .. "log", d[3] and (d[3] .. "\n" .. line) or line)
     redis.call("ZADD", KEYS[1], now, id)
-    redis.call("RPUSH", k_delivery_log(tag, id), cjson.encode({
-      at = now, attempt = tonumber(d[2]), status = cjson.null, durationMs = cjson.null, outcome = "lost",
-      error = "the sender stopped before recording this attempt; sending again"}))
   end
 end
 return #ids

@@ -9,21 +9,40 @@
 --
 -- Only the current claim (state "sending", same attempt number: an expired lease was put back to
 -- "pending" by wh_reap) moves the delivery on; an older claim only adds its log line, unless it
--- delivered: a success counts whoever made it. A final delivery (delivered / failed) expires after
--- the retention, and its task (if it has not expired) gets wh_state, and `delivered` (ms) on success.
--- wh_state follows the task's latest delivery (wh_last) only, so an old failure cannot hide a newer
--- redelivery. Each recorded attempt counts in the task's wh_attempts.
--- Counters and lease removals of all the attempts are written once. Returns, per attempt, the
--- delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
+-- delivered: a success counts whoever made it. Each recorded attempt counts in the task's
+-- wh_attempts. A final delivery (delivered / failed) gives its task (if it has not expired) wh_state,
+-- and `delivered` (ms) on success; wh_state follows the task's latest delivery (wh_last) only, so an
+-- old failure cannot hide a newer redelivery.
+--
+-- A task's first delivery lives in its task hash (see delivery_record), so recording it is one read
+-- and one write of that hash; the task expires after the retention, and a retry or deferral that
+-- would outlast it extends it. Any other delivery has its own record, which expires after the
+-- retention once final. Counters and lease removals of all the attempts are written once. Returns,
+-- per attempt, the delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
 
 --#include metrics_lib
 
 local tag, retention = ARGV[1], tonumber(ARGV[2])
 local unleased = {}  -- T:wh:proc removals, written once
 
+-- A task's first delivery waits in its task hash: keep the task (and its list of deliveries) until
+-- the retention after the next attempt.
+local function outlast(key, p, task, now, next_ms)
+  if p == "" then
+    return
+  end
+  local need = tonumber(next_ms) - tonumber(now) + retention * 1000
+  if redis.call("PTTL", key) < need then
+    redis.call("PEXPIRE", key, need)
+    redis.call("PEXPIRE", k_task_deliveries(tag, task), need)
+  end
+end
+
 local function record(id, attempt, now, decision, next_ms, line)
-  local key = k_delivery(tag, id)
-  local d = redis.call("HMGET", key, "state", "attempts", "task", "url")
+  local key, p = delivery_record(tag, id)
+  -- The task's fields come along when the delivery lives in the task hash (nil otherwise).
+  local d = redis.call("HMGET", key, p .. "state", p .. "attempts", p .. "task", p .. "url", p .. "log",
+    "status", "wh_last", "wh_attempts")
   local state, task = d[1], d[3]
   if not state then
     return "missing"
@@ -34,13 +53,15 @@ local function record(id, attempt, now, decision, next_ms, line)
     if not current then
       return "stale"
     end
-    redis.call("HSET", key, "state", "pending", "next", next_ms, "attempts", tonumber(attempt) - 1)
+    redis.call("HSET", key, p .. "state", "pending", p .. "next", next_ms, p .. "attempts",
+      tonumber(attempt) - 1)
     unleased[#unleased + 1] = id
     redis.call("ZADD", KEYS[1], next_ms, id)
+    outlast(key, p, task, now, next_ms)
     return "pending"
   end
 
-  redis.call("RPUSH", k_delivery_log(tag, id), line)
+  local write = {p .. "log", d[5] and (d[5] .. "\n" .. line) or line}
   local outcome = cjson.decode(line).outcome or decision
   count(tag, "wh:" .. outcome)
   if decision ~= "delivered" then  -- the dashboard's failing endpoints: attempts per host this hour
@@ -52,40 +73,57 @@ local function record(id, attempt, now, decision, next_ms, line)
     end
   end
   if state == "delivered" or state == "failed" or not (current or decision == "delivered") then
+    redis.call("HSET", key, unpack(write))
     return "stale"
   end
-  local tkey = k_task(tag, task or "")
-  local t = (task and task ~= "") and redis.call("HMGET", tkey, "status", "wh_last") or {}
-  if t[1] then  -- the task has not expired
-    redis.call("HINCRBY", tkey, "wh_attempts", 1)
+
+  -- The task's own view: in this hash, or in the task hash (if it has not expired) with one more read.
+  local tkey, t = key, {d[6], d[7], d[8]}
+  if p == "" then
+    tkey = k_task(tag, task or "")
+    t = (task and task ~= "") and redis.call("HMGET", tkey, "status", "wh_last", "wh_attempts") or {}
+  end
+  local mark = {}
+  if t[1] then
+    mark = {"wh_attempts", tonumber(t[3] or "0") + 1}
   end
   unleased[#unleased + 1] = id
+  local result
   if decision == "retry" then
-    redis.call("HSET", key, "state", "pending", "next", next_ms)
+    write[#write + 1] = p .. "state"; write[#write + 1] = "pending"
+    write[#write + 1] = p .. "next"; write[#write + 1] = next_ms
     redis.call("ZADD", KEYS[1], next_ms, id)
-    return "pending"
-  end
-
-  if not current then
-    redis.call("ZREM", KEYS[1], id)  -- a late success of a reaped claim: it may be waiting again
-  end
-  local final = decision == "delivered" and "delivered" or "failed"
-  redis.call("HSET", key, "state", final, "finished", now)
-  redis.call("EXPIRE", key, retention)
-  redis.call("EXPIRE", k_delivery_log(tag, id), retention)
-
-  if t[1] then
-    local last = t[2]
-    local mark = (last == id or not last) and {"wh_state", final} or {}
-    if final == "delivered" then
-      mark[#mark + 1] = "delivered"
-      mark[#mark + 1] = now
+    result = "pending"
+  else
+    if not current then
+      redis.call("ZREM", KEYS[1], id)  -- a late success of a reaped claim: it may be waiting again
     end
-    if #mark > 0 then
-      redis.call("HSET", tkey, unpack(mark))
+    result = decision == "delivered" and "delivered" or "failed"
+    write[#write + 1] = p .. "state"; write[#write + 1] = result
+    write[#write + 1] = p .. "finished"; write[#write + 1] = now
+    if t[1] then
+      if t[2] == id or not t[2] then
+        mark[#mark + 1] = "wh_state"; mark[#mark + 1] = result
+      end
+      if result == "delivered" then
+        mark[#mark + 1] = "delivered"; mark[#mark + 1] = now
+      end
     end
   end
-  return final
+  if tkey == key then
+    for _, v in ipairs(mark) do
+      write[#write + 1] = v
+    end
+  elseif #mark > 0 then
+    redis.call("HSET", tkey, unpack(mark))
+  end
+  redis.call("HSET", key, unpack(write))
+  if result == "pending" then
+    outlast(key, p, task, now, next_ms)
+  elseif p == "" then
+    redis.call("EXPIRE", key, retention)
+  end
+  return result
 end
 
 defer_counts()

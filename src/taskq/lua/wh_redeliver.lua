@@ -34,7 +34,8 @@ end
 
 local event, body = "msg_" .. id, ARGV[6]
 if last ~= "" then
-  local prev = redis.call("HMGET", k_delivery(tag, last), "event", "body")
+  local key, p = delivery_record(tag, last)
+  local prev = redis.call("HMGET", key, p .. "event", p .. "body")
   if prev[1] and prev[2] then
     event, body = prev[1], prev[2]
   end
