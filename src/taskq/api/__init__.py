@@ -27,6 +27,33 @@ class FastJSON(DefaultJSONProvider):
         return orjson.dumps(obj).decode()
 
 
+#: Redis refusing work for now (memory, failover, loading, a long script, permissions, lost scripts):
+#: answered 503, like an unreachable Redis. redis-py turns some of these into classes of their own
+#: (their message then lacks the prefix), the others keep it.
+REDIS_REFUSALS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.MovedError,
+)
+REFUSAL_PREFIXES = ("OOM", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING",
+                    "NOREPLICAS", "MISCONF", "NOPERM", "NOSCRIPT", "MOVED", "ASK")  # fmt: skip
+
+
+def redis_bug(exc: redis.RedisError) -> bool:
+    """An error answer from Redis that is not Redis refusing work: a failing taskq script or damaged
+    data, answered 500. Anything else (unreachable, timed out, refusing) is 503."""
+    return (
+        isinstance(exc, redis.ResponseError)
+        and not isinstance(exc, REDIS_REFUSALS)
+        and not str(exc).startswith(REFUSAL_PREFIXES)
+    )
+
+
 def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask:
     """Build the intake app; tests pass settings and a client (fakeredis or a real Redis)."""
     settings = settings or load_settings()
@@ -50,7 +77,10 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     errors.install(app)
 
     @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError) -> Response:
+    def _redis_error(exc: redis.RedisError) -> Response:
+        if redis_bug(exc):
+            app.logger.exception("redis answered with an error")
+            return error_response(Code.INTERNAL_SERVER_ERROR, "Internal server error", status=500)
         app.logger.error("redis unavailable: %s", exc)
         return error_response(Code.SERVICE_UNAVAILABLE, "Service temporarily unavailable", status=503)
 
