@@ -91,7 +91,7 @@ WORKERS = PREFIX + ":workers"
 #: Fields of the task hash.
 TASK_FIELDS = (
     "org type status prio created payload idem webhook cost charged attempts token score started "
-    "finished result error batch delivered wh_state wh_last wh_attempts"
+    "finished result error batch delivered wh_state wh_last wh_attempts wh_list"
 ).split()
 
 

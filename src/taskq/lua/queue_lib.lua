@@ -150,8 +150,10 @@ end
 -- Last step of COMPLETED/FAILED/CANCELED: write the task's terminal fields (`fields`, a flat list),
 -- count it, queue the webhook event `body` (outbox) unless told not to, start the retention clock,
 -- move its batch on. The webhook's first delivery is written into the task hash with the terminal
--- fields (see delivery_record). `t` holds FINISH_FIELDS from held() (index 3 on), or nil to read
--- them here. code/message describe a failure ("" otherwise); charged is what the task was charged.
+-- fields (see delivery_record); the task's retention then starts when that delivery is final
+-- (wh_record.lua), so nothing expires under a delivery still waiting. `t` holds FINISH_FIELDS from
+-- held() (index 3 on), or nil to read them here. code/message describe a failure ("" otherwise);
+-- charged is what the task was charged.
 local batches = {}  -- batch -> {done = {status -> n}, charged = n, now = ms} while counts are deferred
 local unleased, due = {}, {}  -- T:proc removals and T:wh:due additions while counts are deferred
 
@@ -166,7 +168,8 @@ local function finish(tag, id, now, retention, body, status, code, message, noti
   else
     redis.call("ZREM", k_proc(tag), id)
   end
-  if webhook and webhook ~= "" and notify then
+  local queued = webhook and webhook ~= "" and notify
+  if queued then
     local delivery = first_delivery(id)
     local _, p = delivery_record(tag, delivery)
     for _, kv in ipairs({{"task", id}, {"org", org}, {"url", webhook}, {"event", "msg_" .. id},
@@ -184,7 +187,9 @@ local function finish(tag, id, now, retention, body, status, code, message, noti
     fields[#fields + 1] = "wh_last"; fields[#fields + 1] = delivery
   end
   redis.call("HSET", tkey, unpack(fields))
-  redis.call("EXPIRE", tkey, retention)
+  if not queued then
+    redis.call("EXPIRE", tkey, retention)
+  end
   if idem and idem ~= "" then
     redis.call("EXPIRE", k_idem(tag, org, idem), retention)
   end

@@ -15,34 +15,21 @@
 -- old failure cannot hide a newer redelivery.
 --
 -- A task's first delivery lives in its task hash (see delivery_record), so recording it is one read
--- and one write of that hash; the task expires after the retention, and a retry or deferral that
--- would outlast it extends it. Any other delivery has its own record, which expires after the
--- retention once final. Counters and lease removals of all the attempts are written once. Returns,
--- per attempt, the delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
+-- and one write of that hash; the task has no expiry while it waits, and its retention starts when it
+-- is final. Any other delivery has its own record, which expires after the retention once final.
+-- Counters and lease removals of all the attempts are written once. Returns, per attempt, the
+-- delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
 
 --#include metrics_lib
 
 local tag, retention = ARGV[1], tonumber(ARGV[2])
 local unleased = {}  -- T:wh:proc removals, written once
 
--- A task's first delivery waits in its task hash: keep the task (and its list of deliveries) until
--- the retention after the next attempt.
-local function outlast(key, p, task, now, next_ms)
-  if p == "" then
-    return
-  end
-  local need = tonumber(next_ms) - tonumber(now) + retention * 1000
-  if redis.call("PTTL", key) < need then
-    redis.call("PEXPIRE", key, need)
-    redis.call("PEXPIRE", k_task_deliveries(tag, task), need)
-  end
-end
-
 local function record(id, attempt, now, decision, next_ms, line)
   local key, p = delivery_record(tag, id)
   -- The task's fields come along when the delivery lives in the task hash (nil otherwise).
   local d = redis.call("HMGET", key, p .. "state", p .. "attempts", p .. "task", p .. "url", p .. "log",
-    "status", "wh_last", "wh_attempts")
+    "status", "wh_last", "wh_attempts", "wh_list")
   local state, task = d[1], d[3]
   if not state then
     return "missing"
@@ -57,7 +44,6 @@ local function record(id, attempt, now, decision, next_ms, line)
       tonumber(attempt) - 1)
     unleased[#unleased + 1] = id
     redis.call("ZADD", KEYS[1], next_ms, id)
-    outlast(key, p, task, now, next_ms)
     return "pending"
   end
 
@@ -118,10 +104,11 @@ local function record(id, attempt, now, decision, next_ms, line)
     redis.call("HSET", tkey, unpack(mark))
   end
   redis.call("HSET", key, unpack(write))
-  if result == "pending" then
-    outlast(key, p, task, now, next_ms)
-  elseif p == "" then
-    redis.call("EXPIRE", key, retention)
+  if result ~= "pending" then
+    redis.call("EXPIRE", key, retention)  -- the record; for a first delivery, its task with it
+    if p ~= "" and d[9] then
+      redis.call("EXPIRE", k_task_deliveries(tag, task), retention)
+    end
   end
   return result
 end

@@ -7,7 +7,9 @@
 --
 -- The body and event id are copied from the task's latest delivery (wh_last) so the receiver gets
 -- the very same event; the new id is appended to the task's delivery list T:t:<id>:wh (seeded with
--- wh_last when the completing script did not start the list), which expires with the task.
+-- wh_last when the completing script did not start the list), which expires with the task (the task
+-- field wh_list says the list exists, for wh_record.lua to expire it with a task that had no expiry
+-- while its first delivery was waiting).
 -- Returns {"ok", event id}, {"missing"} (no such task for this org), {"not_terminal", status},
 -- {"no_webhook"} or {"too_many", limit}.
 
@@ -48,5 +50,5 @@ local ttl = redis.call("PTTL", tkey)
 if ttl > 0 then
   redis.call("PEXPIRE", list, ttl)
 end
-redis.call("HSET", tkey, "wh_state", "pending", "wh_last", delivery)
+redis.call("HSET", tkey, "wh_state", "pending", "wh_last", delivery, "wh_list", 1)
 return {"ok", event}
