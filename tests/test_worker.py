@@ -168,3 +168,43 @@ def test_stop_lets_short_calls_finish_and_releases_long_ones_unharmed(
     shard = wstore.org(org).shard
     assert wstore.client.zcard(shard.proc) == 0
     assert all(wstore.client.hget(shard.pinflight, t) in (None, "0") for t in ALL_TYPES)
+
+
+def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: Store) -> None:
+    """With a 5 s reaper interval, tasks whose 1.5 s lease nobody renews are back in line within a
+    moment of its end, not at the next interval."""
+    import time
+
+    import redis.asyncio
+
+    from taskq.scheduler import Scheduler, claim
+    from taskq.store import now_ms
+    from taskq.worker.clients import AsyncScheduler
+    from taskq.worker.leases import reap_forever
+
+    settings = make_settings(reaper_interval_seconds=5.0, lease_seconds=30.0)
+    org = new_org(wstore)
+    ids = admit_tasks(wstore, settings, org, [request() for _ in range(3)])
+    shard = wstore.org(org).shard
+    claimed = Scheduler(wstore.client).run(
+        claim(shard, {"CHATGPT": None}, now=now_ms(), lease_ms=1_500, k=3)
+    )  # a holder that dies at once: nobody renews
+    lease_end = max(int(wstore.client.zscore(shard.proc, t.id) or 0) for t in claimed)
+    assert sorted(t.id for t in claimed) == sorted(ids)
+
+    async def run() -> float:
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        reaper = asyncio.create_task(reap_forever(AsyncScheduler(client), [shard], settings))
+        try:
+            while wstore.client.zcard(shard.proc) > 0:
+                assert time.time() * 1000 < lease_end + 4_000, "not reaped before the next interval"
+                await asyncio.sleep(0.01)
+            return time.time() * 1000 - lease_end
+        finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+            await client.aclose()
+
+    late_ms = asyncio.run(run())
+    assert 0 <= late_ms < 500, late_ms
+    assert [wstore.client.hget(shard.task(i), "status") for i in ids] == ["QUEUED"] * 3

@@ -19,6 +19,8 @@ from taskq.worker.execute import context
 log = logging.getLogger("taskq.worker")
 
 SWEEP_INTERVAL_MS = 60_000
+#: A wake-up for a lease's end comes this long after it, so the reap finds it expired.
+EXPIRY_SLACK_MS = 20
 
 
 class Leases:
@@ -67,11 +69,15 @@ class Leases:
                 log.exception("lease renewal failed; retrying next interval")
 
 
-async def reap_once(ops: AsyncScheduler, shard: Shard, settings: Settings) -> int:
-    """Requeue this shard's expired leases if no other worker is reaping it now; return how many moved."""
+async def reap_once(
+    ops: AsyncScheduler, shard: Shard, settings: Settings, *, due: bool = False
+) -> int | None:
+    """Requeue this shard's expired leases if no other worker reaped it within the reaper interval, or
+    at once when due (a lease ran out just now: every worker that saw it coming reaps; the script
+    moves each task once); return how many moved, None when another worker's turn it was."""
     interval_ms = max(100, int(settings.reaper_interval_seconds * 1000))
-    if not await ops.client.set(shard.reaper, "1", nx=True, px=interval_ms):
-        return 0
+    if not await ops.client.set(shard.reaper, "1", nx=True, px=interval_ms) and not due:
+        return None
     moved = 0
     for _ in range(20):  # bounded: at most 20 x REAP_LIMIT per round
         now = now_ms()
@@ -110,13 +116,39 @@ async def sweep_once(ops: AsyncScheduler, shard: Shard, shards: int) -> int:
     return trimmed
 
 
+async def next_expiry(ops: AsyncScheduler, shard: Shard) -> int | None:
+    """When this shard's earliest lease runs out (ms), or None when nothing is leased."""
+    head = await ops.client.zrange(shard.proc, 0, 0, withscores=True)
+    return int(head[0][1]) if head else None
+
+
 async def reap_forever(ops: AsyncScheduler, shards: list[Shard], settings: Settings) -> None:
+    """Reap every reaper interval, and as soon as a lease runs out unrenewed before the next one: a
+    dead worker's tasks go back in line when their lease ends, not up to an interval later."""
+    due: set[int] = set()
+    reaped_at: dict[int, int] = {}  # shard -> when this worker last reaped it (ms)
     while True:
         for shard in shards:
             try:
-                await reap_once(ops, shard, settings)
+                started = now_ms()
+                if await reap_once(ops, shard, settings, due=shard.index in due) is not None:
+                    reaped_at[shard.index] = started
                 await sweep_once(ops, shard, settings.shards)
             except Exception:
                 reraise_cancellation()
                 log.exception("reaper failed on %s; retrying next interval", shard.tag)
-        await asyncio.sleep(settings.reaper_interval_seconds)
+        wait_ms, due = settings.reaper_interval_seconds * 1000, set()
+        for shard in shards:  # live holders renew a third of a lease ahead: no wake-up for them
+            try:
+                expiry = await next_expiry(ops, shard)
+            except Exception:
+                reraise_cancellation()
+                continue
+            # A lease that outlived a reap after its end is not woken for again (the reap left it,
+            # e.g. to be failed by its caller): the interval paces those.
+            if expiry is None or expiry <= reaped_at.get(shard.index, 0):
+                continue
+            if expiry - now_ms() < wait_ms:
+                wait_ms = max(0, expiry - now_ms()) + EXPIRY_SLACK_MS
+                due = {shard.index}
+        await asyncio.sleep(wait_ms / 1000)
