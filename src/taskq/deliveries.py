@@ -226,16 +226,15 @@ def _fields(values: list[Any]) -> dict[str, str]:
     return {name: _text(v) for name, v in zip(DELIVERY_FIELDS, values, strict=True) if v is not None}
 
 
-def _read(pipe: Any, shard: Shard, delivery_id: str) -> None:
+def _read(client: Any, shard: Shard, delivery_id: str) -> Any:
+    """HMGET of a delivery's record, wherever it lives (on a client, or queued on a pipeline)."""
     key, prefix = shard.delivery_record(delivery_id)
-    pipe.hmget(key, [prefix + name for name in DELIVERY_FIELDS])
+    return client.hmget(key, [prefix + name for name in DELIVERY_FIELDS])
 
 
 def stored(client: Any, shard: Shard, delivery_id: str) -> dict[str, str]:
-    """One delivery's record (keys.DELIVERY_FIELDS), wherever it lives; {} once it has expired."""
-    pipe = client.pipeline(transaction=False)
-    _read(pipe, shard, delivery_id)
-    return _fields(pipe.execute()[0])
+    """One delivery's record (keys.DELIVERY_FIELDS); {} once it has expired."""
+    return _fields(_read(client, shard, delivery_id))
 
 
 def attempt_log(fields: dict[str, str]) -> list[str]:
