@@ -6,7 +6,7 @@ process. RQ: N no-op jobs through enqueue_many and a SimpleWorker in burst mode.
 every command, including each redis.call inside a Lua script (EVALSHA itself counts once more).
 The commands this script issues to watch progress are subtracted.
 
-Run: python bench/redis_ops.py [--tasks 2000]
+Run: python bench/redis_ops.py [--tasks 2000] [--batch 500]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 def taskq_ops(
-    url: str, sim: str, hook: str, n: int, watch: bool = True
+    url: str, sim: str, hook: str, n: int, watch: bool = True, batch: int = 500
 ) -> tuple[Counter[str], int, Counter[str], float, Counter[str]]:
     """Commands for n tasks from admission to delivered webhook: (per-command counts, own commands,
     commands clients sent, Redis CPU seconds, commands run inside each script). With watch=False no
@@ -123,9 +123,9 @@ def taskq_ops(
     client.config_resetstat()
     monitor = Monitor(url).__enter__() if watch else None
     cpu = redis_cpu(client)
-    for start in range(0, n, 500):
+    for start in range(0, n, batch):
         body = [{"taskType": "CHATGPT", "payload": {"prompt": f"ops {i}", "country": "US"},
-                 "webhook": {"url": hook}} for i in range(start, min(n, start + 500))]  # fmt: skip
+                 "webhook": {"url": hook}} for i in range(start, min(n, start + batch))]  # fmt: skip
         r = http.post("/v1/async/task/batch", json=body, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200 and r.json["summary"]["failed"] == 0, r.json
     own = 0
@@ -154,7 +154,9 @@ def taskq_ops(
     return stats, own, sent, cpu, by_script
 
 
-def rq_ops(url: str, n: int, watch: bool = True) -> tuple[Counter[str], Counter[str], float]:
+def rq_ops(
+    url: str, n: int, watch: bool = True, batch: int = 500
+) -> tuple[Counter[str], Counter[str], float]:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
@@ -164,9 +166,9 @@ def rq_ops(url: str, n: int, watch: bool = True) -> tuple[Counter[str], Counter[
     monitor = Monitor(url).__enter__() if watch else None
     cpu = redis_cpu(client)
     queue = Queue("bench", connection=client, serializer=JSONSerializer)
-    for start in range(0, n, 500):
+    for start in range(0, n, batch):
         queue.enqueue_many(
-            [Queue.prepare_data("bench.worker.noop_job") for _ in range(start, min(n, start + 500))]
+            [Queue.prepare_data("bench.worker.noop_job") for _ in range(start, min(n, start + batch))]
         )
     proc = worker.spawn_out(["-c", worker.RQ_WORKER, url], {})
     proc.communicate(timeout=300)
@@ -182,18 +184,19 @@ def total(stats: Counter[str]) -> int:
     return sum(calls for name, calls in stats.items() if name not in IGNORED)
 
 
-def measure(n: int = 2000) -> dict[str, Any]:
-    """Commands per finished task (taskq) and per job (RQ), with the five most frequent of each."""
+def measure(n: int = 2000, batch: int = 500) -> dict[str, Any]:
+    """Commands per finished task (taskq) and per job (RQ), with the five most frequent of each; tasks
+    submitted in batches of `batch` (RQ: enqueue_many of as many jobs)."""
     receiver, hook = _receiver()
     try:
         with private_redis() as url, worker.simulator("0") as sim:
-            ours, own, ours_sent, _, by_script = taskq_ops(url, sim, hook, n)
-            theirs, theirs_sent, _ = rq_ops(url, n)
+            ours, own, ours_sent, _, by_script = taskq_ops(url, sim, hook, n, batch=batch)
+            theirs, theirs_sent, _ = rq_ops(url, n, batch=batch)
         # Redis CPU without MONITOR (which costs Redis CPU of its own), on a fresh server each.
         with private_redis() as url, worker.simulator("0") as sim:
-            _, _, _, ours_cpu, _ = taskq_ops(url, sim, hook, n, watch=False)
+            _, _, _, ours_cpu, _ = taskq_ops(url, sim, hook, n, watch=False, batch=batch)
         with private_redis() as url:
-            _, _, theirs_cpu = rq_ops(url, n, watch=False)
+            _, _, theirs_cpu = rq_ops(url, n, watch=False, batch=batch)
     finally:
         assert receiver.stdin is not None
         receiver.stdin.close()
@@ -218,9 +221,10 @@ def measure(n: int = 2000) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500, help="tasks per submission (1: one at a time)")
     args = parser.parse_args()
-    figures = measure(args.tasks)
-    print(f"machine: {machine()}")
+    figures = measure(args.tasks, args.batch)
+    print(f"machine: {machine()}; {args.tasks} tasks submitted {args.batch} per request")
     print(f"taskq: {figures['taskq']:.1f} Redis commands per finished task (target <= 15)")
     print(f"   most frequent per task: {json.dumps(figures['taskq_top'])}")
     print(f"   run inside each script, per task: {json.dumps(figures['taskq_by_script'])}")

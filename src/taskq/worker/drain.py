@@ -104,6 +104,7 @@ class Drain:
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
         self._round = 0  # claim rounds so far: each starts at the next shard
+        self._trip = 1  # claim calls per round trip: doubles while they come back full, else 1
         self.parent_pid: int | None = None  # the hosting RQ worker, while run() runs under one
         self._cluster = isinstance(ops.client, RedisCluster)
         self.host, self.pid, self.rq_worker = socket.gethostname(), os.getpid(), rq_worker
@@ -181,7 +182,7 @@ class Drain:
                 await _first(self.slot_freed.wait(), self.stop.wait())
                 continue
             try:
-                started = await self._claim(free)
+                more = await self._claim(free)
             except RedisError as exc:
                 # Redis restarting, failing over or unreachable: the drain keeps its calls and waits.
                 failures += 1
@@ -194,27 +195,30 @@ class Drain:
             if failures:
                 log.warning("claiming works again after %d failed attempts", failures)
                 failures = 0
-            if not started:
+            if not more:  # the queue gave less than asked: wait for a wake-up rather than ask again
                 await self._idle()
 
-    async def _claim(self, free: int) -> int:
-        """One claim call per shard until the slots are full; return tasks started.
+    async def _claim(self, free: int) -> bool:
+        """Claim calls per shard until the slots are full; return whether some shard gave all it was
+        asked (likely more queued: claim again at once).
 
         Each round starts one shard further on, so every shard gets the first pick in turn and none
         starves. Priority is strict within a shard (an org's tasks all live in one), not across shards:
         another shard's lower-priority tasks may start a round earlier.
         """
-        started = 0
+        started, more = 0, False
         first = self._round % len(self.shards)
         self._round += 1
         batch = self.settings.claim_batch
         for shard in self.shards[first:] + self.shards[:first]:
-            want = min(free - started, batch * CLAIMS_PER_TRIP)
+            want = min(free - started, batch * self._trip)
             if want <= 0:
                 break
             lease_ms = int(self.settings.lease_seconds * 1000)
-            # Many free slots (a wave of calls just ended): several small claims in one round trip, so
-            # refilling keeps pace with a busy loop while each claim script stays short on the server.
+            # Many free slots and a full queue (a wave of calls just ended): several small claims in
+            # one round trip, so refilling keeps pace with a busy loop while each claim script stays
+            # short on the server. A queue that gave less than asked gets one call a trip again: a
+            # claim that finds nothing still reads the ready indexes.
             ops = [claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=min(batch, want - i))
                    for i in range(0, want, batch)]  # fmt: skip
             tasks = [task for claimed in await self.ops.run_many(ops) for task in claimed]
@@ -222,13 +226,17 @@ class Drain:
                 self.leases.held[task.id] = (task, asyncio.create_task(self._run(task)))
             started += len(tasks)
             if len(tasks) == want:
+                more = True
+                self._trip = min(CLAIMS_PER_TRIP, self._trip * 2)
                 # Likely more queued: pass the wake-up on so another idle worker joins in (capped like
                 # admission's, so tokens nobody needed do not pile up and make idle drains spin).
                 pipe = self.ops.client.pipeline(transaction=False)
                 pipe.lpush(shard.wake, "more").ltrim(shard.wake, 0, 63)
                 await pipe.execute()
+            else:
+                self._trip = 1
         self.stats["claimed"] += started
-        return started
+        return more
 
     async def _idle(self) -> None:
         """Block on the wake lists (admission pushes one per batch) until work arrives or a timeout."""
