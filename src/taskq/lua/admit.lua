@@ -28,10 +28,12 @@ local tasks = cjson.decode(ARGV[4])
 local n = #tasks
 local BAND = 1099511627776
 
-if redis.call("EXISTS", KEYS[1]) == 0 then
+-- The org's balance, limits and queued counts (q1..q10: o[5..14]), read once and written once.
+local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit", "q1", "q2", "q3",
+  "q4", "q5", "q6", "q7", "q8", "q9", "q10")
+if not o[4] then
   return {"no_org"}
 end
-local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit")
 local credits, reserved = tonumber(o[1] or "0"), tonumber(o[2] or "0")
 local queued, limit = tonumber(o[3] or "0"), tonumber(o[4] or "0")
 local metrics = k_metrics(tag)
@@ -104,15 +106,25 @@ if broke > 0 then redis.call("HINCRBY", metrics, "rejected:INSUFFICIENT_CREDITS"
 if admitted > 0 then
   redis.call("HINCRBY", metrics, "admitted", admitted)
   local minute = k_stats(tag, math.floor(tonumber(now) / 60000))
-  redis.call("HINCRBY", minute, "admitted", admitted)
-  redis.call("EXPIRE", minute, 7200)
-  redis.call("HINCRBY", KEYS[1], "queued", admitted)
-  redis.call("HINCRBY", KEYS[1], "reserved", taken)
-  for prio, count in pairs(prio_counts) do
-    redis.call("HINCRBY", KEYS[1], "q" .. prio, count)
+  if redis.call("HINCRBY", minute, "admitted", admitted) == admitted then
+    redis.call("EXPIRE", minute, 7200)  -- kept two hours from its first count
   end
+  local counts = {"queued", string.format("%d", queued + admitted),
+    "reserved", string.format("%d", reserved + taken)}
+  for prio, count in pairs(prio_counts) do
+    counts[#counts + 1] = "q" .. prio
+    counts[#counts + 1] = string.format("%d", tonumber(o[4 + prio] or "0") + count)
+  end
+  redis.call("HSET", KEYS[1], unpack(counts))
+  local heads = {}  -- type -> the lane's head score when this batch started the lane (else unknown)
   for ttype, members in pairs(lanes) do
-    redis.call("SADD", k_org_types(tag, org), ttype)
+    if redis.call("SADD", k_org_types(tag, org), ttype) == 1 then  -- the lane was empty
+      local head = members[1]
+      for m = 3, #members, 2 do
+        head = math.min(head, members[m])
+      end
+      heads[ttype] = head
+    end
     for from = 1, #members, 1000 do  -- unpack stays well inside Lua's stack limit
       redis.call("ZADD", k_lane(tag, org, ttype), unpack(members, from, math.min(from + 999, #members)))
     end
@@ -124,16 +136,17 @@ if admitted > 0 then
       redis.call("HSET", KEYS[4], org, turn)
     end
     for ttype, _ in pairs(lanes) do
-      local head = redis.call("ZRANGE", k_lane(tag, org, ttype), 0, 0, "WITHSCORES")
-      local band = math.floor(tonumber(head[2]) / BAND)
+      local head = heads[ttype] or tonumber(redis.call("ZRANGE", k_lane(tag, org, ttype), 0, 0, "WITHSCORES")[2])
+      local band = math.floor(head / BAND)
       redis.call("ZADD", k_ready(tag, ttype), band * BAND + tonumber(turn), org)
     end
   end
   for from = 1, #listing, 1000 do
     redis.call("RPUSH", k_org_tasks(tag, org), unpack(listing, from, math.min(from + 999, #listing)))
   end
-  redis.call("LPUSH", KEYS[6], now)
-  redis.call("LTRIM", KEYS[6], 0, 63)
+  if redis.call("LPUSH", KEYS[6], now) > 64 then
+    redis.call("LTRIM", KEYS[6], 0, 63)
+  end
 end
 
 if batch_id ~= "" then

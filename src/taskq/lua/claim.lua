@@ -228,19 +228,21 @@ if #out > 0 then
   for from = 1, #leased, 1000 do
     redis.call("ZADD", KEYS[1], unpack(leased, from, math.min(from + 999, #leased)))
   end
+  defer_counts()
   for org, s in pairs(orgs) do
     if s.claimed > 0 then
       local okey = k_org(tag, org)
-      redis.call("HINCRBY", okey, "inflight", s.claimed)
-      redis.call("HINCRBY", okey, "queued", -s.claimed)
+      hincr(okey, "inflight", s.claimed)
+      hincr(okey, "queued", -s.claimed)
       for prio, n in pairs(s.prios) do
-        redis.call("HINCRBY", okey, "q" .. prio, -n)
+        hincr(okey, "q" .. prio, -n)
       end
     end
   end
   for ttype, n in pairs(per_type) do
-    redis.call("HINCRBY", KEYS[3], ttype, n)
+    hincr(KEYS[3], ttype, n)
     count(tag, "claimed:" .. ttype, n)
   end
+  flush_counts()
 end
 return out

@@ -36,17 +36,35 @@ local function hincr(key, field, n, ttl)
   return value
 end
 
+-- Three or more fields of one key are written with one read and one write, fewer with an HINCRBY each.
 local function flush_counts()
   local pending = deferred
   deferred = nil
   for key, fields in pairs(pending or {}) do
+    local names, deltas = {}, {}
     for field, n in pairs(fields) do
       if n ~= 0 then
-        local value = redis.call("HINCRBY", key, field, n)
-        if expiring[key] and value == n then
-          redis.call("EXPIRE", key, expiring[key])
-        end
+        names[#names + 1] = field
+        deltas[#deltas + 1] = n
       end
+    end
+    local created = false  -- some field did not exist before
+    if #names >= 3 then
+      local old = redis.call("HMGET", key, unpack(names))
+      local write = {}
+      for i, field in ipairs(names) do
+        created = created or not old[i]
+        write[#write + 1] = field
+        write[#write + 1] = string.format("%d", tonumber(old[i] or "0") + deltas[i])
+      end
+      redis.call("HSET", key, unpack(write))
+    else
+      for i, field in ipairs(names) do
+        created = redis.call("HINCRBY", key, field, deltas[i]) == deltas[i] or created
+      end
+    end
+    if expiring[key] and created then
+      redis.call("EXPIRE", key, expiring[key])
     end
   end
 end
