@@ -9,8 +9,10 @@ claims, no reaping, every queued task stuck while the process looked alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskq.settings import Settings
 from taskq.store import Store
-from taskq.worker.clients import reraise_cancellation, stop_tasks
+from taskq.worker.clients import pause, reraise_cancellation, stop_tasks
 from taskq.worker.drain import drain
 from tests.conftest import IN_CI, make_settings
 from tests.proof_support import RedisServer, wait_for
@@ -59,6 +61,32 @@ def test_a_loop_ends_when_cancelled_even_if_the_cancellation_surfaced_as_a_redis
         for task in stuck_unguarded:  # the loop the helper exists for: it ignored its cancel
             task.get_coro().close()
         return len(stuck_guarded), len(stuck_unguarded)
+
+    assert asyncio.run(main()) == (0, 1)
+
+
+def test_a_loop_ends_when_cancelled_even_if_a_call_swallowed_the_cancellation() -> None:
+    """redis.asyncio can drop a CancelledError outright (no exception at all) while the request stays
+    recorded on the task; loops that run until cancelled pause with ``pause``, which raises it."""
+
+    async def swallowing_call() -> None:  # what the Redis client sometimes does with a cancellation
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    async def loop(wait: Callable[[float], Awaitable[None]]) -> None:
+        while True:
+            await swallowing_call()
+            await wait(10)
+
+    async def main() -> tuple[int, int]:
+        paused = asyncio.create_task(loop(pause))
+        slept = asyncio.create_task(loop(asyncio.sleep))
+        await asyncio.sleep(0.05)
+        stuck_paused = await stop_tasks([paused], timeout=2)
+        stuck_slept = await stop_tasks([slept], timeout=0.3)
+        for task in stuck_slept:  # the loop the helper exists for: it went on after its cancel
+            task.get_coro().close()
+        return len(stuck_paused), len(stuck_slept)
 
     assert asyncio.run(main()) == (0, 1)
 

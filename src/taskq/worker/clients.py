@@ -42,6 +42,18 @@ def reraise_cancellation() -> None:
         raise asyncio.CancelledError
 
 
+async def pause(seconds: float) -> None:
+    """``asyncio.sleep`` for a loop that runs until it is cancelled.
+
+    redis.asyncio can swallow a CancelledError outright (seen with redis 8.1: about one cancellation
+    in twenty that lands during a command), leaving the request recorded on the task; the loop would
+    then go on forever and whoever awaits it (``asyncio.run`` at exit included) would hang. So the
+    request is checked before every pause.
+    """
+    reraise_cancellation()
+    await asyncio.sleep(seconds)
+
+
 async def stop_tasks(tasks: list[asyncio.Task[Any]], timeout: float) -> list[asyncio.Task[Any]]:
     """Cancel these tasks and wait up to `timeout` for them to end; return those that did not.
 

@@ -99,6 +99,7 @@ class _DeliveryLoop:
         next_reap = 0.0
         try:
             while not stop.is_set():
+                reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
                 self.wake.clear()
                 if time.monotonic() >= next_reap:
                     await self._reap()

@@ -36,6 +36,7 @@ from taskq.store import now_ms
 from taskq.worker.clients import (
     AsyncScheduler,
     http_client,
+    pause,
     redis_client,
     reraise_cancellation,
     steady_gc,
@@ -161,7 +162,7 @@ class Drain:
             except Exception:
                 reraise_cancellation()
                 log.warning("could not write the heartbeat of %s", self.name, extra={"worker": self.name})
-            await asyncio.sleep(interval)
+            await pause(interval)
 
     def _check_parent(self) -> None:
         """A drain whose RQ worker is gone (killed with its pool) stops claiming; what it holds runs
@@ -173,6 +174,7 @@ class Drain:
     async def _claim_loop(self, deadline: float) -> None:
         failures = 0  # claims in a row that Redis did not answer
         while not self.stop.is_set() and time.monotonic() < deadline:
+            reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
             self._check_parent()  # before every claim, not only at lease renewals
             if self.stop.is_set():
                 break
@@ -189,8 +191,8 @@ class Drain:
                 if failures == 1 or failures % 20 == 0:  # about every minute and a half while it lasts
                     log.warning("claiming failed %d time(s) in a row (%s); retrying with backoff while %d "
                                 "calls run", failures, exc, len(self.leases.held))  # fmt: skip
-                pause = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
-                await _first(asyncio.sleep(pause * self.rng.uniform(0.5, 1.0)), self.stop.wait())
+                delay = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
+                await _first(asyncio.sleep(delay * self.rng.uniform(0.5, 1.0)), self.stop.wait())
                 continue
             if failures:
                 log.warning("claiming works again after %d failed attempts", failures)
@@ -281,15 +283,15 @@ class Drain:
         nothing.
         """
         give_up = time.monotonic() + self.settings.lease_seconds
-        pause = 0.25
+        delay = 0.25
         while True:
             try:
                 return await self.ops.run_batched(op)
             except (RedisConnectionError, RedisTimeoutError):
-                if time.monotonic() + pause > give_up:
+                if time.monotonic() + delay > give_up:
                     raise
-            await asyncio.sleep(pause * self.rng.uniform(0.5, 1.0))
-            pause = min(pause * 2, REDIS_BACKOFF_MAX_SECONDS)
+            await pause(delay * self.rng.uniform(0.5, 1.0))
+            delay = min(delay * 2, REDIS_BACKOFF_MAX_SECONDS)
 
     def _log_outcome(self, task: Claimed, script: str, code: str | None, message: str | None) -> None:
         """Completions at DEBUG (a busy drain finishes thousands a second); retries INFO, failures WARNING."""

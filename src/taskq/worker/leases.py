@@ -13,7 +13,7 @@ from taskq.keys import Shard, shard_of
 from taskq.scheduler import REAP_LIMIT, TRIM_LIMIT, Claimed, lost, reap, renew, trim_listing
 from taskq.settings import Settings
 from taskq.store import now_ms
-from taskq.worker.clients import AsyncScheduler, reraise_cancellation
+from taskq.worker.clients import AsyncScheduler, pause, reraise_cancellation
 from taskq.worker.execute import context
 
 log = logging.getLogger("taskq.worker")
@@ -59,7 +59,7 @@ class Leases:
 
     async def renew_forever(self, on_tick: Callable[[], None] | None = None) -> None:
         while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
+            await pause(self.settings.lease_seconds / 3)
             if on_tick is not None:
                 on_tick()
             try:
@@ -151,4 +151,4 @@ async def reap_forever(ops: AsyncScheduler, shards: list[Shard], settings: Setti
             if expiry - now_ms() < wait_ms:
                 wait_ms = max(0, expiry - now_ms()) + EXPIRY_SLACK_MS
                 due = {shard.index}
-        await asyncio.sleep(wait_ms / 1000)
+        await pause(wait_ms / 1000)
