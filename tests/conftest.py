@@ -13,8 +13,12 @@ import redis
 from taskq.settings import Settings
 from taskq.store import Store
 
-REAL_REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.support.redis_server import PrivateRedis, session_server
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: TASKQ_TEST_REDIS_URL when given, else a private server this test process starts and stops.
+EXTERNAL_REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL") or None
+REAL_REDIS_URL = EXTERNAL_REDIS_URL or session_server().url
 
 ALL_KEYS = {
     "openai_api_key": "sk-test",
@@ -50,6 +54,19 @@ def real_redis() -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[redis.Redis]:
+    """A real Redis this test process started: the only kind that server-wide commands may touch."""
+    server = PrivateRedis().start() if EXTERNAL_REDIS_URL else None
+    client = redis.Redis.from_url(server.url if server else REAL_REDIS_URL, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.redis)])

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from taskq.store import Store
 from tests.conftest import auth
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -181,12 +182,15 @@ def test_health_and_readiness(http: Any) -> None:
     assert "admit" in ready.json["scripts"]
 
 
-def test_admission_survives_the_server_losing_its_scripts(
-    http: Any, make_org: Any, rclient: Any, store: Any
-) -> None:
+@pytest.mark.redis
+def test_admission_survives_the_server_losing_its_scripts(private_redis: Any, settings: Any) -> None:
     """A Redis restart or SCRIPT FLUSH empties the script cache: the next batch loads it and is admitted
     once (the script did not run on the NOSCRIPT answer), and the connection stays usable."""
-    org, key = make_org()
+    from taskq.api import create_app
+
+    rclient, store = private_redis, Store(private_redis, settings.shards)
+    http = create_app(settings, client=rclient).test_client()
+    org, key = store.create_org("test", credits=10_000, concurrency=100, queue_limit=100_000)
     first = http.post("/v1/async/task/batch", json=[task("a"), task("b")], headers=auth(key))
     assert first.status_code == 200 and first.json["summary"]["succeeded"] == 2
     rclient.script_flush()

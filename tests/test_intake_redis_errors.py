@@ -19,11 +19,12 @@ TASK = {"taskType": "CHATGPT", "payload": {"prompt": "What is taskq?", "country"
 
 
 @pytest.fixture
-def intake(real_redis: redis.Redis) -> Iterator[tuple[Any, Store, str, str]]:
+def intake(private_redis: redis.Redis) -> Iterator[tuple[Any, Store, str, str]]:
+    """On a private server: one test sets the server's maxmemory."""
     settings = make_settings()
-    store = Store(real_redis, settings.shards)
+    store = Store(private_redis, settings.shards)
     org, key = store.create_org("errors", credits=1_000, concurrency=10, queue_limit=100)
-    yield create_app(settings, client=real_redis).test_client(), store, org, key
+    yield create_app(settings, client=private_redis).test_client(), store, org, key
 
 
 def test_a_script_failing_on_damaged_data_is_a_500_and_admits_nothing(

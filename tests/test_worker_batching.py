@@ -34,9 +34,9 @@ def _setup(real_redis: redis.Redis, n: int) -> tuple[Store, Settings, str, list[
     return store, settings, org, tasks
 
 
-def _run(coro_fn: Any) -> Any:
+def _run(coro_fn: Any, url: str = REAL_REDIS_URL) -> Any:
     async def main() -> Any:
-        client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
             return await coro_fn(AsyncScheduler(client))
         finally:
@@ -63,15 +63,16 @@ def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: red
     assert (c["inflight"], c["queued"], c["credits"]) == (0, 1, 10_000 - 4 * tasks[0].cost)
 
 
-def test_batched_outcomes_survive_a_script_flush(real_redis: redis.Redis) -> None:
-    store, _, org, tasks = _setup(real_redis, 3)
-    real_redis.script_flush()  # e.g. Redis restarted: the pipelined EVALSHAs meet NOSCRIPT
+def test_batched_outcomes_survive_a_script_flush(private_redis: redis.Redis) -> None:
+    store, _, org, tasks = _setup(private_redis, 3)
+    private_redis.script_flush()  # e.g. Redis restarted: the pipelined EVALSHAs meet NOSCRIPT
 
     async def submit(ops_runner: AsyncScheduler) -> list[bool]:
         ops = [complete(t, {"text": "ok"}, now=2_000, retention=60) for t in tasks]
         return list(await asyncio.gather(*(ops_runner.run_batched(op) for op in ops)))
 
-    assert _run(submit) == [True, True, True]
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    assert _run(submit, f"redis://127.0.0.1:{port}/0") == [True, True, True]
     assert {status_of(store, org, t.id) for t in tasks} == {"COMPLETED"}
 
 

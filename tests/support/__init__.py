@@ -1,0 +1,1 @@
+"""Test support: servers and processes the tests start for themselves."""
