@@ -16,7 +16,6 @@ from rq.serializers import JSONSerializer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import free_port, machine, median_spread, percentile, private_redis, spawn, table, wait_for
-
 from taskq.store import Store
 
 BATCH = 500

@@ -25,9 +25,9 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import admission  # noqa: E402
 import redis_ops  # noqa: E402
 from bench import worker  # noqa: E402
-from support import machine, percentile, private_redis, table, wait_for  # noqa: E402
 
 import webhooks  # noqa: E402
+from support import machine, percentile, private_redis, table, wait_for  # noqa: E402
 from taskq.schemas.tasks import TaskRequest, TaskType  # noqa: E402
 
 ROUNDS = int(os.environ.get("TASKQ_BENCH_ROUNDS", "3"))

@@ -22,7 +22,6 @@ from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import machine, private_redis
-
 from taskq.keys import Shard, first_delivery
 from taskq.settings import Settings
 from taskq.store import Store, now_ms

@@ -12,7 +12,6 @@ import redis
 
 from taskq.settings import Settings
 from taskq.store import Store
-
 from tests.support.redis_server import PrivateRedis, session_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
