@@ -2,7 +2,8 @@
 
 Each row is the median of TASKQ_BENCH_ROUNDS runs (default 3; recovery after kill -9: 2) with the
 min-max spread. The figures come from the other scripts' measuring functions: admission.py,
-worker.py (its Bench), webhooks.py and redis_ops.py. About 6-8 minutes on 2 cores.
+worker.py (its Bench), webhooks.py and redis_ops.py. Then peers.py runs one taskq drain beside one
+BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 8-10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -233,6 +234,10 @@ def main() -> None:
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")
     print(f"RQ commands per job, most frequent: {ops[-1]['rq_top']}")
+    if os.environ.get("TASKQ_BENCH_PEERS", "1") != "0":  # TASKQ_BENCH_PEERS=0 skips BullMQ and arq
+        import peers
+
+        print("\n" + peers.report())
     print(f"bench took {time.monotonic() - started:.0f} s")
 
 
