@@ -42,9 +42,13 @@ DRAIN = """
 import asyncio, json, resource, sys, time
 from taskq.settings import load_settings
 from taskq.worker.drain import drain
+try:
+    from taskq.worker.eventloop import run_loop
+except ImportError:  # an older taskq tree (A/B runs with PYTHONPATH)
+    run_loop = asyncio.run
 settings = load_settings()
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-stats = asyncio.run(drain(settings, concurrency=int(sys.argv[1]), seconds=600))
+stats = run_loop(drain(settings, concurrency=int(sys.argv[1]), seconds=600))
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024  # ru_maxrss: the parent's

@@ -19,8 +19,9 @@ from taskq.deliveries import attempt_log, stored
 from taskq.logs import configure
 from taskq.scripts import Op
 from taskq.store import Store
-from taskq.worker.clients import AsyncScheduler, http_client
+from taskq.worker.clients import AsyncScheduler
 from taskq.worker.drain import Drain
+from taskq.worker.http import http_client
 from taskq.worker.upstreams import provider_configs
 from tests.conftest import REAL_REDIS_URL
 from tests.test_scheduler_support import admit_tasks, counters, request, status_of

@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 
 from taskq.errors import Code
 from taskq.schemas.payloads import Payload
@@ -167,9 +168,12 @@ def _disguised_connection_error(exc: httpx.TimeoutException) -> bool:
 def json_object(provider: str, response: httpx.Response) -> dict[str, Any]:
     """Decode a 2xx JSON object body, or raise PROVIDER_INVALID_RESPONSE."""
     try:
-        body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid(provider, f"not JSON ({_snippet(response.text)})") from exc
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and json takes (integers past 64 bits, NaN): rare, never hot
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid(provider, f"not JSON ({_snippet(response.text)})") from exc
     if not isinstance(body, dict):
         raise invalid(provider, f"expected a JSON object, got {type(body).__name__}")
     return body

@@ -1,4 +1,4 @@
-"""The worker's shared clients, one of each per process: Redis (asyncio), scheduler ops, provider HTTP."""
+"""The worker's shared clients, one of each per process: Redis (asyncio) and the scheduler ops runner."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
-import httpx
 import redis.asyncio as aioredis
-from httpx_aiohttp import AiohttpTransport
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
@@ -104,40 +102,6 @@ def redis_client(settings: Settings) -> Any:
         url, decode_responses=True, max_connections=settings.worker_redis_connections, timeout=None
     )
     return aioredis.Redis(connection_pool=pool)
-
-
-class _NoCookies(httpx.Cookies):
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class ProviderClient(httpx.AsyncClient):
-    """An httpx client that keeps no cookies.
-
-    Provider APIs authenticate by key and need none, and one jar shared by every tenant's calls is
-    not wanted anyway; httpx would otherwise parse each response for Set-Cookie through urllib's
-    cookie machinery, about a third of its own CPU per call.
-    """
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        if cookies:
-            raise ValueError("ProviderClient keeps no cookies")
-
-
-def http_client(connections: int, transport: str = "aiohttp") -> httpx.AsyncClient:
-    """httpx API for the adapters; aiohttp's pool underneath (httpx's own costs ~20x more CPU per call)."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    if transport == "httpx":
-        return ProviderClient(limits=limits)
-    return ProviderClient(transport=AiohttpTransport(limits=limits), limits=limits)
 
 
 @cache

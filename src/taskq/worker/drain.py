@@ -35,7 +35,6 @@ from taskq.settings import Settings, load_settings
 from taskq.store import now_ms
 from taskq.worker.clients import (
     AsyncScheduler,
-    http_client,
     pause,
     redis_client,
     reraise_cancellation,
@@ -43,7 +42,9 @@ from taskq.worker.clients import (
     stop_tasks,
 )
 from taskq.worker.delivery import run_deliveries
+from taskq.worker.eventloop import run_loop
 from taskq.worker.execute import context, execute
+from taskq.worker.http import http_client
 from taskq.worker.leases import Leases, reap_forever
 from taskq.worker.upstreams import provider_configs
 
@@ -401,7 +402,7 @@ def run(concurrency: int | None = None, seconds: float | None = None) -> dict[st
 
     settings = _hosted or load_settings()
     job = get_current_job()
-    return asyncio.run(
+    return run_loop(
         drain(
             settings,
             concurrency=concurrency or settings.worker_concurrency,
