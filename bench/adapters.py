@@ -26,8 +26,11 @@ from httpx_aiohttp import AiohttpTransport
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from taskq.providers import ADAPTERS, ProviderConfig  # noqa: E402
-from taskq.schemas.payloads import PAYLOAD_MODELS  # noqa: E402
+from taskq.providers import (  # noqa: E402
+    ADAPTERS,
+    PAYLOAD_MODELS,
+    ProviderConfig,
+)
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "CHATGPT": {"prompt": "best bakeries in Leeds", "country": "GB"},

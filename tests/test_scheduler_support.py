@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskq.admission import Accepted, admit
-from taskq.schemas.payloads import PAYLOAD_MODELS
+from taskq.providers import PAYLOAD_MODELS
 from taskq.schemas.tasks import TaskRequest, TaskType
 from taskq.settings import Settings
 from taskq.store import Store

@@ -13,7 +13,7 @@ from taskq.errors import Code, QueueLimitExceeded, TaskqError, ValidationFailed
 from taskq.metrics import count_rejections
 from taskq.pricing import credits_for
 from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, iso_ms
-from taskq.settings import PROVIDER_KEY_SETTING, Settings
+from taskq.settings import Settings, key_setting
 from taskq.store import Org, Store, now_ms
 
 ITEM_ERROR_MESSAGES = {
@@ -59,8 +59,7 @@ def provider_errors(task: TaskRequest, settings: Settings) -> list[FieldError]:
     """A task type whose provider has no key configured is refused, naming the setting that enables it."""
     if settings.provider_key(task.task_type) is not None:
         return []
-    setting = PROVIDER_KEY_SETTING[task.task_type]
-    env = f"TASKQ_{(setting or '').upper()}"
+    env = key_setting(task.task_type)
     return [FieldError("taskType", f"{task.task_type.value} is not configured on this server; set {env}")]
 
 

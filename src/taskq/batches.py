@@ -8,7 +8,7 @@ from typing import Any
 
 from taskq.errors import NotFound, ValidationFailed
 from taskq.keys import TASK_FIELDS
-from taskq.schemas.payloads import PAYLOAD_MODELS
+from taskq.providers import PAYLOAD_MODELS
 from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskRequest, TaskType, event_view, iso_ms, summary_view
 from taskq.store import Org, Store, task_fields
 

@@ -2,36 +2,66 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from taskq.schemas.tasks import TaskType
+from taskq.providers import SPECS, UPSTREAMS
 
-#: Credits per task type, the base async price (cloro-api.md §9).
-DEFAULT_PRICES: dict[str, int] = {
-    "CHATGPT": 5,
-    "PERPLEXITY": 4,
-    "COPILOT": 5,
-    "GEMINI": 4,
-    "AIMODE": 4,
-    "GROK": 4,
-    "GOOGLE": 3,
-    "GOOGLE_NEWS": 3,
-}
+#: Credits per task type, the base async price (cloro-api.md §9), from the provider specs.
+DEFAULT_PRICES: dict[str, int] = {task_type: spec.price for task_type, spec in SPECS.items()}
 
-#: Which setting holds the key that enables each task type (None: needs no key).
-PROVIDER_KEY_SETTING: dict[TaskType, str | None] = {
-    TaskType.CHATGPT: "openai_api_key",
-    TaskType.GEMINI: "gemini_api_key",
-    TaskType.PERPLEXITY: "perplexity_api_key",
-    TaskType.GROK: "xai_api_key",
-    TaskType.GOOGLE: "serpapi_api_key",
-    TaskType.AIMODE: "serpapi_api_key",
-    TaskType.COPILOT: "serpapi_api_key",
-    TaskType.GOOGLE_NEWS: None,
-}
+
+def env_name(setting: str) -> str:
+    """The environment variable of a settings field: openai_api_key -> TASKQ_OPENAI_API_KEY."""
+    return f"TASKQ_{setting.upper()}"
+
+
+class UpstreamSettings(BaseModel):
+    """The settings of one upstream API, from TASKQ_<NAME>_API_KEY(S), _BASE_URL and _MODEL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_keys: tuple[SecretStr, ...] = ()  # _API_KEY first, then _API_KEYS; taskq calls with the first
+    base_url: str
+    model: str = ""
+
+
+class _UpstreamEnv(PydanticBaseSettingsSource):
+    """Reads the settings every upstream of the registry declares (names in Upstream.settings)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the environment as a whole
+
+    def __call__(self) -> dict[str, Any]:
+        wanted = {env_name(name): name for upstream in UPSTREAMS.values() for name in upstream.settings}
+        return {wanted[k.upper()]: v for k, v in os.environ.items() if k.upper() in wanted}
+
+
+def _key_list(value: Any) -> list[Any]:
+    """A key list from a JSON list or a comma-separated string (TASKQ_OPENAI_API_KEYS=sk-1,sk-2)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [k.strip() for k in text.split(",")]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _upstream_settings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pop the flat per-upstream values (openai_api_key, ...) out of data into one dict per upstream."""
+    upstreams: dict[str, dict[str, Any]] = {}
+    for name, upstream in UPSTREAMS.items():
+        keys = [data.pop(f"{name}_api_key", None), *_key_list(data.pop(f"{name}_api_keys", None) or [])]
+        plain = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in keys]
+        upstreams[name] = {
+            "api_keys": list(dict.fromkeys(k for k in plain if k)),  # empty means unset
+            "base_url": data.pop(f"{name}_base_url", upstream.base_url),
+            "model": data.pop(f"{name}_model", upstream.model or ""),
+        }
+    return upstreams
 
 
 class Settings(BaseSettings):
@@ -81,24 +111,10 @@ class Settings(BaseSettings):
     worker_deliver_webhooks: bool = True  # each drain also runs the webhook delivery loop
     batch_ttl_seconds: int = 7 * 24 * 3600
 
-    # Providers
+    # Providers (TASKQ_<UPSTREAM>_API_KEY, _API_KEYS, _BASE_URL, _MODEL come from the provider registry)
     upstream_base_url: str | None = None
-    provider_timeout_seconds: float = 120.0
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str = "https://api.openai.com"
-    openai_model: str = "gpt-5-mini"
-    gemini_api_key: SecretStr | None = None
-    gemini_base_url: str = "https://generativelanguage.googleapis.com"
-    gemini_model: str = "gemini-2.5-flash"
-    perplexity_api_key: SecretStr | None = None
-    perplexity_base_url: str = "https://api.perplexity.ai"
-    perplexity_model: str = "sonar"
-    xai_api_key: SecretStr | None = None
-    xai_base_url: str = "https://api.x.ai"
-    xai_model: str = "grok-4-fast-non-reasoning"
-    serpapi_api_key: SecretStr | None = None
-    serpapi_base_url: str = "https://serpapi.com"
-    google_news_base_url: str = "https://news.google.com"
+    provider_timeout_seconds: float | None = Field(default=None, gt=0)  # overrides every provider's own
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
 
     # Webhooks
     webhook_timeout_seconds: float = 15.0
@@ -131,18 +147,55 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    def provider_key(self, task_type: TaskType) -> str | None:
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_upstreams(cls, data: Any) -> Any:
+        """Fold the flat provider settings (openai_api_key=..., or from the environment) into upstreams."""
+        if isinstance(data, dict):
+            data = dict(data)
+            data["upstreams"] = _upstream_settings(data) | dict(data.get("upstreams") or {})
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _UpstreamEnv(settings_cls), dotenv_settings, file_secret_settings
+
+    def upstream(self, task_type: str) -> UpstreamSettings:
+        """The settings of the upstream a task type calls."""
+        return self.upstreams[SPECS[task_type].upstream.name]
+
+    def provider_key(self, task_type: str) -> str | None:
         """Return the configured key for a task type, '' when it needs none, None when missing."""
-        field = PROVIDER_KEY_SETTING[task_type]
-        if field is None:
+        if not SPECS[task_type].upstream.keyed:
             return ""
-        secret: SecretStr | None = getattr(self, field)
-        if secret is None or not secret.get_secret_value():
-            return None
-        return secret.get_secret_value()
+        keys = self.upstream(task_type).api_keys
+        return keys[0].get_secret_value() if keys else None
+
+    def provider_timeout(self, task_type: str) -> float:
+        """Seconds an upstream call of this task type may take."""
+        if self.provider_timeout_seconds is not None:
+            return self.provider_timeout_seconds
+        return SPECS[task_type].timeout
+
+    def longest_provider_timeout(self) -> float:
+        """The longest any upstream call may take: how long in-flight work may need to finish."""
+        return max(self.provider_timeout(task_type) for task_type in SPECS)
 
     def price(self, task_type: str) -> int:
         return self.prices.get(task_type, DEFAULT_PRICES[task_type])
+
+
+def key_setting(task_type: str) -> str | None:
+    """The environment variable that enables a task type (None: it needs no key)."""
+    upstream = SPECS[task_type].upstream
+    return env_name(f"{upstream.name}_api_key") if upstream.keyed else None
 
 
 def load_settings(**overrides: Any) -> Settings:

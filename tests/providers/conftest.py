@@ -14,9 +14,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from taskq.providers import ADAPTERS, ProviderConfig, ProviderError
+from taskq.providers import ADAPTERS, PAYLOAD_MODELS, ProviderConfig, ProviderError
 from taskq.providers.simulator import create_app
-from taskq.schemas.payloads import PAYLOAD_MODELS
 
 BODIES = Path(__file__).parent / "bodies"
 

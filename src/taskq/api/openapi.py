@@ -9,7 +9,7 @@ from flask import Blueprint
 
 from taskq import __version__
 from taskq.api.errors import STATUS
-from taskq.schemas.payloads import PAYLOAD_MODELS
+from taskq.providers import PAYLOAD_MODELS
 
 bp = Blueprint("openapi", __name__)
 

@@ -21,7 +21,7 @@ from taskq.ops.processes import Child, free_port, interrupts_blocked, port_in_us
 from taskq.ops.stack import remove_stack, write_stack
 from taskq.ops.stackorg import StackOrg, ensure_stack_org
 from taskq.schemas.tasks import TaskType
-from taskq.settings import PROVIDER_KEY_SETTING, Settings
+from taskq.settings import Settings, key_setting
 from taskq.store import Store
 
 STOP_ORDER = ("worker", "intake", "simulator")  # workers release their tasks while Redis still runs
@@ -97,8 +97,11 @@ class Stack:
         env.setdefault("TASKQ_WEBHOOK_ALLOW_NETWORKS", LOCAL_NETWORKS)
         if sim_url is not None:
             env["TASKQ_UPSTREAM_BASE_URL"] = sim_url
-            for field in {f for f in PROVIDER_KEY_SETTING.values() if f}:
-                env[f"TASKQ_{field.upper()}"] = "simulated"
+            for task_type in TaskType:
+                env_var = key_setting(task_type)
+                if env_var:
+                    env[env_var] = "simulated"
+                    env.pop(f"{env_var}S", None)  # a pool of real keys would be sent to the simulator
         return env
 
     def wait_http(self, url: str, timeout: float = 30.0) -> None:

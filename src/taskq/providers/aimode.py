@@ -8,6 +8,7 @@ import httpx
 
 from taskq.providers import serpapi
 from taskq.providers.base import ProviderConfig, boundary, narrow
+from taskq.providers.spec import ProviderSpec
 from taskq.schemas.payloads import AIModePayload, Payload
 
 PROVIDER = "SerpApi"
@@ -30,3 +31,13 @@ async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfi
         if task.include.markdown:
             result["markdown"] = markdown
         return result
+
+
+SPEC = ProviderSpec(
+    task_type="AIMODE",
+    payload=AIModePayload,
+    run=run,
+    upstream=serpapi.UPSTREAM,
+    price=4,
+    timeout=120.0,
+)

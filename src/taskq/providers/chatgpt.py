@@ -9,6 +9,7 @@ import httpx
 from taskq.providers import responses_api
 from taskq.providers.base import ProviderConfig, boundary, narrow
 from taskq.providers.render import Sources
+from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import ChatGPTPayload, Payload
 
 PROVIDER = "OpenAI"
@@ -51,3 +52,13 @@ async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfi
         if task.include.rawResponse:
             result["rawResponse"] = [body]
         return result
+
+
+SPEC = ProviderSpec(
+    task_type="CHATGPT",
+    payload=ChatGPTPayload,
+    run=run,
+    upstream=Upstream("openai", "https://api.openai.com", model="gpt-5-mini"),
+    price=5,
+    timeout=120.0,
+)

@@ -11,6 +11,7 @@ import httpx
 
 from taskq.providers import serpapi
 from taskq.providers.base import ProviderConfig, boundary, narrow
+from taskq.providers.spec import ProviderSpec
 from taskq.schemas.payloads import CopilotPayload, Payload
 
 PROVIDER = "SerpApi"
@@ -32,3 +33,13 @@ async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfi
         if task.include.rawResponse:
             result["rawResponse"] = [body]
         return result
+
+
+SPEC = ProviderSpec(
+    task_type="COPILOT",
+    payload=CopilotPayload,
+    run=run,
+    upstream=serpapi.UPSTREAM,
+    price=5,
+    timeout=120.0,
+)

@@ -9,6 +9,7 @@ import httpx
 from taskq.errors import Code
 from taskq.providers.base import ProviderConfig, ProviderError, boundary, invalid, json_object, narrow, send
 from taskq.providers.render import Sources, char_offset, with_citations
+from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import GeminiPayload, Payload
 
 PROVIDER = "Gemini"
@@ -118,3 +119,13 @@ def _marks(
             if chunk in chunk_position:
                 marks.append((at, chunk_position[chunk]))
     return marks
+
+
+SPEC = ProviderSpec(
+    task_type="GEMINI",
+    payload=GeminiPayload,
+    run=run,
+    upstream=Upstream("gemini", "https://generativelanguage.googleapis.com", model="gemini-2.5-flash"),
+    price=4,
+    timeout=120.0,
+)

@@ -11,6 +11,7 @@ import httpx
 from taskq.errors import Code
 from taskq.providers import serpapi
 from taskq.providers.base import ProviderConfig, ProviderError, boundary, narrow
+from taskq.providers.spec import ProviderSpec
 from taskq.schemas.payloads import GooglePayload, Payload
 
 PROVIDER = "SerpApi"
@@ -105,3 +106,13 @@ def _aioverview(body: dict[str, Any], task: GooglePayload) -> dict[str, Any] | N
     if task.include.aioverview.markdown:
         result["markdown"] = markdown
     return result
+
+
+SPEC = ProviderSpec(
+    task_type="GOOGLE",
+    payload=GooglePayload,
+    run=run,
+    upstream=serpapi.UPSTREAM,
+    price=3,
+    timeout=120.0,
+)

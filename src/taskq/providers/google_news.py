@@ -11,6 +11,7 @@ import feedparser
 import httpx
 
 from taskq.providers.base import ProviderConfig, boundary, invalid, narrow, send
+from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import GoogleNewsPayload, Payload
 
 PROVIDER = "Google News"
@@ -77,3 +78,13 @@ def _item(entry: Any, index: int) -> dict[str, Any]:
         "date": date,
         "page": index // PAGE_SIZE + 1,
     }
+
+
+SPEC = ProviderSpec(
+    task_type="GOOGLE_NEWS",
+    payload=GoogleNewsPayload,
+    run=run,
+    upstream=Upstream("google_news", "https://news.google.com", keyed=False),
+    price=3,
+    timeout=120.0,
+)

@@ -9,6 +9,7 @@ import httpx
 from taskq.providers import responses_api
 from taskq.providers.base import ProviderConfig, boundary, narrow
 from taskq.providers.render import Sources
+from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import GrokPayload, Payload
 
 PROVIDER = "xAI"
@@ -53,3 +54,13 @@ async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfi
         if task.include.rawResponse:
             result["rawResponse"] = [body]
         return result
+
+
+SPEC = ProviderSpec(
+    task_type="GROK",
+    payload=GrokPayload,
+    run=run,
+    upstream=Upstream("xai", "https://api.x.ai", model="grok-4-fast-non-reasoning"),
+    price=4,
+    timeout=120.0,
+)

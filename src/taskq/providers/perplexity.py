@@ -9,6 +9,7 @@ import httpx
 
 from taskq.providers.base import ProviderConfig, bearer, boundary, invalid, json_object, narrow, send
 from taskq.providers.render import Sources, link, source_list
+from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import Payload, PerplexityPayload
 
 PROVIDER = "Perplexity"
@@ -84,3 +85,13 @@ def _markdown(text: str, cited: list[str], sources: Sources) -> str:
 
     linked = _MARKER.sub(swap, text)
     return f"{linked}\n\n{source_list(sources)}" if len(sources) else linked
+
+
+SPEC = ProviderSpec(
+    task_type="PERPLEXITY",
+    payload=PerplexityPayload,
+    run=run,
+    upstream=Upstream("perplexity", "https://api.perplexity.ai", model="sonar"),
+    price=4,
+    timeout=120.0,
+)

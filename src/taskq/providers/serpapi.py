@@ -9,8 +9,10 @@ import httpx
 from taskq.errors import Code
 from taskq.providers.base import ProviderConfig, ProviderError, json_object, send
 from taskq.providers.render import Sources, text_blocks
+from taskq.providers.spec import Upstream
 
 PROVIDER = "SerpApi"
+UPSTREAM = Upstream("serpapi", "https://serpapi.com")
 #: Google's own country codes differ from ISO 3166 in a few places.
 _GL_OVERRIDES = {"gb": "uk"}
 _NO_RESULTS = "hasn't returned any results"

@@ -54,7 +54,11 @@ class ChatGPTInclude(ChatInclude):
     shopping: bool = False
 
 
-class ChatPayload(_Strict):
+class Payload(_Strict):
+    """Base of every task payload model; each provider's spec names its own."""
+
+
+class ChatPayload(Payload):
     prompt: Text
     country: Country
     state: State | None = None
@@ -88,7 +92,7 @@ class PerplexityPayload(ChatPayload):
     include: ChatInclude = ChatInclude()
 
 
-class _GoogleFamily(_Strict):
+class _GoogleFamily(Payload):
     """country or gl (same value when both), hl, and location or uule."""
 
     country: Country | None = None
@@ -182,27 +186,3 @@ class GoogleNewsPayload(_GoogleFamily):
     def _rules(self) -> GoogleNewsPayload:
         self._check_region(required=True)
         return self
-
-
-Payload = (
-    ChatGPTPayload
-    | GeminiPayload
-    | GrokPayload
-    | CopilotPayload
-    | PerplexityPayload
-    | AIModePayload
-    | GooglePayload
-    | GoogleNewsPayload
-)
-
-#: The payload model of each task type.
-PAYLOAD_MODELS: dict[str, type[Payload]] = {
-    "CHATGPT": ChatGPTPayload,
-    "GEMINI": GeminiPayload,
-    "GROK": GrokPayload,
-    "COPILOT": CopilotPayload,
-    "PERPLEXITY": PerplexityPayload,
-    "AIMODE": AIModePayload,
-    "GOOGLE": GooglePayload,
-    "GOOGLE_NEWS": GoogleNewsPayload,
-}

@@ -10,18 +10,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from taskq.schemas.payloads import PAYLOAD_MODELS, Payload
+from taskq.providers import PAYLOAD_MODELS, SPECS
+from taskq.schemas.payloads import Payload
 
-
-class TaskType(StrEnum):
-    AIMODE = "AIMODE"
-    GOOGLE = "GOOGLE"
-    GOOGLE_NEWS = "GOOGLE_NEWS"
-    GEMINI = "GEMINI"
-    CHATGPT = "CHATGPT"
-    COPILOT = "COPILOT"
-    PERPLEXITY = "PERPLEXITY"
-    GROK = "GROK"
+#: The task types of the provider registry (taskq.providers.SPECS), in its order.
+# mypy cannot list members made at run time: TaskType.X does not type-check, TaskType(value) does.
+TaskType = StrEnum("TaskType", [(t, t) for t in SPECS], module=__name__)  # type: ignore[misc]
 
 
 class TaskStatus(StrEnum):

@@ -310,7 +310,7 @@ class Drain:
         while self.leases.held:
             limit = self.settings.shutdown_grace_seconds
             if not self.stop.is_set():
-                limit = max(limit, self.settings.provider_timeout_seconds)
+                limit = max(limit, self.settings.longest_provider_timeout())
             left = start + limit - time.monotonic()
             if left <= 0:
                 break

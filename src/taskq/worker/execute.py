@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 
 from taskq.errors import Code
-from taskq.providers import ADAPTERS, ProviderConfig, ProviderError
+from taskq.providers import SPECS, ProviderConfig, ProviderError
 from taskq.scheduler import Claimed, after_error, complete, fail
-from taskq.schemas.payloads import PAYLOAD_MODELS
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -49,8 +48,9 @@ async def execute(
         code = Code.PROVIDER_NOT_CONFIGURED
         return Outcome(fail(task, code, message, now=now_ms(), retention=retention), code.value, message)
     try:
-        payload = PAYLOAD_MODELS[task.task_type].model_validate_json(task.payload_json)
-        result: dict[str, Any] = await ADAPTERS[task.task_type](payload, http, config)
+        spec = SPECS[task.task_type]
+        payload = spec.payload.model_validate_json(task.payload_json)
+        result: dict[str, Any] = await spec.run(payload, http, config)
     except ProviderError as exc:
         op = after_error(
             task, exc.code, exc.message, retryable=exc.retryable, retry_after=exc.retry_after,

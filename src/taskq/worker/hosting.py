@@ -131,7 +131,7 @@ class DrainWorker(Worker):
 
 def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> type[DrainWorker]:
     """A DrainWorker subclass carrying this run's sizing (workers are forked, so nothing is pickled)."""
-    timeout = int(drain_seconds + settings.provider_timeout_seconds + settings.shutdown_grace_seconds + 120)
+    timeout = int(drain_seconds + settings.longest_provider_timeout() + settings.shutdown_grace_seconds + 120)
     attrs = {"concurrency": concurrency, "drain_seconds": drain_seconds, "job_timeout": timeout}
     return type("DrainWorker", (DrainWorker,), attrs)
 
