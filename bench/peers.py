@@ -88,9 +88,9 @@ const finish = async () => {
   const status = readFileSync('/proc/self/status', 'utf8');
   const rollup = readFileSync('/proc/self/smaps_rollup', 'utf8');
   const kb = (text, field) => Number(text.split(field + ':')[1].trim().split(/\s+/)[0]);
-  console.log(JSON.stringify({ cpu: (cpu.user + cpu.system) / 1e6, times, failed,
-    rss_mb: kb(status, 'VmHWM') / 1024, pss_mb: kb(rollup, 'Pss') / 1024 }));
-  process.exit(0);
+  const report = JSON.stringify({ cpu: (cpu.user + cpu.system) / 1e6, times, failed,
+    rss_mb: kb(status, 'VmHWM') / 1024, pss_mb: kb(rollup, 'Pss') / 1024 });
+  process.stdout.write(report + '\n', () => process.exit(0));  // a pipe is written asynchronously
 };
 const done = () => { if (times.length + failed === n) finish(); };
 worker.on('completed', () => { times.push(Date.now()); done(); });
