@@ -214,7 +214,8 @@ def test_latency_is_applied_and_concurrent_requests_overlap(make_simulator) -> N
 
     with make_simulator(latency=0.4) as sim:
         elapsed = asyncio.run(burst(sim.url))
-    assert 0.4 <= elapsed < 3.0
+    # One after another they would take 40 s; a loaded machine still overlaps them far more than 4x.
+    assert 0.4 <= elapsed < 100 * 0.4 / 4
 
 
 def test_latency_specs_parse_to_samplers() -> None:
