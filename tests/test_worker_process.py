@@ -23,7 +23,7 @@ from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
 from tests.test_worker_support import Upstream
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-DRAIN = "from taskq.worker.drain import run; run()"
+DRAIN = "from taskq.worker.hosting import run; run()"
 
 
 @pytest.fixture

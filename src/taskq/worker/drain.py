@@ -3,7 +3,7 @@
 A drain claims in small batches while it has free slots, sleeps on the wake list when the queue is
 empty, renews its leases and reaps expired ones in the background, and stops claiming when asked
 (signal) or after its time is up. It then lets in-flight calls finish within a grace period and
-releases the rest unharmed. ``run`` is the RQ job that hosts one drain.
+releases the rest unharmed. RQ hosts drains through ``taskq.worker.hosting.run``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ from taskq.keys import Shard
 from taskq.providers import ProviderConfig
 from taskq.scheduler import Claimed, claim, release
 from taskq.scripts import Op
-from taskq.settings import Settings, load_settings
+from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.worker.clients import (
     AsyncScheduler,
@@ -41,8 +42,8 @@ from taskq.worker.clients import (
     steady_gc,
     stop_tasks,
 )
+from taskq.worker.debug import DUMP_SIGNAL, dump_tasks
 from taskq.worker.delivery import run_deliveries
-from taskq.worker.eventloop import run_loop
 from taskq.worker.execute import context, execute
 from taskq.worker.http import http_client
 from taskq.worker.leases import Leases, reap_forever
@@ -64,24 +65,6 @@ HEARTBEAT_SECONDS = 5.0
 
 #: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-#: `kill -TTIN <pid>` logs what every asyncio task of the drain is waiting on (as Sidekiq's TTIN does).
-DUMP_SIGNAL = signal.SIGTTIN
-
-_hosted: Settings | None = None  # settings handed down by `taskq worker` through fork memory
-_stop_early = False  # a stop signal that arrived before the event loop was listening
-
-
-def host(settings: Settings) -> None:
-    """Make these settings the ones drains in this process (and its forks) use; secrets stay off Redis."""
-    global _hosted
-    _hosted = settings
-
-
-def note_stop(signum: int, frame: Any) -> None:
-    """Plain signal handler for the gap between fork and the event loop taking over."""
-    global _stop_early
-    _stop_early = True
 
 
 class Drain:
@@ -337,28 +320,6 @@ async def _first(*aws: Any) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def dump_tasks() -> None:
-    """Log every asyncio task of this loop with where it is suspended (the TTIN signal handler)."""
-    tasks = asyncio.all_tasks()
-    where: Counter[str] = Counter()
-    for task in tasks:
-        where[" > ".join(_awaiting(task.get_coro())) or repr(task)] += 1
-    report = "\n".join(f"{count:5d} x {stack}" for stack, count in where.most_common())
-    log.warning("drain %d: %d asyncio tasks, by where they wait:\n%s", os.getpid(), len(tasks), report)
-
-
-def _awaiting(coro: Any) -> list[str]:
-    """file:line function of each coroutine in the chain this one awaits, outermost first."""
-    chain = []
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            name = frame.f_code.co_filename.rsplit("/", 2)
-            chain.append(f"{'/'.join(name[-2:])}:{frame.f_lineno} {frame.f_code.co_name}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return chain
-
-
 async def drain(
     settings: Settings,
     *,
@@ -367,14 +328,17 @@ async def drain(
     parent_pid: int | None = None,
     stop: asyncio.Event | None = None,
     rq_worker: str | None = None,
+    stopped_early: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
-    """Run one drain with its own clients; SIGTERM, SIGINT and SIGUSR1 (or `stop`) start the wind-down."""
+    """Run one drain with its own clients; SIGTERM, SIGINT and SIGUSR1 (or `stop`) start the wind-down.
+
+    ``stopped_early`` says whether a stop signal arrived before this loop listened (RQ hosting)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(DUMP_SIGNAL, dump_tasks)
-    if _stop_early:
+    if stopped_early():
         stop.set()
     client = redis_client(settings)
     http = http_client(concurrency, settings.worker_http_transport)
@@ -394,20 +358,3 @@ async def drain(
             loop.remove_signal_handler(sig)
     log.info("drain finished: %s", stats)
     return stats
-
-
-def run(concurrency: int | None = None, seconds: float | None = None) -> dict[str, int]:
-    """RQ job: one drain in this work horse (settings from `taskq worker`, else the environment)."""
-    from rq import get_current_job
-
-    settings = _hosted or load_settings()
-    job = get_current_job()
-    return run_loop(
-        drain(
-            settings,
-            concurrency=concurrency or settings.worker_concurrency,
-            seconds=seconds if seconds is not None else settings.drain_seconds,
-            parent_pid=os.getppid() if _hosted is not None else None,
-            rq_worker=job.worker_name if job is not None else None,
-        )
-    )

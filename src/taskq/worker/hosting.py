@@ -27,13 +27,48 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from taskq.connection import is_cluster_url
-from taskq.settings import Settings
-from taskq.worker import drain
+from taskq.settings import Settings, load_settings
+from taskq.worker.debug import DUMP_SIGNAL
+from taskq.worker.drain import drain
+from taskq.worker.eventloop import run_loop
 
 log = logging.getLogger("taskq.worker")
 
 QUEUE_PREFIX = "taskq-drain-"
-JOB = "taskq.worker.drain.run"
+JOB = "taskq.worker.hosting.run"
+
+_hosted: Settings | None = None  # settings handed down by `taskq worker` through fork memory
+_stop_early = False  # a stop signal that arrived in the work horse before its event loop listened
+
+
+def host(settings: Settings) -> None:
+    """Make these settings the ones drains in this process (and its forks) use; secrets stay off Redis."""
+    global _hosted
+    _hosted = settings
+
+
+def note_stop(signum: int, frame: Any) -> None:
+    """Plain signal handler for the gap between fork and the event loop taking over."""
+    global _stop_early
+    _stop_early = True
+
+
+def run(concurrency: int | None = None, seconds: float | None = None) -> dict[str, int]:
+    """RQ job: one drain in this work horse (settings from `taskq worker`, else the environment)."""
+    from rq import get_current_job
+
+    settings = _hosted or load_settings()
+    job = get_current_job()
+    return run_loop(
+        drain(
+            settings,
+            concurrency=concurrency or settings.worker_concurrency,
+            seconds=seconds if seconds is not None else settings.drain_seconds,
+            parent_pid=os.getppid() if _hosted is not None else None,
+            rq_worker=job.worker_name if job is not None else None,
+            stopped_early=lambda: _stop_early,
+        )
+    )
 
 
 def queue_name(worker_name: str) -> str:
@@ -100,12 +135,12 @@ class DrainWorker(Worker):
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()  # type: ignore[no-untyped-call]
-        signal.signal(drain.DUMP_SIGNAL, lambda signum, frame: self._forward(drain.DUMP_SIGNAL))
+        signal.signal(DUMP_SIGNAL, lambda signum, frame: self._forward(DUMP_SIGNAL))
 
     def setup_work_horse_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent; it forwards SIGUSR1
-        signal.signal(signal.SIGTERM, drain.note_stop)  # e.g. systemd signalling the whole cgroup
-        signal.signal(signal.SIGUSR1, drain.note_stop)
+        signal.signal(signal.SIGTERM, note_stop)  # e.g. systemd signalling the whole cgroup
+        signal.signal(signal.SIGUSR1, note_stop)
 
     def teardown(self) -> None:
         super().teardown()  # type: ignore[no-untyped-call]
@@ -154,7 +189,7 @@ def rq_url(settings: Settings) -> str:
 
 def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds: float) -> int:
     """Run `processes` RQ-supervised drain workers until SIGTERM/SIGINT; respawn any that die."""
-    drain.host(settings)
+    host(settings)
     connection = Redis.from_url(rq_url(settings))  # RQ only; the drains use settings.redis_url
     pool = WorkerPool(
         [QUEUE_PREFIX + "pool"],  # placeholder: each worker swaps in its own queue
@@ -169,6 +204,6 @@ def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signum)
 
-    signal.signal(drain.DUMP_SIGNAL, dump)
+    signal.signal(DUMP_SIGNAL, dump)
     pool.start(burst=False, logging_level=settings.log_level)
     return 0
