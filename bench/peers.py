@@ -4,13 +4,15 @@ Run: python bench/peers.py [--rows zero,latency] [--repeat N]   (prints figures,
 
 Every worker does the same job: one POST of an OpenAI Responses body to the provider simulator, parse
 the answer, store the text as the job's result (taskq also validates, charges credits, fences and
-stores the normalized result, which its users get and the peers' do not). Each system gets a
-prefilled queue of N jobs, then one worker process drains it; figures are taken from the moment the
-worker is ready (imports excluded):
+stores the normalized result, which its users get and the peers' do not). BullMQ and arq get a
+prefilled queue of N jobs and one worker process drains it; taskq runs as an operator runs it,
+`taskq worker --processes 1` (its process, the RQ worker and the forked drain, all measured), and
+gets its N tasks as soon as the drain is up. Figures start when the worker is ready (imports excluded):
   jobs/s           completions per second between the 10th and 90th percentile finish times
   worker CPU/job   user + system CPU of the worker process over the run / N
   Redis CPU/job    Redis's own used_cpu_user + used_cpu_sys over the run / N
-  RSS, PSS         the worker process's peak resident set and its proportional set at the end
+  RSS, PSS         the worker's peak resident set (taskq: its largest process) and its proportional
+                   set (taskq: the sum over its three processes, at its peak during the run)
 Rows: "zero" (simulator latency 0, 200 in flight) and "latency" (1 s, 1,000 in flight; the ideal
 rate is 1,000/s).
 
@@ -37,7 +39,9 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.support import machine, private_redis, table
-from bench.worker import DRAIN, Bench, simulator, spawn_out
+from bench.worker import Bench, proc_cpu, simulator, spawn_out
+
+from taskq import keys
 
 PEERS_DIR = Path(os.environ.get("TASKQ_BENCH_PEERS_DIR", Path.home() / ".cache" / "taskq-bench-peers"))
 BULLMQ_VERSION = "6.7.6"
@@ -229,22 +233,48 @@ def run_peer(cmd: list[str], client: redis.Redis, n: int, timeout: float) -> dic
     return report
 
 
+def tree(root: int) -> list[int]:
+    """root and every process below it (Linux /proc children lists)."""
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def tree_cpu(root: int) -> float:
+    return sum(proc_cpu(pid) for pid in tree(root))
+
+
 def run_taskq(bench: Bench, sim: str, k: int, n: int, timeout: float) -> dict[str, Any]:
-    """One drain on a prefilled queue of n CHATGPT tasks."""
+    """`taskq worker --processes 1` (its process, its RQ worker, the forked drain) on n CHATGPT tasks.
+
+    The tree is measured whole: CPU and PSS of all three processes; the peers run one process each."""
     org = bench.new_org()
+    env = {**bench.drain_env(sim), "TASKQ_LOG_LEVEL": "WARNING"}
+    proc = spawn_out(["-m", "taskq", "worker", "--processes", "1", "--concurrency", str(k)], env)
+    deadline = time.monotonic() + 60
+    while not bench.client.hlen(keys.WORKERS):  # the drain's first heartbeat: the tree is up
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("taskq worker did not start")
+        time.sleep(0.05)
+    cpu0, rcpu0 = tree_cpu(proc.pid), redis_cpu(bench.client)
     ids = bench.admit(org, n)
-    cpu0 = redis_cpu(bench.client)
-    proc = spawn_out(["-c", DRAIN, str(k)], bench.drain_env(sim))
     deadline = time.monotonic() + timeout
     pss = 0.0
     while bench.remaining(org) and time.monotonic() < deadline:
         time.sleep(0.05)
-        pss = max(pss, pss_mb(proc.pid))
-    rcpu = redis_cpu(bench.client) - cpu0
-    pss = max(pss, pss_mb(proc.pid))
+        pss = max(pss, sum(pss_mb(pid) for pid in tree(proc.pid)))
+    cpu, rcpu = tree_cpu(proc.pid) - cpu0, redis_cpu(bench.client) - rcpu0
+    rss = max(rss_peak_mb(pid) for pid in tree(proc.pid))
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    report = json.loads(out.decode().strip().splitlines()[-1])
+    proc.communicate(timeout=60)
     shard = bench.store.org(org).shard
     pipe = bench.client.pipeline()
     for task_id in ids:
@@ -252,8 +282,15 @@ def run_taskq(bench: Bench, sim: str, k: int, n: int, timeout: float) -> dict[st
     rows = pipe.execute()
     times = [int(finished) for finished, status in rows if finished and status == "COMPLETED"]
     failed = sum(1 for _, status in rows if status == "FAILED")
-    return {"cpu": report["cpu"], "times": times, "failed": failed, "rss_mb": report["rss_mb"],
-            "pss_mb": pss, "redis_cpu": rcpu}  # fmt: skip
+    return {"cpu": cpu, "times": times, "failed": failed, "rss_mb": rss, "pss_mb": pss, "redis_cpu": rcpu}
+
+
+def rss_peak_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+    except OSError:
+        return 0.0
 
 
 def cells(name: str, run: dict[str, Any], n: int, anchor: dict[str, Any] | None) -> list[str]:
