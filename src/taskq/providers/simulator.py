@@ -24,7 +24,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -167,7 +167,8 @@ async def _responses(request: web.Request) -> web.Response:
     if flavor == "xai":
         system = [m for m in body.get("input") or [] if isinstance(m, dict) and m.get("role") == "system"]
         country = _located(str(system[0].get("content", ""))) if system else ""
-    ask = Ask(flavor, _prompt(body.get("input")), model=model, country=country)
+    echo: dict[str, Any] = {k: body[k] for k in ("tools", "tool_choice", "store") if k in body}
+    ask = Ask(flavor, _prompt(body.get("input")), model=model, country=country, echo=echo)
     return await _answer(request, ask, _bearer(request), json.dumps(body))
 
 
@@ -258,7 +259,7 @@ async def _answer(request: web.Request, ask: Ask, authorized: bool, scanned: str
         log.info("simulator: injected %s fault into a %s response", fault, ask.flavor)
         return _send(failure(ask, fault))
     if empty:
-        ask = Ask(ask.flavor, ask.text, ask.model, ask.country, ask.params, empty=True)
+        ask = replace(ask, empty=True)
     return _send(success(ask))
 
 

@@ -33,6 +33,7 @@ class Ask:
     country: str = ""
     params: dict[str, str] = field(default_factory=dict)
     empty: bool = False
+    echo: dict[str, Any] = field(default_factory=dict)  # request fields the answer repeats (OpenAI: tools)
 
 
 def json_reply(status: int, body: Any, **headers: str) -> Reply:
@@ -86,6 +87,7 @@ def _responses(ask: Ask) -> Reply:
         annotations.append(note)
     query = _short(ask.text)
     search: dict[str, Any] = {"type": "web_search_call", "id": f"ws_{_id(ask)}", "status": "completed"}
+    reasoning = {"type": "reasoning", "id": f"rs_{_id(ask)}", "summary": []}
     if xai:
         search |= {"name": "web_search", "arguments": json.dumps({"query": query})}
     else:
@@ -104,6 +106,7 @@ def _responses(ask: Ask) -> Reply:
                 "type": "output_text",
                 "text": "" if ask.empty else text,
                 "annotations": [] if ask.empty else annotations,
+                "logprobs": [],
             }
         ],
     }
@@ -113,12 +116,45 @@ def _responses(ask: Ask) -> Reply:
         "created_at": int(time.time()),
         "status": "completed",
         "model": ask.model,
-        "output": [search, message],
-        "usage": {"input_tokens": 12, "output_tokens": 48, "total_tokens": 60},
+        "output": [search, message] if xai else [reasoning, search, message],
     }
     if xai:
         body["citations"] = urls
+        body["usage"] = {"input_tokens": 12, "output_tokens": 48, "total_tokens": 60, "num_sources_used": 3}
+    else:
+        body |= _openai_fields(ask)
     return json_reply(200, body, **{"x-request-id": f"req_{_id(ask)}", "openai-processing-ms": "1"})
+
+
+def _openai_fields(ask: Ask) -> dict[str, Any]:
+    """The rest of an OpenAI Responses body: the request's settings repeated, usage with its details."""
+    return {
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "metadata": {},
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": "medium", "summary": None},
+        "service_tier": "default",
+        "store": bool(ask.echo.get("store", True)),
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": ask.echo.get("tool_choice", "auto"),
+        "tools": ask.echo.get("tools", []),
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": 12,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 48,
+            "output_tokens_details": {"reasoning_tokens": 16},
+            "total_tokens": 60,
+        },
+        "user": None,
+    }
 
 
 def _gemini(ask: Ask) -> Reply:
@@ -192,6 +228,7 @@ def _perplexity(ask: Ask) -> Reply:
                     "index": 0,
                     "finish_reason": "stop",
                     "message": {"role": "assistant", "content": "" if ask.empty else content},
+                    "delta": {"role": "assistant", "content": ""},
                 }
             ],
             "citations": urls,
@@ -204,7 +241,18 @@ def _perplexity(ask: Ask) -> Reply:
                 }
                 for i, u in enumerate(urls)
             ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 40, "total_tokens": 50},
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": 40,
+                "total_tokens": 50,
+                "search_context_size": "medium",
+                "cost": {
+                    "input_tokens_cost": 0.0,
+                    "output_tokens_cost": 0.0,
+                    "request_cost": 0.005,
+                    "total_cost": 0.005,
+                },
+            },
         },
     )
 
