@@ -11,6 +11,7 @@ import feedparser
 import httpx
 
 from taskq.providers.base import ProviderConfig, boundary, invalid, narrow, send
+from taskq.providers.news_editions import feed_params
 from taskq.providers.spec import ProviderSpec, Upstream
 from taskq.schemas.payloads import GoogleNewsPayload, Payload
 
@@ -20,14 +21,8 @@ _TAG = re.compile(r"<[^>]+>")
 
 
 def request_params(payload: GoogleNewsPayload) -> dict[str, str]:
-    """q, hl, gl and ceid kept consistent; Google answers oddly or empty when they disagree."""
-    country = payload.region()
-    hl = payload.hl or "en-US"
-    lang, _, variant = hl.replace("_", "-").partition("-")
-    # ceid keeps script/region variants Google uses as languages (pt-419, zh-Hant) but not country suffixes.
-    if variant and (variant.isdigit() or len(variant) == 4):
-        lang = f"{lang}-{variant}"
-    return {"q": payload.query, "hl": hl, "gl": country, "ceid": f"{country}:{lang}"}
+    """q plus the hl, gl and ceid of one Google News edition (see news_editions)."""
+    return {"q": payload.query, **feed_params(payload.region(), payload.hl)}
 
 
 async def run(payload: Payload, client: httpx.AsyncClient, config: ProviderConfig) -> dict[str, Any]:
