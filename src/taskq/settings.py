@@ -113,7 +113,9 @@ class Settings(BaseSettings):
 
     # Providers (TASKQ_<UPSTREAM>_API_KEY, _API_KEYS, _BASE_URL, _MODEL come from the provider registry)
     upstream_base_url: str | None = None
-    provider_timeout_seconds: float | None = Field(default=None, gt=0)  # overrides every provider's own
+    # Seconds per upstream call: each spec has its own; these override it for all, or per task type.
+    provider_timeout_seconds: float | None = Field(default=None, gt=0)
+    provider_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
 
     # Webhooks
@@ -145,6 +147,14 @@ class Settings(BaseSettings):
 
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("provider_timeouts")
+    @classmethod
+    def _known_task_types(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SPECS))
+        if unknown:
+            raise ValueError(f"unknown task type {', '.join(unknown)}; expected one of {', '.join(SPECS)}")
         return value
 
     @model_validator(mode="before")
@@ -180,6 +190,8 @@ class Settings(BaseSettings):
 
     def provider_timeout(self, task_type: str) -> float:
         """Seconds an upstream call of this task type may take."""
+        if task_type in self.provider_timeouts:
+            return self.provider_timeouts[task_type]
         if self.provider_timeout_seconds is not None:
             return self.provider_timeout_seconds
         return SPECS[task_type].timeout

@@ -39,5 +39,5 @@ SPEC = ProviderSpec(
     run=run,
     upstream=serpapi.UPSTREAM,
     price=4,
-    timeout=120.0,
+    timeout=60.0,  # AI Mode through SerpApi answers in seconds
 )

@@ -60,5 +60,5 @@ SPEC = ProviderSpec(
     run=run,
     upstream=Upstream("openai", "https://api.openai.com", model="gpt-5-mini"),
     price=5,
-    timeout=120.0,
+    timeout=180.0,  # a reasoning model searching the web can take minutes
 )

@@ -41,5 +41,5 @@ SPEC = ProviderSpec(
     run=run,
     upstream=serpapi.UPSTREAM,
     price=5,
-    timeout=120.0,
+    timeout=90.0,
 )

@@ -114,5 +114,5 @@ SPEC = ProviderSpec(
     run=run,
     upstream=serpapi.UPSTREAM,
     price=3,
-    timeout=120.0,
+    timeout=60.0,
 )

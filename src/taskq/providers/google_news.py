@@ -81,5 +81,5 @@ SPEC = ProviderSpec(
     run=run,
     upstream=Upstream("google_news", "https://news.google.com", keyed=False),
     price=3,
-    timeout=120.0,
+    timeout=30.0,  # an RSS feed: a slow answer is a stuck one
 )

@@ -51,5 +51,5 @@ class ProviderSpec:
     run: Adapter
     upstream: Upstream
     price: int  # credits, the base async price (cloro-api.md §9); TASKQ_PRICES overrides
-    timeout: float  # seconds per upstream call
+    timeout: float  # seconds per upstream call; TASKQ_PROVIDER_TIMEOUTS / _TIMEOUT_SECONDS override
     limits: Limits = field(default_factory=Limits)
