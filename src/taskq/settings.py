@@ -181,12 +181,16 @@ class Settings(BaseSettings):
         """The settings of the upstream a task type calls."""
         return self.upstreams[SPECS[task_type].upstream.name]
 
-    def provider_key(self, task_type: str) -> str | None:
-        """Return the configured key for a task type, '' when it needs none, None when missing."""
+    def provider_keys(self, task_type: str) -> tuple[str, ...]:
+        """Every key configured for a task type's upstream, in order; ('',) when it needs none."""
         if not SPECS[task_type].upstream.keyed:
-            return ""
-        keys = self.upstream(task_type).api_keys
-        return keys[0].get_secret_value() if keys else None
+            return ("",)
+        return tuple(key.get_secret_value() for key in self.upstream(task_type).api_keys)
+
+    def provider_key(self, task_type: str) -> str | None:
+        """The key calls use (the first configured), '' when it needs none, None when missing."""
+        keys = self.provider_keys(task_type)
+        return keys[0] if keys else None
 
     def provider_timeout(self, task_type: str) -> float:
         """Seconds an upstream call of this task type may take."""

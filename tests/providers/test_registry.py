@@ -108,6 +108,8 @@ def test_a_key_list_is_read_as_comma_separated_or_json_and_the_first_key_is_used
     settings = Settings()
     assert [k.get_secret_value() for k in settings.upstream("CHATGPT").api_keys] == ["sk-1", "sk-2", "sk-3"]
     assert settings.provider_key("CHATGPT") == "sk-1"
+    assert settings.provider_keys("CHATGPT") == ("sk-1", "sk-2", "sk-3")
+    assert settings.provider_keys("GOOGLE_NEWS") == ("",) and settings.provider_keys("GEMINI") == ()
     assert provider_configs(settings)["CHATGPT"].api_key == "sk-1"
 
 
