@@ -24,7 +24,7 @@ def env_name(setting: str) -> str:
 class UpstreamSettings(BaseModel):
     """The settings of one upstream API, from TASKQ_<NAME>_API_KEY(S), _BASE_URL and _MODEL."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     api_keys: tuple[SecretStr, ...] = ()  # _API_KEY first, then _API_KEYS; taskq calls with the first
     base_url: str
@@ -42,19 +42,27 @@ class _UpstreamEnv(PydanticBaseSettingsSource):
         return {wanted[k.upper()]: v for k, v in os.environ.items() if k.upper() in wanted}
 
 
-def _key_list(value: Any) -> list[Any]:
+def _key_list(setting: str, value: Any) -> list[Any]:
     """A key list from a JSON list or a comma-separated string (TASKQ_OPENAI_API_KEYS=sk-1,sk-2)."""
     if isinstance(value, str):
         text = value.strip()
-        return json.loads(text) if text.startswith("[") else [k.strip() for k in text.split(",")]
-    return list(value) if isinstance(value, list | tuple) else [value]
+        if not text.startswith("["):
+            return [k.strip() for k in text.split(",")]
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+    if not isinstance(value, list | tuple) or not all(isinstance(k, str | SecretStr) for k in value):
+        raise ValueError(f"{env_name(setting)} must be a JSON list of strings or comma-separated keys")
+    return list(value)
 
 
 def _upstream_settings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Pop the flat per-upstream values (openai_api_key, ...) out of data into one dict per upstream."""
     upstreams: dict[str, dict[str, Any]] = {}
     for name, upstream in UPSTREAMS.items():
-        keys = [data.pop(f"{name}_api_key", None), *_key_list(data.pop(f"{name}_api_keys", None) or [])]
+        pool = data.pop(f"{name}_api_keys", None)
+        keys = [data.pop(f"{name}_api_key", None), *(_key_list(f"{name}_api_keys", pool) if pool else [])]
         plain = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in keys]
         upstreams[name] = {
             "api_keys": list(dict.fromkeys(k for k in plain if k)),  # empty means unset
@@ -67,7 +75,10 @@ def _upstream_settings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 class Settings(BaseSettings):
     """Every knob taskq has. Environment: TASKQ_<FIELD> (REDIS_URL is accepted for redis_url)."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKQ_", extra="ignore", populate_by_name=True)
+    # Errors never echo their input: it holds the provider keys.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKQ_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # Redis
     redis_url: str | None = Field(

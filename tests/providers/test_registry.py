@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pydantic import ValidationError
 
 from taskq.api.openapi import document
 from taskq.providers import ADAPTERS, PAYLOAD_MODELS, SPECS, UPSTREAMS
@@ -136,3 +137,23 @@ def test_keys_never_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -
     settings = Settings(openai_api_key="sk-Zq83")
     assert settings.provider_key("GOOGLE") == "serp-Zq81" and settings.provider_key("CHATGPT") == "sk-Zq83"
     assert "Zq8" not in repr(settings) and "Zq8" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize("value", ["[sk-Zq84", '["sk-Zq84", 7]', '["sk-Zq84", null]'])
+def test_a_malformed_key_list_is_refused_naming_the_variable_and_echoing_no_key(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKQ_OPENAI_API_KEY", "sk-Zq85")
+    monkeypatch.setenv("TASKQ_OPENAI_API_KEYS", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "TASKQ_OPENAI_API_KEYS" in str(info.value)
+    assert "Zq8" not in str(info.value)
+
+
+def test_a_bad_setting_elsewhere_does_not_echo_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKQ_SERPAPI_API_KEY", "serp-Zq86")
+    with pytest.raises(ValidationError) as info:
+        Settings(max_attempts="many", openai_api_key="sk-Zq87")
+    assert "max_attempts" in str(info.value)
+    assert "Zq8" not in str(info.value)
