@@ -7,6 +7,9 @@ TaskqError                      (code)
 ├── InsufficientCredits         INSUFFICIENT_CREDITS
 ├── QueueLimitExceeded          QUEUE_LIMIT_EXCEEDED
 ├── RateLimited                 RATE_LIMIT_EXCEEDED
+├── ConcurrencyLimitExceeded    CONCURRENCY_LIMIT_EXCEEDED
+├── RequestCanceled             REQUEST_CANCELED
+├── ExternalServiceError        EXTERNAL_SERVICE_ERROR
 └── Unauthorized                MISSING_API_KEY / INVALID_API_KEY_FORMAT / INVALID_OR_EXPIRED_API_KEY
 """
 
@@ -37,6 +40,9 @@ class Code(StrEnum):
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     TASK_ALREADY_FINISHED = "TASK_ALREADY_FINISHED"
+    CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"  # a synchronous call over the org's limit
+    REQUEST_CANCELED = "REQUEST_CANCELED"  # the client of a synchronous call went away
+    EXTERNAL_SERVICE_ERROR = "EXTERNAL_SERVICE_ERROR"  # the goto resolver's upstream failed
 
     # Why a task FAILED (response.error.code)
     PROVIDER_REJECTED = "PROVIDER_REJECTED"
@@ -51,6 +57,7 @@ class Code(StrEnum):
     WORKER_LOST = "WORKER_LOST"
     TASK_CANCELED = "TASK_CANCELED"
     WORKER_ERROR = "WORKER_ERROR"  # a bug in the worker itself; the task fails instead of hanging
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # a synchronous call found no attempt to start in time
 
 
 class TaskqError(Exception):
@@ -100,6 +107,24 @@ class RateLimited(TaskqError):
     """Raised when an API key exceeds its request rate."""
 
     code = Code.RATE_LIMIT_EXCEEDED
+
+
+class ConcurrencyLimitExceeded(TaskqError):
+    """Raised when a synchronous call would take an organization past its concurrency limit."""
+
+    code = Code.CONCURRENCY_LIMIT_EXCEEDED
+
+
+class RequestCanceled(TaskqError):
+    """Raised when the client of a synchronous call disconnected before its answer."""
+
+    code = Code.REQUEST_CANCELED
+
+
+class ExternalServiceError(TaskqError):
+    """Raised when a service taskq calls on the client's behalf (the goto resolver) fails."""
+
+    code = Code.EXTERNAL_SERVICE_ERROR
 
 
 class Unauthorized(TaskqError):

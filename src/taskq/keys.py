@@ -37,6 +37,8 @@ T:wh:failing          HASH     webhook host -> failed attempts in the last hour 
 T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
 T:sweeper             STRING   SET NX PX lock: one listing trim per shard per minute
+T:reply:<id>          LIST     the outcome of a synchronous call (its status), pushed when the task
+                               finishes; the waiting intake BLPOPs it (expires soon after)
 ====================  =======  ============================================================
 """
 
@@ -77,6 +79,7 @@ TEMPLATES: dict[str, str] = {
     "wh_failing": "{tag}:wh:failing",
     "reaper": "{tag}:reaper",
     "sweeper": "{tag}:sweeper",
+    "reply": "{tag}:reply:{id}",
 }
 
 #: Global keys (single-key access only).
@@ -159,6 +162,9 @@ class Shard:
         if delivery_id.startswith(FIRST_DELIVERY):
             return self.task(delivery_id.removeprefix(FIRST_DELIVERY)), EMBEDDED_PREFIX
         return self.delivery(delivery_id), ""
+
+    def reply(self, task_id: str) -> str:
+        return self._k("reply", id=task_id)
 
     def task_deliveries(self, task_id: str) -> str:
         return self._k("task_deliveries", id=task_id)

@@ -26,6 +26,8 @@ from taskq.store import Org, Store
 CLEAR_CHUNK = 1000
 PROMOTE_LIMIT = 100  # due retries moved back to their lanes per claim call
 REAP_LIMIT = 500  # expired leases handled per reap call
+#: The lane of synchronous calls (taskq.calls): above every async priority (1..10).
+SYNC_PRIORITY = 11
 TRIM_LIMIT = 1000  # listing entries looked at per trim call
 ALL_TYPES = [t.value for t in TaskType]
 
@@ -165,6 +167,21 @@ def release(task: Claimed, *, now: int, retention: int) -> Op[bool]:
     return Op("release", [task.shard.proc], args, _ok)
 
 
+def sync_deadline(task: Claimed, timeout_seconds: float) -> int | None:
+    """When a synchronous call must have started its last attempt (ms); None for an async task."""
+    if task.priority != SYNC_PRIORITY:
+        return None
+    return task.created_ms + int(timeout_seconds * 1000)
+
+
+def timeout_message(seconds: float) -> str:
+    """The reference's message for a synchronous call out of time: "Maximum timeout (5 minutes) exceeded"."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"Maximum timeout ({minutes} minute{'s' if minutes != 1 else ''}) exceeded"
+    return f"Maximum timeout ({seconds:g} second{'s' if seconds != 1 else ''}) exceeded"
+
+
 def backoff(attempts: int, *, base: float, cap: float, hint: float | None, rng: random.Random) -> float:
     """Seconds before a retry: exponential with jitter, capped, never sooner than the provider asked."""
     ceiling = min(cap, base * 2 ** max(0, attempts - 1))
@@ -184,15 +201,22 @@ def after_error(
     cap: float,
     retention: int,
     rng: random.Random,
+    deadline: int | None = None,
+    deadline_message: str = "",
 ) -> Op[bool]:
-    """Retry a retryable error while attempts remain, else fail with the provider's code."""
+    """Retry a retryable error while attempts remain (and, for a synchronous call, before its
+    deadline in ms), else fail with the provider's code (DEADLINE_EXCEEDED past the deadline)."""
     if not retryable:
         return fail(task, code, message, now=now, retention=retention)
     if task.attempts >= max_attempts:
         return fail(task, code, f"{message} (gave up after {task.attempts} attempts)", now=now,
                     retention=retention)  # fmt: skip
     delay = backoff(task.attempts, base=base, cap=cap, hint=retry_after, rng=rng)
-    return retry(task, due=now + int(delay * 1000), now=now, retention=retention)
+    due = now + int(delay * 1000)
+    if deadline is not None and due >= deadline:
+        return fail(task, Code.DEADLINE_EXCEEDED, f"{deadline_message}; last attempt: {message}",
+                    now=now, retention=retention)  # fmt: skip
+    return retry(task, due=due, now=now, retention=retention)
 
 
 def _body(record: TaskRecord) -> str:

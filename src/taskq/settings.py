@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     default_queue_limit: int = 100_000
     prices: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     admin_token: SecretStr | None = None
+    sync_surcharge: int = 2  # credits a synchronous monitor call costs over the async price (§9)
+    sync_timeout_seconds: float = 300.0  # a synchronous call starts no attempt after this, then 500
 
     # Scheduler and worker
     lease_seconds: float = 30.0
@@ -128,6 +130,8 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float | None = Field(default=None, gt=0)
     provider_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    google_base_url: str = "https://www.google.com"  # where the goto resolver sends redirect links
+    goto_timeout_seconds: float = 10.0
 
     # Webhooks
     webhook_timeout_seconds: float = 15.0

@@ -191,17 +191,18 @@ class Store:
         return TaskRecord.from_hash(task_id, fields)
 
     def status(self, org: Org) -> dict[str, Any]:
-        """GET /v1/async/status for one organization."""
-        names = ["queued", "inflight", "concurrency"] + [f"q{p}" for p in PRIORITIES]
+        """GET /v1/async/status for one organization. Synchronous calls waiting for a worker (q11) are
+        not queued tasks, but they hold concurrency slots."""
+        names = ["queued", "inflight", "concurrency", "q11"] + [f"q{p}" for p in PRIORITIES]
         values = self.client.hmget(org.shard.org(org.id), names)
         counts = dict(zip(names, (int(v or 0) for v in values), strict=True))
         return {
-            "queuedTasks": counts["queued"],
+            "queuedTasks": counts["queued"] - counts["q11"],
             "processingTasks": counts["inflight"],
             "priorityBreakdown": [
                 {"priority": p, "count": counts[f"q{p}"]} for p in PRIORITIES if counts[f"q{p}"] > 0
             ],
-            "concurrency": {"used": counts["inflight"], "max": counts["concurrency"]},
+            "concurrency": {"used": counts["inflight"] + counts["q11"], "max": counts["concurrency"]},
         }
 
     def credits(self, org: Org) -> dict[str, Any]:

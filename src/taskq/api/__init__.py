@@ -1,4 +1,4 @@
-"""The intake: a Flask app serving the async-task API (create_app is the factory)."""
+"""The intake: a Flask app serving the async-task and monitor APIs (create_app is the factory)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.json = FastJSON(app)
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
-    from taskq.api import batches, health, openapi, ops, queue, tasks, webhooks
+    from taskq.api import batches, health, monitor, openapi, ops, queue, reference, tasks, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(monitor.bp)
+    app.register_blueprint(reference.bp)
     errors.install(app)
 
     @app.errorhandler(redis.RedisError)

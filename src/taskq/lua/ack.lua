@@ -6,6 +6,7 @@
 --
 -- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
 -- is); the counters, leases, webhook queue and batch progress of all of them are written once.
+-- A synchronous call whose client went away becomes CANCELED instead, and is not charged.
 -- Returns one entry per task: 1 when completed, 0 when fenced out (nothing changed for it).
 
 --#include queue_lib
@@ -20,7 +21,11 @@ local out = {}
 for at = 4 + ntypes, #ARGV, 5 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local t = held(tag, id, token, unpack(FINISH_FIELDS))
-  if t then
+  if t and abandoned(tag, id, t) then
+    settle(tag, t[3], t[6], types)
+    cancel_task(tag, id, now, retention)
+    out[#out + 1] = 1
+  elseif t then
     local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
     hincr(k_org(tag, org), "credits", -cost)
     hincr(k_org(tag, org), "reserved", -cost)

@@ -8,7 +8,7 @@
 -- KEYS[6]  wake list           T:wake
 -- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
 -- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
---          webhook url or "", input index]
+--          webhook url or "", input index, 1 for a synchronous call (a batch of one, priority 11)]
 -- ARGV[5]  batch id or ""      ARGV[6] items in the request (valid or not)
 -- ARGV[7]  batch webhook url or ""   ARGV[8] batch record TTL (seconds)
 -- ARGV[9..] the payload json of each task, in the same order (kept out of ARGV[4]: decoding
@@ -18,6 +18,10 @@
 -- Returns {"no_org"} when the organization does not exist, {"queue_full", limit} when the whole batch
 -- would pass the queue limit (nothing admitted), else {"ok", r1, ..., rn} where ri is "ok",
 -- "dup:<task id>" (idempotency key already used, also earlier in this batch) or "credits".
+-- A synchronous call takes one of the org's concurrency slots, shared with its PROCESSING tasks
+-- (inflight) and the other calls still waiting for a worker (q11): {"concurrency", limit, current}
+-- when none is free (nothing admitted), else {"ok", verdict, limit, current} with current counting
+-- this call when admitted. It skips the queue limit and the org's task listing.
 --
 -- Order within a lane: score = (10 - priority) * 2^40 + seq, so ZPOPMIN gives priority 10 first and
 -- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
@@ -30,14 +34,21 @@ local BAND = 1099511627776
 
 -- The org's balance, limits and queued counts (q1..q10: o[5..14]), read once and written once.
 local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit", "q1", "q2", "q3",
-  "q4", "q5", "q6", "q7", "q8", "q9", "q10")
+  "q4", "q5", "q6", "q7", "q8", "q9", "q10", "q11", "inflight", "concurrency")
 if not o[4] then
   return {"no_org"}
 end
 local credits, reserved = tonumber(o[1] or "0"), tonumber(o[2] or "0")
 local queued, limit = tonumber(o[3] or "0"), tonumber(o[4] or "0")
 local metrics = k_metrics(tag)
-if queued + n > limit then
+-- sync: a synchronous call is refused at once when the org has no free concurrency slot
+local sync = n == 1 and tasks[1][8] == 1
+local slots, busy = tonumber(o[17] or "0"), tonumber(o[16] or "0") + tonumber(o[15] or "0")
+if sync and busy >= slots then
+  redis.call("HINCRBY", metrics, "rejected:CONCURRENCY_LIMIT_EXCEEDED", 1)
+  return {"concurrency", slots, busy}
+end
+if not sync and queued + n > limit then
   redis.call("HINCRBY", metrics, "rejected:QUEUE_LIMIT_EXCEEDED", n)
   return {"queue_full", limit}
 end
@@ -91,7 +102,9 @@ for i = 1, n do
     lane[#lane + 1] = id
     prio_counts[prio] = (prio_counts[prio] or 0) + 1
     ids[t[7]] = id
-    listing[#listing + 1] = id
+    if not sync then
+      listing[#listing + 1] = id
+    end
     out[#out + 1] = "ok"
   end
 end
@@ -165,5 +178,9 @@ if batch_id ~= "" then
   end
   redis.call("EXPIRE", k_batch(tag, batch_id), batch_ttl)
   redis.call("EXPIRE", list, batch_ttl)
+end
+if sync then
+  out[#out + 1] = slots
+  out[#out + 1] = busy + admitted
 end
 return out

@@ -7,6 +7,8 @@
 --
 -- Each removed task is deleted with its idempotency key; its credit reservation is released and the
 -- queued counters drop; its batch counts it as canceled. Returns the number removed (0: none left).
+-- Synchronous calls waiting for a worker (priority 11: negative lane scores) are not async tasks and
+-- stay.
 
 --#include queue_lib
 
@@ -33,7 +35,7 @@ end
 for i = 6, #ARGV do
   if removed >= limit then break end
   local lane = k_lane(tag, org, ARGV[i])
-  local ids = redis.call("ZRANGE", lane, 0, limit - removed - 1)
+  local ids = redis.call("ZRANGEBYSCORE", lane, 0, "+inf", "LIMIT", 0, limit - removed)
   for _, id in ipairs(ids) do
     drop(id)
     redis.call("ZREM", lane, id)
@@ -47,7 +49,8 @@ end
 if removed < limit then
   for _, id in ipairs(redis.call("ZRANGE", KEYS[2], 0, -1)) do
     if removed >= limit then break end
-    if redis.call("HGET", k_task(tag, id), "org") == org then
+    local t = redis.call("HMGET", k_task(tag, id), "org", "prio")
+    if t[1] == org and t[2] ~= "11" then
       drop(id)
       redis.call("ZREM", KEYS[2], id)
     end

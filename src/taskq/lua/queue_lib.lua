@@ -90,7 +90,17 @@ local function holds(tag, id, token)
 end
 
 -- What finish() needs of a task, in held()'s order after token and status.
-local FINISH_FIELDS = {"org", "idem", "webhook", "type", "started", "batch", "cost"}
+local FINISH_FIELDS = {"org", "idem", "webhook", "type", "started", "batch", "cost", "prio"}
+
+-- sync: a synchronous call (taskq.calls) is a task of priority 11, above every async priority. When it
+-- finishes, its status is pushed to T:reply:<id>, where its intake waits (BLPOP); the record and the
+-- reply are kept SYNC_KEEP seconds, long enough for the intake to read them.
+local SYNC_PRIORITY, SYNC_KEEP = "11", 300
+
+-- A synchronous call whose client went away (cancel requested): `t` holds FINISH_FIELDS from held().
+local function abandoned(tag, id, t)
+  return t[10] == SYNC_PRIORITY and redis.call("HGET", k_task(tag, id), "cancel") == "1"
+end
 
 -- A leased task goes back to its lane at its original score (its place in line), QUEUED again.
 local function requeue(tag, id, types, attempts_delta)
@@ -192,6 +202,11 @@ local function finish(tag, id, now, retention, body, status, code, message, noti
   end
   if idem and idem ~= "" then
     redis.call("EXPIRE", k_idem(tag, org, idem), retention)
+  end
+  if t[10] == SYNC_PRIORITY then  -- sync: wake the waiting intake
+    redis.call("RPUSH", k_reply(tag, id), status)
+    redis.call("EXPIRE", k_reply(tag, id), SYNC_KEEP)
+    redis.call("EXPIRE", tkey, SYNC_KEEP)
   end
 
   if status == "COMPLETED" then

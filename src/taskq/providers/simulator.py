@@ -88,6 +88,8 @@ def create_app(
     app.router.add_post("/chat/completions", _perplexity)
     app.router.add_get("/search.json", _serpapi)
     app.router.add_get("/rss/search", _rss)
+    app.router.add_get("/goto", _goto)
+    app.router.add_get("/url", _goto)
     app.router.add_get("/healthz", _health)
     app.on_response_prepare.append(_stamp)
     return app
@@ -211,6 +213,19 @@ async def _rss(request: web.Request) -> web.Response:
     params = dict(request.query)
     ask = Ask("rss", params.get("q", ""), country=params.get("gl", ""), params=params)
     return await _answer(request, ask, True, params.get("q", ""))
+
+
+async def _goto(request: web.Request) -> web.Response:
+    """Google's redirect links (/goto?url=, /url?q=): a 302 to the destination, as Google answers. A
+    destination that is not a URL is made one; a link carrying [sim:404] gets a 404 page instead."""
+    token = request.query.get("url") or request.query.get("q") or ""
+    if not token or "[sim:404]" in token:
+        request.app[STATE].counts["goto-404"] += 1
+        return web.Response(status=404, text="Not Found [simulated]")
+    request.app[STATE].counts["goto"] += 1
+    destination = token if token.startswith(("http://", "https://")) else (
+        "https://example.com/simulated/" + re.sub(r"[^A-Za-z0-9_-]", "", token)[:200])  # fmt: skip
+    return web.Response(status=302, headers={"Location": destination})
 
 
 def _bad_json(flavor: str) -> web.Response:

@@ -1,4 +1,5 @@
-"""Country and US-state codes accepted in task payloads (ISO 3166-1 alpha-2, USPS state codes)."""
+"""Country and US-state codes accepted in task payloads (ISO 3166-1 alpha-2, USPS state codes), the
+countries each model covers, and the US state names."""
 
 COUNTRIES: frozenset[str] = frozenset(
     """
@@ -19,3 +20,25 @@ US_STATES: frozenset[str] = frozenset(
     OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC
     """.split()
 )
+
+US_STATE_NAMES: dict[str, str] = {
+    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California",
+    "CO": "Colorado", "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia",
+    "FL": "Florida", "GA": "Georgia", "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana",
+    "IA": "Iowa", "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MD": "Maryland",
+    "MA": "Massachusetts", "MI": "Michigan", "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri",
+    "MT": "Montana", "NE": "Nebraska", "NV": "Nevada", "NH": "New Hampshire", "NJ": "New Jersey",
+    "NM": "New Mexico", "NY": "New York", "NC": "North Carolina", "ND": "North Dakota", "OH": "Ohio",
+    "OK": "Oklahoma", "OR": "Oregon", "PA": "Pennsylvania", "RI": "Rhode Island", "SC": "South Carolina",
+    "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont",
+    "VA": "Virginia", "WA": "Washington", "WV": "West Virginia", "WI": "Wisconsin", "WY": "Wyoming",
+}  # fmt: skip
+
+#: The countries each model (GET /v1/countries?model=) covers. Every adapter hands the country to its
+#: upstream as a location hint (OpenAI and Perplexity user_location, Gemini and Grok instructions,
+#: SerpApi gl, Google News gl/ceid), so each takes every code; a provider that covers fewer lists them.
+COUNTRIES_BY_MODEL: dict[str, frozenset[str]] = {
+    model: COUNTRIES
+    for model in ("aimode", "aioverview", "chatgpt", "copilot", "gemini", "google", "googlenews", "grok",
+                  "perplexity")
+}  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import httpx
 
 from taskq.errors import Code
 from taskq.providers import SPECS, ProviderConfig, ProviderError
-from taskq.scheduler import Claimed, after_error, complete, fail
+from taskq.scheduler import Claimed, after_error, complete, fail, sync_deadline, timeout_message
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -40,25 +41,43 @@ async def execute(
     settings: Settings,
     rng: random.Random,
 ) -> Outcome:
-    """Call the provider; return complete, retry or fail. Cancellation (lease lost, shutdown) propagates."""
+    """Call the provider; return complete, retry or fail. Cancellation (lease lost, shutdown) propagates.
+
+    A synchronous call starts no attempt after its deadline, and an attempt still running then ends
+    there: its client has had its answer (500, the call canceled) by then.
+    """
     retention = settings.retention_seconds
     config = configs.get(task.task_type)
     if config is None:
         message = f"{task.task_type} is not configured on this worker"
         code = Code.PROVIDER_NOT_CONFIGURED
         return Outcome(fail(task, code, message, now=now_ms(), retention=retention), code.value, message)
+    deadline = sync_deadline(task, settings.sync_timeout_seconds)
+    late = timeout_message(settings.sync_timeout_seconds)
+    if deadline is not None and now_ms() >= deadline:
+        code = Code.DEADLINE_EXCEEDED
+        return Outcome(fail(task, code, late, now=now_ms(), retention=retention), code.value, late)
     try:
         spec = SPECS[task.task_type]
         payload = spec.payload.model_validate_json(task.payload_json)
-        result: dict[str, Any] = await spec.run(payload, http, config)
+        call = spec.run(payload, http, config)
+        if deadline is None:
+            result: dict[str, Any] = await call
+        else:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - now_ms()) / 1000):
+                result = await call
     except ProviderError as exc:
         op = after_error(
             task, exc.code, exc.message, retryable=exc.retryable, retry_after=exc.retry_after,
             now=now_ms(), max_attempts=settings.max_attempts, base=settings.retry_base_seconds,
-            cap=settings.retry_max_seconds, retention=retention, rng=rng,
+            cap=settings.retry_max_seconds, retention=retention, rng=rng, deadline=deadline,
+            deadline_message=late,
         )  # fmt: skip
         return Outcome(op, exc.code.value, exc.message)
     except Exception as exc:
+        if isinstance(exc, TimeoutError) and deadline is not None and now_ms() >= deadline - 100:
+            code = Code.DEADLINE_EXCEEDED
+            return Outcome(fail(task, code, late, now=now_ms(), retention=retention), code.value, late)
         # A bug on our side, not the provider's: fail the task rather than leave it PROCESSING.
         log.exception("task crashed the worker code", extra=context(task))
         message = f"internal worker error: {type(exc).__name__}"

@@ -1,0 +1,198 @@
+"""Synchronous calls through the queue: admit one call as a task above every async priority, wait for
+its outcome without polling, and cancel it when its client leaves or its time is up.
+
+A call is admitted by the same Lua script as a batch (admit.lua, flagged synchronous): it takes one
+of the organization's concurrency slots (shared with its PROCESSING tasks) or is refused at once,
+and reserves its credits like any task. Workers run it like any task; when it finishes, the
+terminal transition pushes its status to ``T:reply:<id>`` in the same atomic step, and the intake,
+blocked on that list (BLPOP), wakes up and reads the record.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from taskq.admission import new_task_ids, provider_errors
+from taskq.errors import Code, ConcurrencyLimitExceeded, InsufficientCredits, TaskqError
+from taskq.pricing import credits_for
+from taskq.scheduler import SYNC_PRIORITY, cancel
+from taskq.schemas.tasks import FieldError, TaskRequest
+from taskq.settings import Settings
+from taskq.store import Org, Store, now_ms
+
+#: What ``wait`` returns when the client went away.
+GONE = "GONE"
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """The organization's concurrency as the call saw it: limit and slots in use (this call included)."""
+
+    limit: int
+    current: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.current)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    task_id: str
+    cost: int
+    slots: Slots
+
+
+class Refused(TaskqError):
+    """A call refused after validation (no concurrency slot, no credits): it still reports the slots."""
+
+    def __init__(self, error: TaskqError, slots: Slots) -> None:
+        super().__init__(error.message, error.details, code=error.code)
+        self.slots = slots
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished call: its status, result or error (JSON text), credits charged and left."""
+
+    status: str
+    result_json: str | None
+    error_json: str | None
+    charged: int
+    credits_remaining: int
+
+
+def check(task: TaskRequest, settings: Settings) -> list[FieldError]:
+    """The checks that need settings: the task type's provider is configured here."""
+    return provider_errors(task, settings)
+
+
+def price(task: TaskRequest, settings: Settings) -> int:
+    """A synchronous call costs the async price plus the surcharge (cloro-api.md §9)."""
+    return credits_for(task, settings.price(task.task_type) + settings.sync_surcharge)
+
+
+def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admitted:
+    """Admit one call, or raise Refused (CONCURRENCY_LIMIT_EXCEEDED, INSUFFICIENT_CREDITS)."""
+    shard = org.shard
+    [task_id] = new_task_ids(1)
+    cost = price(task, settings)
+    packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1]]
+    payload = task.payload.__pydantic_serializer__.to_json(task.payload)
+    reply = store.scripts["admit"](
+        keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
+        args=[
+            shard.tag,
+            org.id,
+            now_ms(),
+            orjson.dumps(packed),
+            "",
+            1,
+            "",
+            settings.batch_ttl_seconds,
+            payload,
+        ],
+    )
+    if reply[0] == "no_org":
+        raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
+    if reply[0] == "concurrency":
+        slots = Slots(int(reply[1]), int(reply[2]))
+        error: TaskqError = ConcurrencyLimitExceeded(
+            f"Concurrency limit exceeded: {slots.limit} concurrent requests allowed",
+            {"limit": slots.limit, "current": slots.current},
+        )
+        raise Refused(error, slots)
+    slots = Slots(int(reply[2]), int(reply[3]))
+    if reply[1] == "credits":
+        error = InsufficientCredits("Insufficient credits", {"creditsToCharge": cost})
+        raise Refused(error, slots)
+    return Admitted(task_id, cost, slots)
+
+
+def wait(store: Store, org: Org, task_id: str, timeout: float, watch: socket.socket | None) -> str | None:
+    """Block until the call finishes (its status), its client closes `watch` (GONE), or `timeout`
+    seconds pass (None). One BLPOP on the call's reply list; no polling."""
+    key = org.shard.reply(task_id)
+    client = store.client
+    if type(client) is not redis.Redis or client.connection is not None:
+        return _wait_in_steps(client, key, timeout, watch)
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    sel = selectors.DefaultSelector()
+    try:
+        conn.send_command("BLPOP", key, max(0.01, round(timeout, 3)))
+        sel.register(conn._sock, selectors.EVENT_READ, "redis")
+        if watch is not None:
+            sel.register(watch, selectors.EVENT_READ, "client")
+        # The BLPOP answers by itself at its timeout; past that (plus a margin) Redis is not answering.
+        limit = time.monotonic() + timeout + max(5.0, pool.connection_kwargs.get("socket_timeout") or 0)
+        while True:
+            events = sel.select(max(0.0, limit - time.monotonic()))
+            if not events:
+                raise redis.TimeoutError("Redis did not answer a BLPOP in time")
+            for selected, _ in events:
+                if selected.data == "redis":
+                    popped = conn.read_response()
+                    return str(popped[1]) if popped else None
+                if _closed(selected.fileobj):  # type: ignore[arg-type]
+                    conn.disconnect()  # the BLPOP is still pending on it: never reuse this connection
+                    return GONE
+                sel.unregister(selected.fileobj)  # bytes of a next request, not a close: stop watching
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        sel.close()
+        pool.release(conn)
+
+
+def _wait_in_steps(client: Any, key: str, timeout: float, watch: socket.socket | None) -> str | None:
+    """``wait`` on clients without one plain connection to block on (cluster, fakeredis): BLPOPs of at
+    most a second, looking at the client socket in between."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        popped = client.blpop([key], timeout=min(1.0, max(0.01, left)))
+        if popped:
+            return str(popped[1])
+        if watch is not None and _closed(watch):
+            return GONE
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the client closed its side: readable with nothing to read (EOF), or reset."""
+    try:
+        ready = selectors.DefaultSelector()
+        with ready:
+            ready.register(sock, selectors.EVENT_READ)
+            if not ready.select(0):
+                return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def outcome(store: Store, org: Org, task_id: str) -> Outcome:
+    """The finished call's record and the org's credits left, in one round trip."""
+    pipe = store.client.pipeline(transaction=False)
+    pipe.hmget(org.shard.task(task_id), ["status", "result", "error", "charged"])
+    pipe.hmget(org.shard.org(org.id), ["credits", "reserved"])
+    (status, result, error, charged), (credits, reserved) = pipe.execute()
+    return Outcome(status or "", result, error, int(charged or 0), int(credits or 0) - int(reserved or 0))
+
+
+def abandon(store: Store, settings: Settings, org: Org, task_id: str) -> str:
+    """Cancel a call whose client left or whose time is up: QUEUED at once, PROCESSING at its next
+    safe point (its completion included: it is not charged). Returns cancel.lua's verdict."""
+    return cancel(store, org, [task_id], retention=settings.retention_seconds)[0]
