@@ -4,22 +4,25 @@ its outcome without polling, and cancel it when its client leaves or its time is
 A call is admitted by the same Lua script as a batch (admit.lua, flagged synchronous): it takes one
 of the organization's concurrency slots (shared with its PROCESSING tasks) or is refused at once,
 and reserves its credits like any task. Workers run it like any task; when it finishes, the
-terminal transition pushes its status to ``T:reply:<id>`` in the same atomic step, and the intake,
-blocked on that list (BLPOP), wakes up and reads the record.
+terminal transition pushes its status and result (or error) to ``T:reply:<id>`` in the same atomic
+step, and the intake, blocked on that list (BLPOP), wakes up with the answer.
 """
 
 from __future__ import annotations
 
-import selectors
+import os
+import random
+import select
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
 
-from taskq.admission import new_task_ids, provider_errors
+from taskq.admission import provider_errors
 from taskq.errors import Code, ConcurrencyLimitExceeded, InsufficientCredits, TaskqError
 from taskq.pricing import credits_for
 from taskq.scheduler import SYNC_PRIORITY, cancel
@@ -29,6 +32,17 @@ from taskq.store import Org, Store, now_ms
 
 #: What ``wait`` returns when the client went away.
 GONE = "GONE"
+
+#: Call ids (and request ids) come from a generator seeded once per process (again after a fork):
+#: reading the system's randomness is a system call, which on some machines costs more than a
+#: call's whole admission. These ids are never secrets: unique is enough.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def quick_uuid() -> str:
+    """A random (version 4) UUID without a system call."""
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,7 @@ class Admitted:
     task_id: str
     cost: int
     slots: Slots
+    credits_left: int  # the balance less every reservation, this call's included, at admission
 
 
 class Refused(TaskqError):
@@ -60,13 +75,15 @@ class Refused(TaskqError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A finished call: its status, result or error (JSON text), credits charged and left."""
+    """A finished call: its status (COMPLETED, FAILED, CANCELED) and its result or error (JSON text)."""
 
     status: str
-    result_json: str | None
-    error_json: str | None
-    charged: int
-    credits_remaining: int
+    body: str
+
+    @classmethod
+    def parse(cls, reply: str) -> Outcome:
+        status, _, body = reply.partition("\n")
+        return cls(status, body)
 
 
 def check(task: TaskRequest, settings: Settings) -> list[FieldError]:
@@ -82,7 +99,7 @@ def price(task: TaskRequest, settings: Settings) -> int:
 def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admitted:
     """Admit one call, or raise Refused (CONCURRENCY_LIMIT_EXCEEDED, INSUFFICIENT_CREDITS)."""
     shard = org.shard
-    [task_id] = new_task_ids(1)
+    task_id = quick_uuid()
     cost = price(task, settings)
     packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1]]
     payload = task.payload.__pydantic_serializer__.to_json(task.payload)
@@ -113,11 +130,13 @@ def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admi
     if reply[1] == "credits":
         error = InsufficientCredits("Insufficient credits", {"creditsToCharge": cost})
         raise Refused(error, slots)
-    return Admitted(task_id, cost, slots)
+    return Admitted(task_id, cost, slots, int(reply[4]))
 
 
-def wait(store: Store, org: Org, task_id: str, timeout: float, watch: socket.socket | None) -> str | None:
-    """Block until the call finishes (its status), its client closes `watch` (GONE), or `timeout`
+def wait(
+    store: Store, org: Org, task_id: str, timeout: float, watch: socket.socket | None
+) -> Outcome | str | None:
+    """Block until the call finishes (its Outcome), its client closes `watch` (GONE), or `timeout`
     seconds pass (None). One BLPOP on the call's reply list; no polling."""
     key = org.shard.reply(task_id)
     client = store.client
@@ -125,35 +144,37 @@ def wait(store: Store, org: Org, task_id: str, timeout: float, watch: socket.soc
         return _wait_in_steps(client, key, timeout, watch)
     pool = client.connection_pool
     conn: Any = pool.get_connection()
-    sel = selectors.DefaultSelector()
     try:
         conn.send_command("BLPOP", key, max(0.01, round(timeout, 3)))
-        sel.register(conn._sock, selectors.EVENT_READ, "redis")
+        sock = conn._sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         if watch is not None:
-            sel.register(watch, selectors.EVENT_READ, "client")
-        # The BLPOP answers by itself at its timeout; past that (plus a margin) Redis is not answering.
-        limit = time.monotonic() + timeout + max(5.0, pool.connection_kwargs.get("socket_timeout") or 0)
+            poller.register(watch, select.POLLIN)
+        # The BLPOP answers by itself at its timeout; past that (and a margin) Redis is not answering.
+        limit = time.monotonic() + timeout + 5.0
         while True:
-            events = sel.select(max(0.0, limit - time.monotonic()))
+            events = poller.poll(max(0.0, limit - time.monotonic()) * 1000)
             if not events:
                 raise redis.TimeoutError("Redis did not answer a BLPOP in time")
-            for selected, _ in events:
-                if selected.data == "redis":
-                    popped = conn.read_response()
-                    return str(popped[1]) if popped else None
-                if _closed(selected.fileobj):  # type: ignore[arg-type]
-                    conn.disconnect()  # the BLPOP is still pending on it: never reuse this connection
-                    return GONE
-                sel.unregister(selected.fileobj)  # bytes of a next request, not a close: stop watching
+            if any(fd == sock.fileno() for fd, _ in events):
+                popped = conn.read_response()
+                return Outcome.parse(str(popped[1])) if popped else None
+            assert watch is not None
+            if _closed(watch):
+                conn.disconnect()  # the BLPOP is still pending on it: never reuse this connection
+                return GONE
+            poller.unregister(watch)  # bytes of a next request, not a close: stop watching
     except BaseException:
         conn.disconnect()
         raise
     finally:
-        sel.close()
         pool.release(conn)
 
 
-def _wait_in_steps(client: Any, key: str, timeout: float, watch: socket.socket | None) -> str | None:
+def _wait_in_steps(
+    client: Any, key: str, timeout: float, watch: socket.socket | None
+) -> Outcome | str | None:
     """``wait`` on clients without one plain connection to block on (cluster, fakeredis): BLPOPs of at
     most a second, looking at the client socket in between."""
     end = time.monotonic() + timeout
@@ -163,7 +184,7 @@ def _wait_in_steps(client: Any, key: str, timeout: float, watch: socket.socket |
             return None
         popped = client.blpop([key], timeout=min(1.0, max(0.01, left)))
         if popped:
-            return str(popped[1])
+            return Outcome.parse(str(popped[1]))
         if watch is not None and _closed(watch):
             return GONE
 
@@ -171,25 +192,11 @@ def _wait_in_steps(client: Any, key: str, timeout: float, watch: socket.socket |
 def _closed(sock: socket.socket) -> bool:
     """Whether the client closed its side: readable with nothing to read (EOF), or reset."""
     try:
-        ready = selectors.DefaultSelector()
-        with ready:
-            ready.register(sock, selectors.EVENT_READ)
-            if not ready.select(0):
-                return False
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except (OSError, ValueError):
         return True
-
-
-def outcome(store: Store, org: Org, task_id: str) -> Outcome:
-    """The finished call's record and the org's credits left, in one round trip."""
-    pipe = store.client.pipeline(transaction=False)
-    pipe.hmget(org.shard.task(task_id), ["status", "result", "error", "charged"])
-    pipe.hmget(org.shard.org(org.id), ["credits", "reserved"])
-    (status, result, error, charged), (credits, reserved) = pipe.execute()
-    return Outcome(status or "", result, error, int(charged or 0), int(credits or 0) - int(reserved or 0))
 
 
 def abandon(store: Store, settings: Settings, org: Org, task_id: str) -> str:

@@ -35,7 +35,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url, embedded = resolve_url(settings)
     os.environ["TASKQ_REDIS_URL"] = url
     try:
-        serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+        threads = args.threads or settings.intake_threads
+        os.environ["TASKQ_INTAKE_THREADS"] = str(threads)  # each process sizes its Redis pool from it
+        serve(host=args.host, port=args.port, workers=args.workers, threads=threads)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=2)
-    serve.add_argument("--threads", type=int, default=4)
+    serve.add_argument("--threads", type=int, help="threads per process (default TASKQ_INTAKE_THREADS, 512)")
     serve.set_defaults(handler=cmd_serve)
 
     sim = sub.add_parser("simulator", help="run the provider simulator (every upstream format, one address)")

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     data_dir: str = ".taskq"
 
     # Intake
+    intake_threads: int = 512  # `taskq serve` threads per process: each waiting synchronous call holds one
     max_body_bytes: int = 16 * 1024 * 1024
     body_read_timeout_seconds: float = 15.0
     max_batch_size: int = 500

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -14,6 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from taskq import keys
 from taskq.api import errors
 from taskq.api.errors import error_response
+from taskq.calls import quick_uuid
 from taskq.connection import connect, resolve_url
 from taskq.errors import Code, RateLimited
 from taskq.settings import Settings, load_settings
@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     settings = settings or load_settings()
     if client is None:
         url, _ = resolve_url(settings)
-        client = connect(url, cluster=settings.redis_cluster)
+        # Every thread may hold a connection (a waiting synchronous call blocks on one): size the pool
+        # past the thread count, or redis-py's default of 100 refuses the 101st.
+        client = connect(url, cluster=settings.redis_cluster, max_connections=settings.intake_threads + 32)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = FastJSON(app)
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        g.request_id = request.headers.get("X-Request-ID") or quick_uuid()
 
     @app.after_request
     def _headers(response: Response) -> Response:

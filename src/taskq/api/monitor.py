@@ -75,20 +75,25 @@ def run(task_type: TaskType) -> Any:
     g.slots = admitted.slots
     task_id = admitted.task_id
     try:
-        status = calls.wait(
+        done = calls.wait(
             store(), org, task_id, cfg.sync_timeout_seconds, request.environ.get("gunicorn.socket")
         )
+        if done is None:
+            verdict = calls.abandon(store(), cfg, org, task_id)
+            if verdict not in TERMINAL:  # canceled now, or at its next safe point: never charged
+                raise TaskqError(timeout_message(cfg.sync_timeout_seconds), code=Code.INTERNAL_SERVER_ERROR)
+            done = calls.wait(store(), org, task_id, 1.0, None)  # it finished just now: its reply is there
+    except TaskqError:
+        raise
     except BaseException:
         _abandon(org, task_id)  # the intake is failing or stopping: the call must not run unanswered
         raise
-    if status == calls.GONE:
+    if done == calls.GONE:
         calls.abandon(store(), cfg, org, task_id)
         raise RequestCanceled("Request was canceled by client")
-    if status is None:
-        verdict = calls.abandon(store(), cfg, org, task_id)
-        if verdict not in TERMINAL:  # canceled now, or at its next safe point: never charged
-            raise TaskqError(timeout_message(cfg.sync_timeout_seconds), code=Code.INTERNAL_SERVER_ERROR)
-    return answer(calls.outcome(store(), org, task_id))
+    if not isinstance(done, calls.Outcome):
+        raise TaskqError("Internal server error", code=Code.INTERNAL_SERVER_ERROR)
+    return answer(done, admitted)
 
 
 def _abandon(org: Any, task_id: str) -> None:
@@ -100,15 +105,16 @@ def _abandon(org: Any, task_id: str) -> None:
         current_app.logger.warning("could not cancel synchronous call %s", task_id)
 
 
-def answer(done: calls.Outcome) -> Any:
-    """200 with the result (the same normalized result an async task stores), or the error."""
-    if done.status == "COMPLETED" and done.result_json is not None:
-        g.credits = (done.charged, done.credits_remaining)
-        body = b'{"success":true,"result":' + done.result_json.encode() + b"}"
+def answer(done: calls.Outcome, admitted: calls.Admitted) -> Any:
+    """200 with the result (the same normalized result an async task stores), or the error. The call
+    was charged what it reserved: the balance left is the one its admission saw."""
+    if done.status == "COMPLETED":
+        g.credits = (admitted.cost, admitted.credits_left)
+        body = b'{"success":true,"result":' + done.body.encode() + b"}"
         return Response(body, status=200, mimetype="application/json")
     if done.status == "CANCELED":
         raise RequestCanceled("Request was canceled")
-    error = json.loads(done.error_json or "{}")
+    error = json.loads(done.body or "{}")
     code, message = str(error.get("code", "")), str(error.get("message", ""))
     details = {"reason": code, "message": message}
     if code == Code.DEADLINE_EXCEEDED:

@@ -20,8 +20,8 @@
 -- "dup:<task id>" (idempotency key already used, also earlier in this batch) or "credits".
 -- A synchronous call takes one of the org's concurrency slots, shared with its PROCESSING tasks
 -- (inflight) and the other calls still waiting for a worker (q11): {"concurrency", limit, current}
--- when none is free (nothing admitted), else {"ok", verdict, limit, current} with current counting
--- this call when admitted. It skips the queue limit and the org's task listing.
+-- when none is free (nothing admitted), else {"ok", verdict, limit, current, credits left} with
+-- current counting this call when admitted. It skips the queue limit and the org's task listing.
 --
 -- Order within a lane: score = (10 - priority) * 2^40 + seq, so ZPOPMIN gives priority 10 first and
 -- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
@@ -182,5 +182,6 @@ end
 if sync then
   out[#out + 1] = slots
   out[#out + 1] = busy + admitted
+  out[#out + 1] = available
 end
 return out

@@ -93,8 +93,8 @@ end
 local FINISH_FIELDS = {"org", "idem", "webhook", "type", "started", "batch", "cost", "prio"}
 
 -- sync: a synchronous call (taskq.calls) is a task of priority 11, above every async priority. When it
--- finishes, its status is pushed to T:reply:<id>, where its intake waits (BLPOP); the record and the
--- reply are kept SYNC_KEEP seconds, long enough for the intake to read them.
+-- finishes, "<status>\n<result or error json>" is pushed to T:reply:<id>, where its intake waits
+-- (BLPOP); the record and the reply are kept SYNC_KEEP seconds.
 local SYNC_PRIORITY, SYNC_KEEP = "11", 300
 
 -- A synchronous call whose client went away (cancel requested): `t` holds FINISH_FIELDS from held().
@@ -203,8 +203,14 @@ local function finish(tag, id, now, retention, body, status, code, message, noti
   if idem and idem ~= "" then
     redis.call("EXPIRE", k_idem(tag, org, idem), retention)
   end
-  if t[10] == SYNC_PRIORITY then  -- sync: wake the waiting intake
-    redis.call("RPUSH", k_reply(tag, id), status)
+  if t[10] == SYNC_PRIORITY then  -- sync: wake the waiting intake with the outcome
+    local body = ""
+    for i = 1, #fields, 2 do
+      if fields[i] == "result" or fields[i] == "error" then
+        body = fields[i + 1]
+      end
+    end
+    redis.call("RPUSH", k_reply(tag, id), status .. "\n" .. body)
     redis.call("EXPIRE", k_reply(tag, id), SYNC_KEEP)
     redis.call("EXPIRE", tkey, SYNC_KEEP)
   end

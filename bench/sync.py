@@ -1,0 +1,177 @@
+"""Benchmark: synchronous monitor calls through the queue, on `taskq serve` with its defaults.
+
+Row 1, idle stack: one call at a time; its p50 beside the same provider's p50 called directly (the
+anchor, same simulator, same run); the difference is what the queue adds (admission, claim, ack,
+reply, HTTP). Row 2: N concurrent calls against 1 s of simulated provider latency: p50, p99 and
+errors, against the 1 s floor. One drain process (K=1000) runs the calls; a private Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import httpx
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from worker import DRAIN, simulator, spawn_out  # noqa: E402
+
+from support import free_port, machine, percentile, private_redis, spawn, table, wait_for  # noqa: E402
+from taskq.store import Store  # noqa: E402
+
+BODY = {"prompt": "Which vector databases support hybrid search?", "country": "US"}
+LOCATION = {"type": "approximate", "country": "US"}
+DIRECT = {
+    "model": "gpt-5-mini",
+    "input": BODY["prompt"],
+    "tools": [{"type": "web_search", "user_location": LOCATION}],
+}
+
+
+class Stack:
+    """`taskq serve` (defaults) and one drain against a private Redis and a simulator."""
+
+    def __init__(self, url: str, sim: str, serve_args: list[str]) -> None:
+        self.port = free_port()
+        env = {"TASKQ_REDIS_URL": url, "TASKQ_UPSTREAM_BASE_URL": sim, "TASKQ_OPENAI_API_KEY": "sk-bench",
+               "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.5", "TASKQ_LOG_LEVEL": "WARNING"}  # fmt: skip
+        self.intake = spawn(["-m", "taskq", "serve", "--port", str(self.port), *serve_args], env)
+        self.drain = spawn_out(["-c", DRAIN, "1000"], env)
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: httpx.get(self.base + "/healthz").status_code == 200, 30)
+        _, self.key = Store(redis.Redis.from_url(url, decode_responses=True)).create_org(
+            "bench", credits=10**9, concurrency=10_000, queue_limit=10**6
+        )
+        self.headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+
+    def close(self) -> None:
+        for proc in (self.intake, self.drain):
+            proc.terminate()
+            proc.wait(30)
+
+
+async def timed_calls(
+    url: str, headers: dict[str, str], body: Any, n: int, concurrent: int
+) -> tuple[list[float], int]:
+    """n POSTs, `concurrent` at a time; each call's seconds and the number that did not answer 200."""
+    latencies: list[float] = []
+    errors = 0
+    gate = asyncio.Semaphore(concurrent)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+
+        async def one() -> None:
+            nonlocal errors
+            async with gate:
+                t0 = time.perf_counter()
+                async with session.post(url, json=body, headers=headers) as response:
+                    await response.read()
+                    latencies.append(time.perf_counter() - t0)
+                    errors += response.status != 200
+
+        await asyncio.gather(*(one() for _ in range(n)))
+    return latencies, errors
+
+
+def idle_overhead(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]:
+    """Row 1: sequential sync calls vs sequential direct provider calls (ms, p50)."""
+    stack = Stack(url, sim, serve_args)
+    try:
+        monitor = stack.base + "/v1/monitor/chatgpt"
+        direct_headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+        asyncio.run(timed_calls(monitor, stack.headers, BODY, 20, 1))  # warm-up: imports, scripts, pools
+        asyncio.run(timed_calls(sim + "/v1/responses", direct_headers, DIRECT, 20, 1))
+        ours, errors = asyncio.run(timed_calls(monitor, stack.headers, BODY, n, 1))
+        anchor, _ = asyncio.run(timed_calls(sim + "/v1/responses", direct_headers, DIRECT, n, 1))
+    finally:
+        stack.close()
+    p50, base = percentile(ours, 50) * 1000, percentile(anchor, 50) * 1000
+    return {"p50": p50, "anchor": base, "overhead": p50 - base, "errors": errors}
+
+
+def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]:
+    """Row 2: n calls at once against 1 s latency (s)."""
+    stack = Stack(url, sim, serve_args)
+    try:
+        monitor = stack.base + "/v1/monitor/chatgpt"
+        asyncio.run(timed_calls(monitor, stack.headers, BODY, 50, 50))  # warm-up
+        started = time.perf_counter()
+        latencies, errors = asyncio.run(timed_calls(monitor, stack.headers, BODY, n, n))
+        wall = time.perf_counter() - started
+    finally:
+        stack.close()
+    return {
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "errors": errors,
+        "wall": wall,
+    }
+
+
+def measure(
+    rounds: int = 3, calls: int = 100, concurrent: int = 500, serve_args: list[str] | None = None
+) -> dict[str, list[float]]:
+    names = (
+        "p50",
+        "anchor",
+        "overhead",
+        "idle_errors",
+        "burst_p50",
+        "burst_p99",
+        "burst_errors",
+        "burst_wall",
+    )
+    rows: dict[str, list[float]] = {name: [] for name in names}
+    args = serve_args or []
+    with private_redis() as url, simulator("0.1") as fast, simulator("1") as slow:
+        for _ in range(rounds):
+            idle = idle_overhead(url, fast, args, calls)
+            rows["p50"].append(idle["p50"])
+            rows["anchor"].append(idle["anchor"])
+            rows["overhead"].append(idle["overhead"])
+            rows["idle_errors"].append(idle["errors"])
+            many = burst(url, slow, args, concurrent)
+            rows["burst_p50"].append(many["p50"])
+            rows["burst_p99"].append(many["p99"])
+            rows["burst_errors"].append(many["errors"])
+            rows["burst_wall"].append(many["wall"])
+    return rows
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--concurrent", type=int, default=500)
+    parser.add_argument("--serve-args", default="", help="extra `taskq serve` arguments (default: none)")
+    args = parser.parse_args()
+    rows = measure(args.rounds, args.calls, args.concurrent, args.serve_args.split())
+    print(f"machine: {machine()}; median (min-max) of {args.rounds} rounds")
+    print(table("synchronous monitor calls through the queue (`taskq serve` defaults, one drain K=1000)",
+                ["figure", "taskq", "anchor (same run)", "target"], [
+        ["idle: p50 per call, 0.1 s provider (ms)", spread(rows["p50"], "{:.1f}"),
+         "provider called directly: " + spread(rows["anchor"], "{:.1f}"), ""],
+        ["  overhead over the provider (ms)", spread(rows["overhead"], "{:.1f}"), "", "<= 20 ms"],
+        [f"{args.concurrent} concurrent calls, 1 s provider: p50 (s)", spread(rows["burst_p50"], "{:.2f}"),
+         "provider latency: 1.00", "<= 1.2 s"],
+        ["  p99 (s) / all answered (s)", spread(rows["burst_p99"], "{:.2f}") + " / " +
+         spread(rows["burst_wall"], "{:.2f}"), "", ""],
+        ["  errors (non-200)", spread(rows["burst_errors"] + rows["idle_errors"], "{:.0f}"), "", "0"],
+    ]))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
