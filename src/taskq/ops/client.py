@@ -115,6 +115,10 @@ class ApiClient:
                     yield json.loads(line)
             cursor = response.headers.get("X-Next-Cursor")
 
+    def monitor(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """POST /v1/monitor/<path>: one synchronous call, answered when it finished (not retried)."""
+        return self._send("POST", f"/v1/monitor/{path}", idempotent=False, json=payload)
+
     def task(self, task_id: str) -> dict[str, Any]:
         view: dict[str, Any] = self._send("GET", f"/v1/async/task/{task_id}", idempotent=True).json()
         return view

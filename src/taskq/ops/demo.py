@@ -1,4 +1,5 @@
-"""`taskq demo`: a realistic batch against a running stack, live progress, verified webhooks, a summary."""
+"""`taskq demo`: one synchronous call, then a realistic batch against a running stack, live progress,
+verified webhooks, a summary."""
 
 from __future__ import annotations
 
@@ -170,10 +171,31 @@ def summary(results: list[dict[str, Any]], deliveries: list[Delivery], expected:
     return out
 
 
+#: The synchronous call the demo makes first: POST /v1/monitor/chatgpt, answered with its result.
+SYNC_CALL = {"prompt": "Which project management tools do remote teams like best?", "country": "US",
+             "include": {"markdown": True}}  # fmt: skip
+
+
+def sync_call(client: ApiClient) -> bool:
+    """One synchronous monitor call through the queue; prints what came back."""
+    started = time.monotonic()
+    response = client.monitor("chatgpt", SYNC_CALL)
+    took = (time.monotonic() - started) * 1000
+    result = response.json()["result"]
+    h = response.headers
+    print(f"synchronous call POST /v1/monitor/chatgpt: {response.status_code} in {took:.0f} ms, "
+          f"{len(result.get('sources') or [])} sources, charged {h.get('X-Credits-Charged')} credits "
+          f"({h.get('X-Credits-Remaining')} left), concurrency {h.get('X-Concurrency-Current')}/"
+          f"{h.get('X-Concurrency-Limit')}")  # fmt: skip
+    print(f"  {str(result.get('text', ''))[:100]!r}")
+    return response.status_code == 200 and bool(result.get("text"))
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     target = resolve_target(settings, args.url, args.api_key)
     secrets = org_secrets(target, args.org_id)
     with Receiver(secrets) as receiver, ApiClient(target.url, target.api_key) as client:
+        synced = sync_call(client)
         tasks, invalid = demo_tasks(receiver.url, uuid.uuid4().hex[:8])
         print(f"webhook receiver on {receiver.url}; submitting {len(tasks)} tasks ({len(invalid)} invalid)")
         body = client.submit_batch(tasks)
@@ -191,7 +213,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     completed = {r["taskId"] for r in results if r["task"]["status"] == "COMPLETED"}
     verified = {d.task_id for d in deliveries if d.verified}
     ok = (
-        done
+        synced
+        and done
         and set(rejected) == invalid
         and completed == expected
         and expected <= verified
