@@ -337,13 +337,106 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _int_header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "integer"}}
+
+
+CONCURRENCY_HEADERS = {
+    "X-Concurrency-Limit": _int_header(
+        "Concurrent calls the organization may have (sync calls and PROCESSING tasks)"
+    ),
+    "X-Concurrency-Current": _int_header("Slots in use, this call included"),
+    "X-Concurrency-Remaining": _int_header("Slots left"),
+}
+CREDIT_HEADERS = {
+    "X-Credits-Charged": _int_header("Credits this call cost (the async price + the sync surcharge)"),
+    "X-Credits-Remaining": _int_header("The balance less every reservation, after this call"),
+}
+
+
+def _monitor_paths() -> dict[str, Any]:
+    """POST /v1/monitor/*: the provider payload as the body, answered when the call finished."""
+    from taskq.api.monitor import PATHS
+
+    paths: dict[str, Any] = {}
+    refused = {"content": {"application/json": {"schema": _ref("Error")}}, "headers": CONCURRENCY_HEADERS}
+    for path, task_type in PATHS.items():
+        result = {"type": "object", "required": ["success", "result"],
+                  "properties": {"success": {"const": True}, "result": {"type": "object"}}}  # fmt: skip
+        paths[f"/v1/monitor/{path}"] = {
+            "post": {
+                "operationId": "monitor" + "".join(part.title() for part in path.split("/")),
+                "description": f"Synchronous {task_type.value} call, run by a worker through the queue "
+                "ahead of every async task; waits up to 5 minutes.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(f"{task_type.value}Payload")}},
+                },
+                "responses": {
+                    "200": {**_json(result), "headers": {**CONCURRENCY_HEADERS, **CREDIT_HEADERS}},
+                    **_errors(400, 401, 413, 415),
+                    "403": {"description": "INSUFFICIENT_CREDITS", **refused},
+                    "429": {"description": "CONCURRENCY_LIMIT_EXCEEDED or RATE_LIMIT_EXCEEDED", **refused},
+                    **_errors(499, 500),
+                },
+            }
+        }
+    goto = {"type": "object", "additionalProperties": False, "required": ["url"],
+            "properties": {"url": {"type": "string", "format": "uri", "maxLength": 4096}}}  # fmt: skip
+    link = {"type": "object", "properties": {"url": {"type": "string"}, "redirectLink": {"type": "string"}}}
+    resolved = {"type": "object", "properties": {"success": {"const": True}, "result": link}}
+    paths["/v1/monitor/google/goto"] = {
+        "post": {
+            "operationId": "resolveGoogleGoto",
+            "description": "Resolve a Google /goto or /url redirect link; free, takes no concurrency slot.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": goto}}},
+            "responses": {"200": _json(resolved), **_errors(400, 401, 415, 429, 502)},
+        }
+    }
+    models = [
+        "aimode",
+        "aioverview",
+        "chatgpt",
+        "copilot",
+        "gemini",
+        "google",
+        "googlenews",
+        "grok",
+        "perplexity",
+    ]
+    codes = {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2}$"}}
+    state = {"code": {"type": "string"}, "name": {"type": "string"}}
+    states = {"type": "array", "items": {"type": "object", "required": ["code", "name"], "properties": state}}
+    paths["/v1/countries"] = {
+        "get": {
+            "operationId": "getCountries",
+            "parameters": [{"name": "model", "in": "query", "schema": {"type": "string", "enum": models}}],
+            "responses": {"200": _json(codes), **_errors(400, 401, 429)},
+        }
+    }
+    paths["/v1/states"] = {
+        "get": {
+            "operationId": "getStates",
+            "parameters": [
+                {
+                    "name": "country",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": "^[A-Z]{2}$", "default": "US"},
+                }
+            ],
+            "responses": {"200": _json(states), **_errors(400, 401, 429)},
+        }
+    }
+    return paths
+
+
 @cache
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "taskq async-task API", "version": __version__},
+        "info": {"title": "taskq async-task and monitor API", "version": __version__},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _paths() | _monitor_paths(),
         "components": _components(),
     }
 
