@@ -2,8 +2,9 @@
 
 Each row is the median of TASKQ_BENCH_ROUNDS runs (default 3; recovery after kill -9: 2) with the
 min-max spread. The figures come from the other scripts' measuring functions: admission.py,
-worker.py (its Bench), webhooks.py and redis_ops.py. Then peers.py runs one taskq drain beside one
-BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 8-10 minutes on 2 cores.
+worker.py (its Bench), webhooks.py, redis_ops.py and sync.py. Then peers.py runs one taskq drain beside
+one BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 10-12 minutes on 2
+cores.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import admission  # noqa: E402
 import redis_ops  # noqa: E402
+import sync  # noqa: E402
 from bench import worker  # noqa: E402
 
 import webhooks  # noqa: E402
@@ -187,6 +189,7 @@ def main() -> None:
     wh = repeat(ROUNDS, lambda: webhooks.measure(10_000, 300))
     ops = repeat(ROUNDS, lambda: redis_ops.measure(2000))
     ops_one = repeat(ROUNDS, lambda: redis_ops.measure(500, batch=1))
+    calls = sync.measure(rounds=ROUNDS, calls=100, concurrent=500)
 
     ours_a = [run["steady"] for run, _ in a_runs]
     rq_a = [5 / rq["wall"] for _, rq in a_runs]
@@ -230,6 +233,14 @@ def main() -> None:
         ["  Redis CPU per finished task (us)", spread([o["taskq_cpu_us"] for o in ops], "{:.0f}"),
          "RQ: " + spread([o["rq_cpu_us"] for o in ops], "{:.0f}"),
          spread([o["rq_cpu_us"] / o["taskq_cpu_us"] for o in ops], "{:.1f}x"), ""],
+        ["sync call p50, idle stack, 0.1 s provider (ms)", spread(calls["p50"], "{:.1f}"),
+         "provider called directly: " + spread(calls["anchor"], "{:.1f}"), "", ""],
+        ["  overhead over the provider (ms)", spread(calls["overhead"], "{:.1f}"), "", "", "<= 20 ms"],
+        ["500 concurrent sync calls, 1 s provider, `taskq serve` defaults: p50 (s)",
+         spread(calls["burst_p50"], "{:.2f}"), "provider latency: 1.00",
+         spread([p / 1.0 for p in calls["burst_p50"]], "{:.2f}x"), "<= 1.2 s, 0 errors"],
+        ["  p99 (s); errors", spread(calls["burst_p99"], "{:.2f}") + "; " +
+         spread(calls["burst_errors"] + calls["idle_errors"], "{:.0f}"), "", "", ""],
     ]  # fmt: skip
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")
