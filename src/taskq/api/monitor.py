@@ -29,14 +29,17 @@ bp = Blueprint("monitor", __name__, url_prefix="/v1/monitor")
 
 #: The path of each task type's synchronous endpoint (cloro-api.md §6).
 PATHS: dict[str, TaskType] = {
-    "chatgpt": TaskType.CHATGPT,
-    "gemini": TaskType.GEMINI,
-    "grok": TaskType.GROK,
-    "copilot": TaskType.COPILOT,
-    "perplexity": TaskType.PERPLEXITY,
-    "aimode": TaskType.AIMODE,
-    "google": TaskType.GOOGLE,
-    "google/news": TaskType.GOOGLE_NEWS,
+    path: TaskType(task_type)
+    for path, task_type in [
+        ("chatgpt", "CHATGPT"),
+        ("gemini", "GEMINI"),
+        ("grok", "GROK"),
+        ("copilot", "COPILOT"),
+        ("perplexity", "PERPLEXITY"),
+        ("aimode", "AIMODE"),
+        ("google", "GOOGLE"),
+        ("google/news", "GOOGLE_NEWS"),
+    ]
 }
 
 #: Failure codes that mean every attempt failed for a reason that could pass ("Maximum retries exceeded").
