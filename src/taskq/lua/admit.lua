@@ -32,7 +32,8 @@ local tasks = cjson.decode(ARGV[4])
 local n = #tasks
 local BAND = 1099511627776
 
--- The org's balance, limits and queued counts (q1..q10: o[5..14]), read once and written once.
+-- The org's balance, limits and queued counts (q1..q11: o[5..15]), read once and written once; then
+-- its calls in flight and its concurrency (o[16], o[17]) for a synchronous call.
 local o = redis.call("HMGET", KEYS[1], "credits", "reserved", "queued", "queue_limit", "q1", "q2", "q3",
   "q4", "q5", "q6", "q7", "q8", "q9", "q10", "q11", "inflight", "concurrency")
 if not o[4] then
