@@ -20,7 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq import keys
 from taskq.errors import Unconfirmed
@@ -191,7 +193,8 @@ def check_server(client: Any, settings: Settings) -> list[str]:
     warnings about what it can give only later (replicas not yet connected) or slowly.
 
     Never downgrades: a server without WAITAOF (Redis before 7.2) or without an append-only file makes
-    ``local`` and ``replica`` refuse to start.
+    ``local`` and ``replica`` refuse to start. A server that does not answer now (restarting, failing
+    over) cannot be checked: the process starts as it always did, and each commit fails until it can.
     """
     policy = Policy.of(settings)
     if policy is None:
@@ -199,6 +202,13 @@ def check_server(client: Any, settings: Settings) -> list[str]:
     setting = f"TASKQ_DURABILITY={policy.mode}"
     if settings.redis_cluster or type(client).__name__ == "RedisCluster":
         raise DurabilityUnsupported(f"{setting} is not supported on a Redis Cluster (one primary + replicas)")
+    try:
+        return _check(client, policy, setting)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return [f"{setting}: could not check the server now ({exc}); every commit is checked"]
+
+
+def _check(client: Any, policy: Policy, setting: str) -> list[str]:
     info = client.info("server")
     name = "Valkey" if "valkey_version" in info else "Redis"
     server = f"{name} {info.get('valkey_version') or info['redis_version']}"
