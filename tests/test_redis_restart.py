@@ -166,7 +166,8 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
     print(
         f"\n[{durability}] redis SIGKILL after {len(before) + len(window)} acknowledged tasks, down "
         f"{DOWN:g} s: answers {dict(load.answers)}; /readyz while down {ready_while_down}; intake ready "
-        f"{recovered:.2f} s after restart; {len(later)} tasks admitted after it; all done {settled:.1f} s after the load stopped; "
+        f"{recovered:.2f} s after restart; {len(later)} tasks admitted after it; all done {settled:.1f} s "
+        "after the load stopped; "
         f"lost in the last second: {lost_in_window}/{len(window)}; admitted without an answer: "
         f"{len(set(admitted) - set(acked))}"
     )
