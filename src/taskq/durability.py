@@ -1,11 +1,12 @@
 """Durable acknowledgements: group commits that wait until what taskq wrote is on disk (WAITAOF).
 
-``TASKQ_DURABILITY=local`` waits until a write is fsynced to the server's append-only file,
-``replica`` until it is also fsynced by ``TASKQ_DURABILITY_REPLICAS`` replicas, before taskq answers
-for it (the intake) or forgets it (a worker's task outcome).
+``TASKQ_DURABILITY=local`` waits until a write is fsynced to the server's append-only file (WAITAOF 1 0),
+``replica`` until it is also held by ``TASKQ_DURABILITY_REPLICAS`` replicas (WAIT n), before taskq
+answers for it (the intake) or forgets it (a worker's task outcome). (WAITAOF 1 n, the replicas' own
+fsync, is not used: Valkey 8.1 replicas report their fsyncs once a second, so each commit took ~1 s.)
 
-WAITAOF waits for the writes of *its own connection*, and requests write on connections of their own.
-So a commit writes a marker (``keys.COMMIT_MARK``) and sends WAITAOF right behind it on one connection:
+WAITAOF and WAIT wait for the writes of *their own connection*, and requests write on connections of
+their own. So a commit writes a marker (``keys.COMMIT_MARK``) and sends the waits right behind it:
 the marker comes later in the server's replication stream than every write the server answered before
 it, so once the marker is fsynced, all of those are. Every caller whose write was answered before a
 commit's marker left shares that commit: one wait for all the requests of a moment (group commit),
@@ -56,14 +57,19 @@ class Policy:
         replicas = f" and {self.replicas} replica{'s' if self.replicas > 1 else ''}" if self.replicas else ""
         return f"the Redis append-only file{replicas}"
 
-    def command(self) -> tuple[str, int, int, int]:
-        return ("WAITAOF", self.local, self.replicas, self.timeout_ms)
+    def queue(self, pipe: Any) -> None:
+        """The commit: the marker write, then the waits for it, on the pipeline's one connection."""
+        pipe.incr(keys.COMMIT_MARK)
+        pipe.execute_command("WAITAOF", self.local, 0, self.timeout_ms)
+        if self.replicas:
+            pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
 
-    def check(self, acks: Any) -> None:
-        """Raise Unconfirmed unless WAITAOF's [local, replicas] answer meets the policy."""
-        local, replicas = int(acks[0]), int(acks[1])
+    def check(self, replies: list[Any]) -> None:
+        """Raise Unconfirmed unless the commit's answers (marker, WAITAOF [local, _], WAIT n) meet it."""
+        local = int(replies[1][0])
+        replicas = int(replies[2]) if self.replicas else 0
         if local < self.local or replicas < self.replicas:
-            raise self.unconfirmed(f"fsynced locally: {local}, by replicas: {replicas}")
+            raise self.unconfirmed(f"fsynced locally: {local}, replicas holding it: {replicas}")
 
     def unconfirmed(self, why: str) -> Unconfirmed:
         return Unconfirmed(
@@ -132,10 +138,8 @@ class Committer:
     def _commit(self) -> None:
         self.commits += 1
         pipe = self.client.pipeline(transaction=False)
-        pipe.incr(keys.COMMIT_MARK)
-        pipe.execute_command(*self.policy.command())
-        _, acks = pipe.execute()
-        self.policy.check(acks)
+        self.policy.queue(pipe)
+        self.policy.check(pipe.execute())
 
 
 class AsyncCommitter:
@@ -182,10 +186,8 @@ class AsyncCommitter:
     async def _commit(self) -> None:
         self.commits += 1
         pipe = self.client.pipeline(transaction=False)
-        pipe.incr(keys.COMMIT_MARK)
-        pipe.execute_command(*self.policy.command())
-        _, acks = await pipe.execute()
-        self.policy.check(acks)
+        self.policy.queue(pipe)
+        self.policy.check(await pipe.execute())
 
 
 def check_server(client: Any, settings: Settings) -> list[str]:
@@ -232,8 +234,8 @@ def _check(client: Any, policy: Policy, setting: str) -> list[str]:
         connected = int(client.info("replication").get("connected_slaves", 0))
         if connected < policy.replicas:
             warnings.append(
-                f"{setting} waits for {policy.replicas} replica(s) with an append-only file and {connected} "
-                "are connected: writes are answered 503 until they are"
+                f"{setting} waits for {policy.replicas} replica(s) and {connected} are connected: writes are "
+                "answered 503 until they are"
             )
     try:
         fsync = client.config_get("appendfsync").get("appendfsync")

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     rq_redis_url: str | None = None
     embedded_redis_port: int = 6390
     # Durable acknowledgements (taskq.durability): none | local (the server's AOF fsynced) | replica
-    # (also on durability_replicas replicas' AOF). Needs WAITAOF: Redis or Valkey >= 7.2.
+    # (also held by durability_replicas replicas). Needs WAITAOF: Redis or Valkey >= 7.2.
     durability: Literal["none", "local", "replica"] = "none"
     durability_replicas: int = Field(default=1, ge=1)
     durability_timeout_ms: int = Field(default=1000, ge=1)
