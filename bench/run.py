@@ -201,7 +201,7 @@ def main() -> None:
         ["  4 clients, 2 intake processes (tasks/s)", spread(adm["c_rate"]), "", "", ""],
         ["  p50 per 500-task batch (ms)", spread(adm["p50"], "{:.1f}"),
          "RQ enqueue_many: " + spread(adm["rq_p50"], "{:.1f}"), "", "<= 15 ms"],
-        *[[f"  TASKQ_DURABILITY={mode} (valkey AOF always + 1 replica), {n} (tasks/s)",
+        *[[f"  TASKQ_DURABILITY={mode} (valkey AOF everysec + 1 replica), {n} (tasks/s)",
            spread(dur[mode][rate]), "none: " + spread(dur["none"][rate]), spread(dur[mode][rate + "_ratio"],
            "{:.2f}x"), ">= 0.7x at 4 clients" if mode == "local" and n == "4 clients" else ""]
           for mode in ("local", "replica") for n, rate in (("1 client", "rate"), ("4 clients", "c_rate"))],
