@@ -38,7 +38,8 @@ def main() -> None:
             result = run_failover(mode, workdir, args.load, args.after)
             print(result.line(), flush=True)
             rows.append([f"{mode} (round {round_no + 1})", f"{result.acked:,}",
-                         f"{result.acked_before_kill:,}", str(result.lost), f"{result.statuses.get('COMPLETED', 0):,} of {result.admitted:,}",
+                         f"{result.acked_before_kill:,}", str(result.lost),
+                         f"{result.statuses.get('COMPLETED', 0):,} of {result.admitted:,}",
                          f"{result.promotion_s:.1f}", f"{result.intake_resume_s:.1f}",
                          f"{result.worker_resume_s:.1f}"])  # fmt: skip
     print(f"machine: {machine()}")
