@@ -32,7 +32,9 @@ from taskq.store import Store  # noqa: E402
 MODES = ("none", "local", "replica")
 
 
-def measure(rounds: int = 3, batches: int = 20, appendfsync: str = "everysec", hz: int = 10) -> dict[str, Any]:  # noqa: E501
+def measure(
+    rounds: int = 3, batches: int = 20, appendfsync: str = "everysec", hz: int = 10
+) -> dict[str, Any]:  # noqa: E501
     """Per mode: 1-client and 4-client tasks/s of each round, and how many requests one commit carried."""
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-durable-"))
     extra = [*config_args(), "--hz", str(hz)]
