@@ -29,13 +29,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--load", type=float, default=6.0, help="seconds of load before the kill")
     parser.add_argument("--after", type=float, default=4.0, help="seconds of load after the workers resumed")
+    parser.add_argument("--stall", action="store_true", help="SIGSTOP the primary instead of kill -9")
     args = parser.parse_args()
     started = time.monotonic()
     rows = []
     for round_no in range(args.rounds):
         for mode in ("none", "replica"):
             workdir = Path(tempfile.mkdtemp(prefix="taskq-bench-failover-"))
-            result = run_failover(mode, workdir, args.load, args.after)
+            result = run_failover(mode, workdir, args.load, args.after, stall=args.stall)
             print(result.line(), flush=True)
             rows.append([f"{mode} (round {round_no + 1})", f"{result.acked:,}",
                          f"{result.acked_before_kill:,}", str(result.lost),
@@ -45,7 +46,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     header = ["TASKQ_DURABILITY", "acknowledged", "before the kill", "lost", "completed", "promotion s",
               "intake resumed s", "workers resumed s"]  # fmt: skip
-    print(table("Sentinel failover under load (1 primary, 1 replica, 3 sentinels; kill -9)", header, rows))
+    how = "SIGSTOP until promoted, then SIGCONT" if args.stall else "kill -9"
+    print(table(f"Sentinel failover under load (1 primary, 1 replica, 3 sentinels; {how})", header, rows))
     print(f"took {time.monotonic() - started:.0f} s")
 
 

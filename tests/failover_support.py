@@ -103,11 +103,12 @@ class FailoverResult:
     settled_s: float  # load stopped -> nothing queued or running
     counters: dict[str, int]
     completed: int
+    stall: bool = False
 
     def line(self) -> str:
         return (
-            f"[{self.durability}] {self.acked} tasks acknowledged ({self.acked_before_kill} before the "
-            "kill), "
+            f"[{self.durability}{', stall' if self.stall else ''}] {self.acked} tasks acknowledged "
+            f"({self.acked_before_kill} before the kill), "
             f"lost {self.lost}; promotion {self.promotion_s:.1f} s after the kill; intake resumed "
             f"{self.intake_resume_s:.1f} s and workers {self.worker_resume_s:.1f} s after the promotion; all "
             f"done {self.settled_s:.1f} s after the load stopped; statuses {dict(self.statuses)}; answers "
@@ -115,7 +116,11 @@ class FailoverResult:
         )
 
 
-def run_failover(durability: str, workdir: Path, load: float = 3.0, after: float = 3.0) -> FailoverResult:
+def run_failover(
+    durability: str, workdir: Path, load: float = 3.0, after: float = 3.0, stall: bool = False
+) -> FailoverResult:
+    """Kill the primary -9 (or, with stall, stop it with SIGSTOP until the replica is promoted, then let
+    it run again: until the sentinels demote it, it still takes writes on the connections it had)."""
     group = SentinelGroup(appendfsync="always").start()
     procs = Processes(workdir / "logs")
     try:
@@ -137,12 +142,17 @@ def run_failover(durability: str, workdir: Path, load: float = 3.0, after: float
             killed_at = time.time()
             with submitter.lock:
                 acked_before_kill = len(submitter.acked)
-            old = group.kill_primary()
+            old = group.primary()
+            old.pause() if stall else old.kill()
             group.wait_promotion(old)
             promoted_at = time.time()
             new = group.primary()
+            client = new.client()  # the harness reads the new primary (a stalled old one may come back)
             charged_at_promotion = org_counters(client, shard, org)["credits"]
-            old.start("--replicaof", "127.0.0.1", str(new.port))  # the lost node comes back as a replica
+            if stall:
+                old.resume()  # the sentinels turn it into a replica of the new primary by themselves
+            else:
+                old.start("--replicaof", "127.0.0.1", str(new.port))  # the lost node comes back as a replica
             wait_for(lambda: submitter.ok_after(promoted_at), 60, "the intake to admit again")
             with submitter.lock:
                 first = min(at for at, _ in submitter.acked.values() if at >= promoted_at)
@@ -178,6 +188,7 @@ def run_failover(durability: str, workdir: Path, load: float = 3.0, after: float
             settled_s=settled,
             counters=org_counters(client, shard, org),
             completed=statuses["COMPLETED"],
+            stall=stall,
         )
     finally:
         procs.close()

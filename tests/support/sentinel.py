@@ -76,7 +76,18 @@ class Node:
             self.proc.wait(30)
             self.proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering but keeps its connections (a stall, a partition)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -111,7 +111,8 @@ class Drain:
         webhooks_stop = asyncio.Event()
         if self.settings.worker_deliver_webhooks:
             # Same loop, same process: completions and their webhooks scale together (anchors §4.4).
-            upkeep.append(asyncio.create_task(run_deliveries(self.ops.client, self.settings, webhooks_stop)))
+            deliver = run_deliveries(self.ops.client, self.settings, webhooks_stop, commits=self.commits)
+            upkeep.append(asyncio.create_task(deliver))
         try:
             await self._claim_loop(time.monotonic() + seconds)
             await self._wind_down()
