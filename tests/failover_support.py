@@ -23,6 +23,7 @@ import httpx
 from taskq.connection import connect
 from taskq.store import Store
 from tests.proof_support import (
+    HookReceiver,
     Processes,
     SimulatorThread,
     org_counters,
@@ -44,6 +45,7 @@ class KeyedSubmitter:
 
     url: str
     key: str
+    hook: str
     acked: dict[str, tuple[float, str]] = field(default_factory=dict)  # idempotency key -> (at, task id)
     answers: Counter[tuple[int, str]] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -61,7 +63,8 @@ class KeyedSubmitter:
                 keys = [f"c{client_no}-b{n}-t{i}" for i in range(10)]
                 n += 1
                 payloads = [{"prompt": k, "country": "US"} for k in keys]
-                body = [{"taskType": "CHATGPT", "payload": p, "idempotencyKey": k}
+                hook = {"url": self.hook}
+                body = [{"taskType": "CHATGPT", "payload": p, "idempotencyKey": k, "webhook": hook}
                         for k, p in zip(keys, payloads, strict=True)]  # fmt: skip
                 while not self._send(client, body):  # the same keys until an answer says what happened
                     time.sleep(0.05)
@@ -103,6 +106,9 @@ class FailoverResult:
     settled_s: float  # load stopped -> nothing queued or running
     counters: dict[str, int]
     completed: int
+    webhook_tasks: int  # tasks whose webhook arrived
+    webhooks_of_lost: int  # tasks whose webhook arrived though the task is not there
+    webhook_ids_per_task: int  # the most distinct webhook-ids one task's events had
     stall: bool = False
 
     def line(self) -> str:
@@ -112,7 +118,8 @@ class FailoverResult:
             f"lost {self.lost}; promotion {self.promotion_s:.1f} s after the kill; intake resumed "
             f"{self.intake_resume_s:.1f} s and workers {self.worker_resume_s:.1f} s after the promotion; all "
             f"done {self.settled_s:.1f} s after the load stopped; statuses {dict(self.statuses)}; answers "
-            f"{dict(self.answers)}"
+            f"{dict(self.answers)}; webhooks for {self.webhook_tasks} tasks, {self.webhooks_of_lost} of them "
+            f"for tasks that were lost, at most {self.webhook_ids_per_task} webhook-id per task"
         )
 
 
@@ -128,12 +135,13 @@ def run_failover(
         store = Store(client)
         org, key = store.create_org("failover", credits=CREDITS, concurrency=1000, queue_limit=10**6)
         shard = store.org(org).shard
+        hooks = HookReceiver(secrets=store.webhook_secrets(org)).start()
         with SimulatorThread("0.02") as sim:
             env = worker_env(group.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
                              TASKQ_DURABILITY=durability)  # fmt: skip
             intake = start_intake(procs, env, workers=1)
             procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)
-            submitter = KeyedSubmitter(intake, key)
+            submitter = KeyedSubmitter(intake, key, hooks.url)
             threads = [threading.Thread(target=submitter.run, args=(c,), daemon=True) for c in range(3)]
             for thread in threads:
                 thread.start()
@@ -170,10 +178,16 @@ def run_failover(
                 return counts["queued"] + counts["inflight"] == 0
 
             settled = wait_for(finished, 120, "every task to finish", interval=0.2)
+
+            def delivered() -> bool:
+                return not client.zcard(shard.wh_due) and not client.zcard(shard.wh_proc)
+
+            wait_for(delivered, 120, "every webhook to be delivered", interval=0.2)
         acked = [task_id for _, task_id in submitter.acked.values()]
         status = [s for [s] in task_fields(client, shard, acked, ["status"])]
         admitted = client.lrange(shard.org_tasks(org), 0, -1)
         statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+        events = hooks.event_ids_by_task()
         return FailoverResult(
             durability=durability,
             acked=len(acked),
@@ -189,7 +203,11 @@ def run_failover(
             counters=org_counters(client, shard, org),
             completed=statuses["COMPLETED"],
             stall=stall,
+            webhook_tasks=len(events),
+            webhooks_of_lost=len(set(events) - set(admitted)),
+            webhook_ids_per_task=max((len(ids) for ids in events.values()), default=0),
         )
     finally:
         procs.close()
+        hooks.stop()
         group.close()
