@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import admission  # noqa: E402
+import durability  # noqa: E402
 import redis_ops  # noqa: E402
 import sync  # noqa: E402
 from bench import worker  # noqa: E402
@@ -174,6 +175,7 @@ def main() -> None:
     started = time.monotonic()
     print(f"machine: {machine()}; redis-server private per script; median (min-max) of {ROUNDS} runs\n")
     adm = admission.measure(rounds=ROUNDS, batches=40, clients=4)
+    dur = durability.measure(rounds=ROUNDS, batches=20)
     with private_redis() as url:
         b = HookBench(url)
         with worker.simulator("1") as sim1:
@@ -202,6 +204,10 @@ def main() -> None:
         ["  4 clients, 2 intake processes (tasks/s)", spread(adm["c_rate"]), "", "", ""],
         ["  p50 per 500-task batch (ms)", spread(adm["p50"], "{:.1f}"),
          "RQ enqueue_many: " + spread(adm["rq_p50"], "{:.1f}"), "", "<= 15 ms"],
+        *[[f"  TASKQ_DURABILITY={mode} (valkey AOF everysec + 1 replica), {n} (tasks/s)",
+           spread(dur[mode][rate]), "none: " + spread(dur["none"][rate]), spread(dur[mode][rate + "_ratio"],
+           "{:.2f}x"), ">= 0.7x at 4 clients" if mode == "local" and n == "4 clients" else ""]
+          for mode in ("local", "replica") for n, rate in (("1 client", "rate"), ("4 clients", "c_rate"))],
         ["(a) calls in flight per process, 1 s latency, K=1000", spread(ours_a),
          "RQ SimpleWorker: " + spread(rq_a, "{:.2f}"),
          spread([o / r for o, r in zip(ours_a, rq_a, strict=True)], "{:,.0f}x"), ">= 800 (0.8 of ideal)"],

@@ -231,8 +231,8 @@ def _answers(url: str) -> bool:
 class RedisServer:
     """A private redis-server with AOF on a fixed port and directory, which can be crashed and restarted."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = True) -> None:
-        binary = shutil.which("redis-server") or server_binary()
+    def __init__(self, workdir: Path, *, appendonly: bool = True, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server") or server_binary()
         assert binary, "no redis-server binary (install redis-server)"
         self.binary = binary
         self.workdir = workdir

@@ -6,8 +6,10 @@ What is promised: every task the intake acknowledged (HTTP 200, success) more th
 is there afterwards and finishes. With appendfsync everysec, a crash of the *machine* can lose the last
 second of writes, so tasks acknowledged within the last second before the crash may be lost; a crash of
 the Redis *process* (this test) loses nothing, because Redis writes the AOF before it replies and the
-kernel still holds what it wrote. The intake answers 503 SERVICE_UNAVAILABLE (never 500) while Redis is
-down and recovers by itself; the worker reconnects by itself.
+kernel still holds what it wrote. With TASKQ_DURABILITY=local (run on the bundled valkey-server, which
+has WAITAOF) every acknowledged task is promised, the last second included: each answer waited until
+its writes were fsynced, which holds for a machine crash too. The intake answers 503 SERVICE_UNAVAILABLE
+(never 500) while Redis is down and recovers by itself; the worker reconnects by itself.
 
 Defaults (CI): 3 s of load, 2 s down, 4 s more load; about 20 s. Longer:
 TASKQ_RESTART_LOAD_SECONDS=20 TASKQ_RESTART_DOWN_SECONDS=5 pytest tests/test_redis_restart.py -s
@@ -40,6 +42,7 @@ from tests.proof_support import (
     wait_for,
     worker_env,
 )
+from tests.support.sentinel import valkey_binary
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -86,11 +89,13 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("durability", ["none", "local"])
 def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
-    tmp_path: Path, procs: Processes
+    tmp_path: Path, procs: Processes, durability: str
 ) -> None:
+    binary = valkey_binary() if durability != "none" else None
     try:
-        server = RedisServer(tmp_path / "redis").start()
+        server = RedisServer(tmp_path / "redis", binary=binary).start()
     except AssertionError:
         if IN_CI:
             raise
@@ -101,7 +106,8 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
     shard = store.org(org).shard
     try:
         with SimulatorThread("0.02") as sim:
-            env = worker_env(server.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1")
+            env = worker_env(server.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
+                             TASKQ_DURABILITY=durability)  # fmt: skip
             intake = start_intake(procs, env, workers=1)
             worker = procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)
             load = Submitter(intake, key)
@@ -158,13 +164,17 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
         procs.close()
         server.stop()
     print(
-        f"\nredis SIGKILL after {len(before) + len(window)} acknowledged tasks, down {DOWN:g} s: answers "
-        f"{dict(load.answers)}; /readyz while down {ready_while_down}; intake ready {recovered:.2f} s after "
-        f"restart; {len(later)} tasks admitted after it; all done {settled:.1f} s after the load stopped; "
+        f"\n[{durability}] redis SIGKILL after {len(before) + len(window)} acknowledged tasks, down "
+        f"{DOWN:g} s: answers {dict(load.answers)}; /readyz while down {ready_while_down}; intake ready "
+        f"{recovered:.2f} s after restart; {len(later)} tasks admitted after it; all done {settled:.1f} s "
+        "after the load stopped; "
         f"lost in the last second: {lost_in_window}/{len(window)}; admitted without an answer: "
         f"{len(set(admitted) - set(acked))}"
     )
     assert before and later
+    if durability != "none":
+        assert window and lost_in_window == 0, "a task acknowledged durable was lost"
+        assert {status[i] for i in acked} == {"COMPLETED"}
     assert {status[i] for i in before} == {"COMPLETED"}, "a task acknowledged before the crash was lost"
     assert {status[i] for i in later} == {"COMPLETED"}
     assert {s for s in status.values()} <= {"COMPLETED", None}

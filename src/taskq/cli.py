@@ -29,11 +29,20 @@ def _store(settings: Settings) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq.connection import resolve_url
+    from taskq.connection import connect, resolve_url
+    from taskq.durability import DurabilityUnsupported, check_server
     from taskq.server import serve
 
     url, embedded = resolve_url(settings)
     os.environ["TASKQ_REDIS_URL"] = url
+    try:
+        for warning in check_server(connect(url, cluster=settings.redis_cluster), settings):
+            print(f"taskq serve: {warning}", file=sys.stderr)
+    except DurabilityUnsupported as exc:  # before gunicorn: its workers would fail to boot one by one
+        print(f"taskq serve: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 2
     try:
         threads = args.threads or settings.intake_threads
         os.environ["TASKQ_INTAKE_THREADS"] = str(threads)  # each process sizes its Redis pool from it

@@ -10,7 +10,8 @@ TaskqError                      (code)
 ├── ConcurrencyLimitExceeded    CONCURRENCY_LIMIT_EXCEEDED
 ├── RequestCanceled             REQUEST_CANCELED
 ├── ExternalServiceError        EXTERNAL_SERVICE_ERROR
-└── Unauthorized                MISSING_API_KEY / INVALID_API_KEY_FORMAT / INVALID_OR_EXPIRED_API_KEY
+├── Unauthorized                MISSING_API_KEY / INVALID_API_KEY_FORMAT / INVALID_OR_EXPIRED_API_KEY
+└── Unconfirmed                 SERVICE_UNAVAILABLE (a write not confirmed durable in time)
 """
 
 from __future__ import annotations
@@ -131,3 +132,9 @@ class Unauthorized(TaskqError):
     """Raised when the API key is missing, malformed, unknown or revoked."""
 
     code = Code.INVALID_OR_EXPIRED_API_KEY
+
+
+class Unconfirmed(TaskqError):
+    """Raised when a write could not be confirmed durable in time (TASKQ_DURABILITY): outcome unknown."""
+
+    code = Code.SERVICE_UNAVAILABLE

@@ -90,6 +90,9 @@ STACK_ORG = PREFIX + ":stack:org"
 RATE = PREFIX + ":rl:{digest}:{endpoint}:{window}"
 #: worker process name -> JSON {host, pid, inflight, claimed, heartbeat ms}; written by each drain loop
 WORKERS = PREFIX + ":workers"
+#: a counter each group commit increments right before its WAITAOF: the write whose replication offset
+#: the commit waits for, which covers every write answered before it (taskq.durability)
+COMMIT_MARK = PREFIX + ":commit"
 
 #: Fields of the task hash.
 TASK_FIELDS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # do not run on a cluster. Default: redis_url, unless that is a cluster (then this is required).
     rq_redis_url: str | None = None
     embedded_redis_port: int = 6390
+    # Durable acknowledgements (taskq.durability): none | local (the server's AOF fsynced) | replica
+    # (also held by durability_replicas replicas). Needs WAITAOF: Redis or Valkey >= 7.2.
+    durability: Literal["none", "local", "replica"] = "none"
+    durability_replicas: int = Field(default=1, ge=1)
+    durability_timeout_ms: int = Field(default=1000, ge=1)
     data_dir: str = ".taskq"
 
     # Intake

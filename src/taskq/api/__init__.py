@@ -10,12 +10,12 @@ import redis
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from taskq import keys
+from taskq import durability, keys
 from taskq.api import errors
 from taskq.api.errors import error_response
 from taskq.calls import quick_uuid
 from taskq.connection import connect, resolve_url
-from taskq.errors import Code, RateLimited
+from taskq.errors import Code, RateLimited, Unconfirmed
 from taskq.settings import Settings, load_settings
 from taskq.store import Store, header_digest
 
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = FastJSON(app)
+    committer = durability.committer(client, settings)  # refuses a server that cannot give it
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
     from taskq.api import batches, health, monitor, openapi, ops, queue, reference, tasks, webhooks
@@ -107,7 +108,25 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
             response.headers["X-RateLimit-Remaining"] = str(limit[1])
         return response
 
+    if committer is not None:
+        _confirm_answers(app, committer)  # registered last: runs before _headers, which marks its answer
     return app
+
+
+def _confirm_answers(app: Flask, committer: durability.Committer) -> None:
+    """TASKQ_DURABILITY: an organization's answer goes out once what it reports is durable: its own
+    writes and everything it read (a task another process completed, credits). Else 503, outcome unknown."""
+
+    @app.after_request
+    def _durable(response: Response) -> Response:
+        if g.get("org") is None or response.status_code >= 500:
+            return response
+        try:
+            committer.confirm()
+        except Unconfirmed as exc:
+            app.logger.error("answer not confirmed durable: %s", exc.__cause__ or exc.message)
+            return error_response(exc.code, exc.message, exc.details, status=503)
+        return response
 
 
 def settings() -> Settings:

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
-from taskq.connection import is_cluster_url
+from taskq.connection import SentinelURL, is_cluster_url, is_sentinel_url
 from taskq.scripts import Op, Scripts, merge_shared, source
 from taskq.settings import Settings
 
@@ -98,10 +99,27 @@ def redis_client(settings: Settings) -> Any:
         return RedisCluster.from_url(
             url.replace("+cluster", "", 1), decode_responses=True, max_connections=65536
         )
+    if is_sentinel_url(url):
+        parsed = SentinelURL.parse(url)
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call]
+        return sentinel.master_for(
+            parsed.service,
+            redis_class=aioredis.Redis,
+            connection_pool_class=BlockingSentinelPool,
+            decode_responses=True,
+            max_connections=settings.worker_redis_connections,
+            timeout=None,
+            **parsed.primary_options(),
+        )
     pool: Any = aioredis.BlockingConnectionPool.from_url(
         url, decode_responses=True, max_connections=settings.worker_redis_connections, timeout=None
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The primary's connections found through the sentinels, bounded like the plain pool: a caller
+    waits for a free connection instead of failing (hundreds of acks can land at once)."""
 
 
 @cache

@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq.connection import resolve_url
+    from taskq.connection import connect, resolve_url
+    from taskq.durability import DurabilityUnsupported, check_server
     from taskq.worker.hosting import rq_url, serve
 
     try:
@@ -28,6 +29,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     url, embedded = resolve_url(settings)
     settings = settings.model_copy(update={"redis_url": url})
+    try:
+        for warning in check_server(connect(url, cluster=settings.redis_cluster), settings):
+            print(f"taskq worker: {warning}", file=sys.stderr)
+    except DurabilityUnsupported as exc:
+        print(f"taskq worker: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 2
     processes = args.processes or settings.worker_processes
     concurrency = args.concurrency or settings.worker_concurrency
     rq = rq_url(settings)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from taskq import deliveries
 from taskq.deliveries import Claimed, Decision
+from taskq.durability import AsyncCommitter
 from taskq.keys import Shard
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -53,6 +54,7 @@ async def run_deliveries(
     *,
     shards: list[int] | None = None,
     sender: WebhookSender | None = None,
+    commits: AsyncCommitter | None = None,
 ) -> None:
     """Deliver webhooks of the given shards (default: all) until stop is set, then finish what is in flight.
 
@@ -60,12 +62,14 @@ async def run_deliveries(
     least REDIS_CALLS + 1 connections; it may be shared with other work. A given sender must
     already be entered (`async with`). Sends still running shutdown_grace_seconds after stop are
     cancelled; their leases expire and the reaper sends them again (at-least-once, same webhook-id).
+    With ``commits`` (TASKQ_DURABILITY), claimed deliveries are sent once a commit confirms what they
+    announce is durable: a webhook never tells of an outcome that a crash or a failover could undo.
     """
     async with AsyncExitStack() as stack:
         if sender is None:
             sender = await stack.enter_async_context(make_sender(settings))
         indexes = shards if shards is not None else list(range(settings.shards))
-        loop = _DeliveryLoop(redis_async, settings, sender, [Shard(i) for i in indexes])
+        loop = _DeliveryLoop(redis_async, settings, sender, [Shard(i) for i in indexes], commits)
         await loop.run(stop)
 
 
@@ -80,7 +84,15 @@ def _context(item: Claimed) -> dict[str, Any]:
 
 
 class _DeliveryLoop:
-    def __init__(self, client: Any, settings: Settings, sender: WebhookSender, shards: list[Shard]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        sender: WebhookSender,
+        shards: list[Shard],
+        commits: AsyncCommitter | None = None,
+    ) -> None:
+        self.commits = commits
         # Records share round trips (each still its own fenced wh_record call), as task outcomes do.
         self.ops = AsyncScheduler(client)
         self.scripts = self.ops.scripts
@@ -133,6 +145,10 @@ class _DeliveryLoop:
             limit = min(self.settings.webhook_claim_batch, room)
             now = now_ms()
             items, next_due = await deliveries.claim(self.scripts, shard, now, now + self.lease_ms, limit)
+            if items and self.commits is not None:
+                # The claim is a write after the outcomes it announces: confirming it confirms them (if
+                # this fails, the claims lapse and are sent later, once confirmed).
+                await self.commits.confirm()
             for item in items:
                 self._start(shard, item)
             if len(items) == limit:

@@ -28,6 +28,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq import keys
+from taskq.durability import AsyncCommitter, Policy
+from taskq.errors import Unconfirmed
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
 from taskq.scheduler import Claimed, claim, release
@@ -78,8 +80,10 @@ class Drain:
         concurrency: int,
         stop: asyncio.Event,
         rq_worker: str | None = None,
+        commits: AsyncCommitter | None = None,
     ) -> None:
         self.settings, self.ops, self.http, self.configs = settings, ops, http, configs
+        self.commits = commits  # TASKQ_DURABILITY: an outcome counts once it is durable
         self.concurrency = concurrency
         self.stop = stop
         self.leases = Leases(ops, settings)
@@ -107,7 +111,8 @@ class Drain:
         webhooks_stop = asyncio.Event()
         if self.settings.worker_deliver_webhooks:
             # Same loop, same process: completions and their webhooks scale together (anchors §4.4).
-            upkeep.append(asyncio.create_task(run_deliveries(self.ops.client, self.settings, webhooks_stop)))
+            deliver = run_deliveries(self.ops.client, self.settings, webhooks_stop, commits=self.commits)
+            upkeep.append(asyncio.create_task(deliver))
         try:
             await self._claim_loop(time.monotonic() + seconds)
             await self._wind_down()
@@ -264,14 +269,19 @@ class Drain:
         While Redis does not answer, the outcome is sent again with backoff until the lease would have
         lapsed anyway, so a short Redis outage does not cost the provider call. Sending it twice is
         safe: the transition is fenced by the lease token, so a second copy finds it applied and does
-        nothing.
+        nothing. With TASKQ_DURABILITY the outcome is sent again in the same way until a commit confirms
+        it durable: a failover that lost it (with the new primary still holding the lease) gets it again.
         """
         give_up = time.monotonic() + self.settings.lease_seconds
         delay = 0.25
+        applied = False  # a copy that lands after an applied one is fenced out: the first one counts
         while True:
             try:
-                return await self.ops.run_batched(op)
-            except (RedisConnectionError, RedisTimeoutError):
+                applied = await self.ops.run_batched(op) or applied
+                if self.commits is not None:
+                    await self.commits.confirm()
+                return applied
+            except (RedisConnectionError, RedisTimeoutError, Unconfirmed):
                 if time.monotonic() + delay > give_up:
                     raise
             await pause(delay * self.rng.uniform(0.5, 1.0))
@@ -347,8 +357,10 @@ async def drain(
             # Learn the slot map before the first burst of concurrent commands: redis-py 8.1's asyncio
             # cluster client initializing under concurrent first commands closes connections in use.
             await client.initialize()
+        policy = Policy.of(settings)
+        commits = AsyncCommitter(client, policy) if policy is not None else None
         worker = Drain(settings, AsyncScheduler(client), http, provider_configs(settings),
-                       concurrency=concurrency, stop=stop, rq_worker=rq_worker)  # fmt: skip
+                       concurrency=concurrency, stop=stop, rq_worker=rq_worker, commits=commits)  # fmt: skip
         with steady_gc():  # hundreds of calls in flight: collect less often, skip startup objects
             stats = await worker.run(seconds, parent_pid)
     finally:

@@ -19,14 +19,13 @@ import signal
 from typing import Any
 from uuid import uuid4
 
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
-from taskq.connection import is_cluster_url
+from taskq.connection import connect, is_cluster_url
 from taskq.settings import Settings, load_settings
 from taskq.worker.debug import DUMP_SIGNAL
 from taskq.worker.drain import drain
@@ -83,8 +82,12 @@ class DrainWorker(Worker):
     job_timeout = 900
     job_monitoring_interval = 5  # how often the parent looks at its horse (and re-forwards a stop)
 
+    rq_redis_url: str | None = None  # the pool hands over a copy of its connection; this builds one anew
+
     def __init__(self, queues: Any, name: str | None = None, **kwargs: Any) -> None:
         name = name or uuid4().hex
+        if self.rq_redis_url is not None:
+            kwargs["connection"] = rq_client(self.rq_redis_url)
         self._pool_pid = os.getppid()  # the pool forked this process; if it goes, this worker stops
         own = Queue(queue_name(name), connection=kwargs["connection"], serializer=JSONSerializer)
         kwargs["serializer"] = JSONSerializer
@@ -167,7 +170,8 @@ class DrainWorker(Worker):
 def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> type[DrainWorker]:
     """A DrainWorker subclass carrying this run's sizing (workers are forked, so nothing is pickled)."""
     timeout = int(drain_seconds + settings.longest_provider_timeout() + settings.shutdown_grace_seconds + 120)
-    attrs = {"concurrency": concurrency, "drain_seconds": drain_seconds, "job_timeout": timeout}
+    attrs = {"concurrency": concurrency, "drain_seconds": drain_seconds, "job_timeout": timeout,
+             "rq_redis_url": rq_url(settings)}  # fmt: skip
     return type("DrainWorker", (DrainWorker,), attrs)
 
 
@@ -187,10 +191,15 @@ def rq_url(settings: Settings) -> str:
     return url
 
 
+def rq_client(url: str) -> Any:
+    """RQ's client (bytes, as RQ expects): a plain Redis, or its primary through the sentinels."""
+    return connect(url, decode_responses=False)
+
+
 def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds: float) -> int:
     """Run `processes` RQ-supervised drain workers until SIGTERM/SIGINT; respawn any that die."""
     host(settings)
-    connection = Redis.from_url(rq_url(settings))  # RQ only; the drains use settings.redis_url
+    connection = rq_client(rq_url(settings))  # RQ only; the drains use settings.redis_url
     pool = WorkerPool(
         [QUEUE_PREFIX + "pool"],  # placeholder: each worker swaps in its own queue
         connection=connection,

@@ -1,0 +1,213 @@
+"""A Sentinel failover under load, for the failover test and `bench/failover.py`: a primary and one
+replica (both AOF) watched by three sentinels; `taskq serve` and `taskq worker` reach them through a
+redis+sentinel:// URL; clients submit 10-task batches with idempotency keys, resubmitting a batch with
+the same keys until they get an answer (what the 503 "outcome unknown" tells them to do). The primary
+is killed -9; once the sentinels have promoted the replica, the old node comes back as its replica.
+
+Measured: every task a client was told about (admitted, or already existing under its key), whether it
+is still there after the failover, finishes once and is charged once; how long the intake and the
+workers took to resume after the promotion.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from taskq.connection import connect
+from taskq.store import Store
+from tests.proof_support import (
+    HookReceiver,
+    Processes,
+    SimulatorThread,
+    org_counters,
+    start_intake,
+    task_fields,
+    wait_for,
+    worker_env,
+)
+from tests.support.sentinel import SentinelGroup
+
+CREDITS = 10**9
+COST = 5  # CHATGPT
+
+
+@dataclass
+class KeyedSubmitter:
+    """Clients posting 10-task batches with idempotency keys; a batch answered 503 (or not at all) is
+    sent again with the same keys until it is answered. Remembers each key's task id and when."""
+
+    url: str
+    key: str
+    hook: str
+    acked: dict[str, tuple[float, str]] = field(default_factory=dict)  # idempotency key -> (at, task id)
+    answers: Counter[tuple[int, str]] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ok_after(self, at: float) -> bool:
+        with self.lock:
+            return any(when >= at for when, _ in self.acked.values())
+
+    def run(self, client_no: int) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        n = 0
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
+            while not self.stop.is_set():
+                keys = [f"c{client_no}-b{n}-t{i}" for i in range(10)]
+                n += 1
+                payloads = [{"prompt": k, "country": "US"} for k in keys]
+                hook = {"url": self.hook}
+                body = [{"taskType": "CHATGPT", "payload": p, "idempotencyKey": k, "webhook": hook}
+                        for k, p in zip(keys, payloads, strict=True)]  # fmt: skip
+                while not self._send(client, body):  # the same keys until an answer says what happened
+                    time.sleep(0.05)
+                time.sleep(0.02)
+
+    def _send(self, client: httpx.Client, body: list[dict[str, Any]]) -> bool:
+        try:
+            r = client.post("/v1/async/task/batch", json=body)
+        except httpx.HTTPError:
+            self.answers[(0, "no answer")] += 1
+            return False
+        data = r.json()
+        self.answers[(r.status_code, "ok" if r.status_code == 200 else data["error"]["code"])] += 1
+        if r.status_code != 200:
+            return False
+        at = time.time()
+        with self.lock:
+            for item, task in zip(data["results"], body, strict=True):
+                if item["success"]:
+                    self.acked[task["idempotencyKey"]] = (at, item["task"]["id"])
+                else:
+                    assert item["error"]["code"] == "RESOURCE_ALREADY_EXISTS", item
+                    self.acked.setdefault(task["idempotencyKey"], (at, item["error"]["details"]["taskId"]))
+        return True
+
+
+@dataclass
+class FailoverResult:
+    durability: str
+    acked: int  # tasks clients were told about
+    acked_before_kill: int
+    lost: int  # of those, missing after the failover
+    statuses: Counter[str]  # of every task the org has
+    admitted: int  # tasks the org has
+    answers: Counter[tuple[int, str]]
+    promotion_s: float  # kill -> every sentinel names the new primary
+    intake_resume_s: float  # promotion -> first admission answered 200
+    worker_resume_s: float  # promotion -> first task charged
+    settled_s: float  # load stopped -> nothing queued or running
+    counters: dict[str, int]
+    completed: int
+    webhook_tasks: int  # tasks whose webhook arrived
+    webhooks_of_lost: int  # tasks whose webhook arrived though the task is not there
+    webhook_ids_per_task: int  # the most distinct webhook-ids one task's events had
+    stall: bool = False
+
+    def line(self) -> str:
+        return (
+            f"[{self.durability}{', stall' if self.stall else ''}] {self.acked} tasks acknowledged "
+            f"({self.acked_before_kill} before the kill), "
+            f"lost {self.lost}; promotion {self.promotion_s:.1f} s after the kill; intake resumed "
+            f"{self.intake_resume_s:.1f} s and workers {self.worker_resume_s:.1f} s after the promotion; all "
+            f"done {self.settled_s:.1f} s after the load stopped; statuses {dict(self.statuses)}; answers "
+            f"{dict(self.answers)}; webhooks for {self.webhook_tasks} tasks, {self.webhooks_of_lost} of them "
+            f"for tasks that were lost, at most {self.webhook_ids_per_task} webhook-id per task"
+        )
+
+
+def run_failover(
+    durability: str, workdir: Path, load: float = 3.0, after: float = 3.0, stall: bool = False
+) -> FailoverResult:
+    """Kill the primary -9 (or, with stall, stop it with SIGSTOP until the replica is promoted, then let
+    it run again: until the sentinels demote it, it still takes writes on the connections it had)."""
+    group = SentinelGroup(appendfsync="always").start()
+    procs = Processes(workdir / "logs")
+    try:
+        client = connect(group.url)
+        store = Store(client)
+        org, key = store.create_org("failover", credits=CREDITS, concurrency=1000, queue_limit=10**6)
+        shard = store.org(org).shard
+        hooks = HookReceiver(secrets=store.webhook_secrets(org)).start()
+        with SimulatorThread("0.02") as sim:
+            env = worker_env(group.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
+                             TASKQ_DURABILITY=durability)  # fmt: skip
+            intake = start_intake(procs, env, workers=1)
+            procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)
+            submitter = KeyedSubmitter(intake, key, hooks.url)
+            threads = [threading.Thread(target=submitter.run, args=(c,), daemon=True) for c in range(3)]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(submitter.acked) >= 100, 60, "admissions to start")
+            time.sleep(load)
+            killed_at = time.time()
+            with submitter.lock:
+                acked_before_kill = len(submitter.acked)
+            old = group.primary()
+            old.pause() if stall else old.kill()
+            group.wait_promotion(old)
+            promoted_at = time.time()
+            new = group.primary()
+            client = new.client()  # the harness reads the new primary (a stalled old one may come back)
+            charged_at_promotion = org_counters(client, shard, org)["credits"]
+            if stall:
+                old.resume()  # the sentinels turn it into a replica of the new primary by themselves
+            else:
+                old.start("--replicaof", "127.0.0.1", str(new.port))  # the lost node comes back as a replica
+            wait_for(lambda: submitter.ok_after(promoted_at), 60, "the intake to admit again")
+            with submitter.lock:
+                first = min(at for at, _ in submitter.acked.values() if at >= promoted_at)
+            intake_resume = first - promoted_at
+            wait_for(lambda: org_counters(client, shard, org)["credits"] < charged_at_promotion, 60,
+                     "the workers to complete a task again", interval=0.1)  # fmt: skip
+            worker_resume = time.time() - promoted_at
+            time.sleep(after)
+            submitter.stop.set()
+            for thread in threads:
+                thread.join(60)
+
+            def finished() -> bool:
+                counts = org_counters(client, shard, org)
+                return counts["queued"] + counts["inflight"] == 0
+
+            settled = wait_for(finished, 120, "every task to finish", interval=0.2)
+
+            def delivered() -> bool:
+                return not client.zcard(shard.wh_due) and not client.zcard(shard.wh_proc)
+
+            wait_for(delivered, 120, "every webhook to be delivered", interval=0.2)
+        acked = [task_id for _, task_id in submitter.acked.values()]
+        status = [s for [s] in task_fields(client, shard, acked, ["status"])]
+        admitted = client.lrange(shard.org_tasks(org), 0, -1)
+        statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+        events = hooks.event_ids_by_task()
+        return FailoverResult(
+            durability=durability,
+            acked=len(acked),
+            acked_before_kill=acked_before_kill,
+            lost=sum(1 for s in status if s is None),
+            statuses=statuses,
+            admitted=len(admitted),
+            answers=submitter.answers,
+            promotion_s=promoted_at - killed_at,
+            intake_resume_s=intake_resume,
+            worker_resume_s=worker_resume,
+            settled_s=settled,
+            counters=org_counters(client, shard, org),
+            completed=statuses["COMPLETED"],
+            stall=stall,
+            webhook_tasks=len(events),
+            webhooks_of_lost=len(set(events) - set(admitted)),
+            webhook_ids_per_task=max((len(ids) for ids in events.values()), default=0),
+        )
+    finally:
+        procs.close()
+        hooks.stop()
+        group.close()
