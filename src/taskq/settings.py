@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list; also how often retries are due
     worker_redis_connections: int = 32
     worker_deliver_webhooks: bool = True  # each drain also runs the webhook delivery loop
+    worker_run_schedules: bool = True  # each drain also fires recurring schedules (once each, whoever wins)
     batch_ttl_seconds: int = 7 * 24 * 3600
 
     # Providers (TASKQ_<UPSTREAM>_API_KEY, _API_KEYS, _BASE_URL, _MODEL come from the provider registry)
