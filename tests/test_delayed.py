@@ -27,8 +27,8 @@ def take(store: Store, org: str, now: int, k: int = 10) -> list[str]:
     return [t.id for t in Scheduler(store.client).run(op)]
 
 
-def test_delayed_task_is_queued_reserved_and_shows_when_it_will_run(http: Any, store: Store, make_org: Any) -> None:
-    org, key = make_org(credits=100, queue_limit=2)
+def test_delayed_task_is_queued_reserved_and_shows_when_it_will_run(http: Any, make_org: Any) -> None:
+    _, key = make_org(credits=100, queue_limit=2)
     before = int(time.time() * 1000)
     answer = http.post("/v1/async/task", json={**TASK, "delaySeconds": 30}, headers=auth(key)).json
     task = answer["task"]
