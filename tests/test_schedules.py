@@ -1,4 +1,4 @@
-"""Recurring schedules: the resource, and each occurrence fired exactly once whoever tries and whoever dies."""
+"""Recurring schedules: the resource, and each occurrence fired once, whoever tries and whoever dies."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def test_another_orgs_schedule_is_not_found(http: Any, make_org: Any) -> None:
         ({"name": "n", "everySeconds": 2, "tasks": []}, "tasks"),
         ({"name": "n", "everySeconds": 2}, "tasks"),
         ({"name": "n", "everySeconds": 2, "tasks": [TASK, {"taskType": "NOPE"}]}, "tasks.1.taskType"),
-        ({"name": "n", "everySeconds": 2, "tasks": [{**TASK, "runAt": "2027-01-01T00:00:00Z"}]}, "tasks.0.runAt"),
+        ({"name": "n", "everySeconds": 2, "tasks": [{**TASK, "runAt": "2027-01-01T00:00:00Z"}]},
+         "tasks.0.runAt"),
         ({"name": "n", "everySeconds": 2, "tasks": [{**TASK, "idempotencyKey": "k" * 240}]},
          "tasks.0.idempotencyKey"),
         ({"name": "n", "everySeconds": 2, "tasks": [TASK], "batchWebhook": {"url": "http://10.0.0.1/x"}},
@@ -247,7 +248,7 @@ def test_missed_occurrences_fire_the_latest_once_never_a_burst(
 def test_a_firing_refused_by_the_queue_limit_is_recorded_and_the_next_one_runs(
     http: Any, store: Store, settings: Settings, make_org: Any
 ) -> None:
-    org, key = make_org(queue_limit=2)
+    _, key = make_org(queue_limit=2)
     made = new_schedule(http, key, tasks=[TASK, TASK])
     at = next_ms(made)
     first = schedules.fire_due(store, settings, at)[0]
