@@ -46,7 +46,9 @@ def with_loops(n: int, body: Callable[[redis.Redis], Any], url: str = REAL_REDIS
         loops = [asyncio.create_task(run_schedules(c, cfg, stop)) for c in clients]
         probe = redis.Redis.from_url(url, decode_responses=True)
         try:
-            await wait_for(lambda: probe.pubsub_numsub(keys.SCHEDULES_CHANGED)[0][1] == n, 10, "subscriptions")
+            await wait_for(
+                lambda: probe.pubsub_numsub(keys.SCHEDULES_CHANGED)[0][1] == n, 10, "subscriptions"
+            )
             return await body(probe)
         finally:
             stop.set()
@@ -86,7 +88,9 @@ def test_idle_loops_send_nothing_between_firings(private_redis: redis.Redis) -> 
     url = url_of(private_redis)
     store = Store(private_redis)
     org_id, _ = store.create_org("idle", credits=100, concurrency=10, queue_limit=100)
-    schedules.create(store, SETTINGS, store.org(org_id), {"name": "hourly", "everySeconds": 3600, "tasks": [TASK]})
+    schedules.create(
+        store, SETTINGS, store.org(org_id), {"name": "hourly", "everySeconds": 3600, "tasks": [TASK]}
+    )
 
     def commands(probe: redis.Redis) -> int:
         return int(probe.info("stats")["total_commands_processed"])

@@ -42,7 +42,9 @@ def test_two_pools_fire_each_occurrence_once_even_when_one_is_killed(
         pools = [procs.taskq(f"pool{i}", argv, env) for i in range(2)]
         wait_for(lambda: real_redis.pubsub_numsub(keys.SCHEDULES_CHANGED)[0][1] == 2, 90,
                  "both pools' schedule loops")  # fmt: skip
-        made = schedules.create(store, make_settings(), org, {"name": "proof", "everySeconds": 2, "tasks": [TASK]})
+        made = schedules.create(
+            store, make_settings(), org, {"name": "proof", "everySeconds": 2, "tasks": [TASK]}
+        )
         first = epoch_ms(made["nextRunAt"])
         end = first + int(SECONDS * 1000) - EVERY_MS // 2  # the last occurrence due: end - 1000
         time.sleep(max(0.0, (first + (end - first) / 2 - now_ms()) / 1000))
