@@ -68,7 +68,8 @@ def test_two_pools_fire_each_occurrence_once_even_when_one_is_killed(
     runs = schedules.get(store, org, made["id"])["runs"]  # the latest RUNS_KEPT
     late = [epoch_ms(r["firedAt"]) - epoch_ms(r["at"]) for r in runs]
     print(
-        f"\nschedule proof: {SECONDS:g} s, everySeconds 2, pool0 killed -9 at +{(killed_at - first) / 1000:.1f} s: "
+        f"\nschedule proof: {SECONDS:g} s, everySeconds 2, "
+        f"pool0 killed -9 at +{(killed_at - first) / 1000:.1f} s: "
         f"{len(fired)} firings of {len(expected)} occurrences, {doubled} doubled, {len(lost)} lost "
         f"({[(at - first) / 1000 for at in lost]}); firing delay over the last {len(late)}: "
         f"median {statistics.median(late):.0f} ms, max {max(late)} ms"
