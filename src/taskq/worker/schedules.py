@@ -26,6 +26,8 @@ log = logging.getLogger("taskq.worker")
 
 CLUSTER_POLL_SECONDS = 1.0
 ERROR_PAUSE_SECONDS = 1.0
+#: How long a loop that is stopped waits for a firing under way (one firing: a few Redis calls).
+FIRING_WAIT_SECONDS = 10.0
 
 
 async def run_schedules(client: Any, settings: Settings, stop: asyncio.Event) -> None:
@@ -33,13 +35,17 @@ async def run_schedules(client: Any, settings: Settings, stop: asyncio.Event) ->
     cluster = isinstance(client, RedisCluster)
     store = Store(connect(settings.redis_url or "redis://127.0.0.1:6379/0", cluster=cluster), settings.shards)
     changes = None if cluster else client.pubsub()
+    firing: asyncio.Future[Any] | None = None
     try:
         if changes is not None:
             await changes.subscribe(keys.SCHEDULES_CHANGED)
         while not stop.is_set():
             reraise_cancellation()
             try:
-                runs, wake = await asyncio.to_thread(schedules.fire_due, store, settings)
+                # Shielded: cancelled meanwhile, the loop waits below for the firing to end (its thread
+                # cannot be stopped) before it closes the client the firing uses.
+                firing = asyncio.ensure_future(asyncio.to_thread(schedules.fire_due, store, settings))
+                runs, wake = await asyncio.shield(firing)
             except Exception:
                 reraise_cancellation()
                 log.exception("firing schedules failed; retrying shortly")
@@ -55,6 +61,8 @@ async def run_schedules(client: Any, settings: Settings, stop: asyncio.Event) ->
                 continue
             await _first_of(_changed(changes, wait), stop.wait())
     finally:
+        if firing is not None and not firing.done():
+            await asyncio.wait([firing], timeout=FIRING_WAIT_SECONDS)
         if changes is not None:
             try:
                 await changes.aclose()
