@@ -368,3 +368,13 @@ def test_cli_lists_shows_pauses_and_resumes_schedules(
     assert real_redis.zcard(store.org(org).shard.scheds) == 1
     capsys.readouterr()
     assert main(["schedule", "show", "00000000-0000-4000-8000-000000000000"]) == 1
+
+
+def test_a_new_time_zone_moves_the_next_run(http: Any, make_org: Any) -> None:
+    _, key = make_org()
+    made = new_schedule(http, key, everySeconds=None, cron="0 12 * * *")
+    assert made["nextRunAt"].endswith("T12:00:00.000Z")
+    path = f"/v1/async/schedules/{made['id']}"
+    moved = http.patch(path, json={"timezone": "Asia/Tokyo"}, headers=auth(key)).json["schedule"]
+    assert moved["timezone"] == "Asia/Tokyo" and moved["nextRunAt"].endswith("T03:00:00.000Z")
+    assert show(http, key, made["id"])["nextRunAt"] == moved["nextRunAt"]

@@ -281,12 +281,6 @@ def update(
         fields.update(every=spec.everySeconds * 1000, cron="", anchor=now)
     if spec.timezone is not None:
         fields["tz"] = spec.timezone
-    if "cron" not in fields and "every" not in fields and spec.timezone is not None and current.get("cron"):
-        check_fields = {**current, "tz": spec.timezone}
-        try:
-            check_cron(check_fields["cron"], spec.timezone)
-        except BadRecurrence as exc:
-            raise ValidationFailed("Invalid schedule", [{"field": "timezone", "message": str(exc)}]) from None
     if spec.tasks is not None:
         fields.update(tasks=json.dumps(spec.tasks), count=len(spec.tasks))
     if "batchWebhook" in given:
