@@ -59,12 +59,18 @@ def test_run_at_is_claimable_from_that_time_on_not_before(store: Store, http: An
     assert started["status"] == "PROCESSING" and "runAt" not in started
 
 
-def test_a_task_due_joins_the_back_of_its_priority(store: Store, http: Any, make_org: Any) -> None:
-    org, key = make_org()
-    delayed = http.post("/v1/async/task", json={**TASK, "delaySeconds": 60}, headers=auth(key)).json["task"]
+def test_a_task_due_keeps_its_place_by_admission(store: Store, http: Any, make_org: Any) -> None:
+    """Due, a delayed task goes before same-priority tasks admitted after it (it runs as soon as it may),
+    and a delayed batch runs in its input order."""
+    org, key = make_org(concurrency=1000)
+    batch = [
+        {**TASK, "delaySeconds": 60, "payload": {"prompt": f"p{i}", "country": "US"}} for i in range(150)
+    ]
+    delayed = http.post("/v1/async/task/batch", json=batch, headers=auth(key)).json["results"]
     later = http.post("/v1/async/task", json=TASK, headers=auth(key)).json["task"]
-    due = epoch_ms(delayed["runAt"])
-    assert take(store, org, now=due + 1, k=2) == [later["id"], delayed["id"]]
+    due = max(epoch_ms(r["task"]["runAt"]) for r in delayed)
+    taken = take(store, org, now=due, k=100) + take(store, org, now=due, k=100)  # 100 promoted per claim
+    assert taken == [r["task"]["id"] for r in delayed] + [later["id"]]
 
 
 def test_runat_in_the_past_runs_at_once(store: Store, http: Any, make_org: Any) -> None:

@@ -28,8 +28,8 @@
 --
 -- Order within a lane: score = (10 - priority) * 2^40 + seq, so ZPOPMIN gives priority 10 first and
 -- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
--- A delayed task (due > 0) waits in T:delayed, QUEUED and counted, without a lane score: claim.lua
--- gives it one when it moves it to its lane, so it joins the back of its priority when due.
+-- A delayed task (due > 0) waits in T:delayed, QUEUED and counted, as a retry does; claim.lua moves it
+-- to its lane when due, at its score: its place in line is its admission, so it runs as soon as it may.
 
 local tag, org, now = ARGV[1], ARGV[2], ARGV[3]
 local batch_id, total, batch_hook, batch_ttl = ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
@@ -94,7 +94,7 @@ for i = 1, n do
     local fields = {"org", org, "type", ttype, "status", "QUEUED", "prio", prio, "created", now,
       "payload", payload, "cost", cost, "score", score}  -- attempts: absent until the first claim
     if due > 0 then
-      fields[15], fields[16] = "due", due  -- in place of the score
+      fields[#fields + 1] = "due"; fields[#fields + 1] = due
     end
     if idem ~= "" then
       fields[#fields + 1] = "idem"; fields[#fields + 1] = idem
@@ -108,7 +108,8 @@ for i = 1, n do
     end
     redis.call("HSET", k_task(tag, id), unpack(fields))
     if due > 0 then
-      waits[#waits + 1] = due
+      -- Tasks due in the same millisecond come due in input order (the fraction stays within it).
+      waits[#waits + 1] = due - (n - i) / n / 2
       waits[#waits + 1] = id
     else
       local lane = lanes[ttype]

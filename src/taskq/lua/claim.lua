@@ -9,8 +9,7 @@
 -- ARGV[6]  c = number of claimable task types, then c pairs (type, provider cap; -1 = no cap),
 --          then every task type (to re-index an org's lanes)
 --
--- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score), and due
--- delayed tasks to the back of their priority in their lanes.
+-- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
 -- Then, k times: among claimable types not at their cap, the head of every ready:<type>; the lowest
 -- score wins (band = priority first, then the org's turn); an org heading several types takes its
 -- oldest lane head. The task becomes PROCESSING under a new fencing token, leased in T:proc until
@@ -38,12 +37,8 @@ end
 
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, tonumber(ARGV[5]))) do
   redis.call("ZREM", KEYS[2], id)
-  local t = redis.call("HMGET", k_task(tag, id), "org", "type", "score", "status", "prio")
+  local t = redis.call("HMGET", k_task(tag, id), "org", "type", "score", "status")
   if t[1] and t[4] == "QUEUED" then
-    if not t[3] then  -- a delayed task (runAt, delaySeconds): it joins the back of its priority now
-      t[3] = (10 - tonumber(t[5])) * BAND + redis.call("INCR", k_seq(tag))
-      redis.call("HSET", k_task(tag, id), "score", t[3])
-    end
     redis.call("ZADD", k_lane(tag, t[1], t[2]), t[3], id)
     lane_filled(tag, t[1], t[2])
     if redis.call("SISMEMBER", k_capped(tag), t[1]) == 0 then

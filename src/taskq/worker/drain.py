@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -255,7 +256,7 @@ class Drain:
             for shard in self.shards:
                 pipe.zrange(shard.delayed, 0, 0, withscores=True)
             heads = await pipe.execute()
-        due = [int(head[0][1]) for head in heads if head]
+        due = [math.ceil(head[0][1]) for head in heads if head]  # a delayed task's score has a fraction
         return (min(due) - now_ms()) / 1000 if due else None
 
     async def _run(self, task: Claimed) -> None:
