@@ -233,3 +233,47 @@ def test_two_workers_on_a_cluster_run_everything_once_in_priority_order_and_surv
         assert (int(fields["credits"]), int(fields["reserved"])) == (10**6 - cost, 0)
     for path in ("/metrics", "/dashboard/data"):  # gauges read every shard, across the slots
         assert intake.http.get(path, headers={"Authorization": "Bearer admin"}).status_code == 200
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_schedules_on_every_shard_fire_once_through_cluster_clients(cluster_url: str) -> None:
+    """The API, the firing and the workers' schedule loop (which polls on a cluster) on a cluster."""
+    import asyncio
+
+    from taskq.worker.clients import redis_client
+    from taskq.worker.schedules import run_schedules
+
+    intake = Intake(cluster_url)
+    orgs = intake.orgs_on_every_shard()
+    task = {"taskType": "CHATGPT", "payload": {"prompt": "scheduled", "country": "US"}}
+    made = {}
+    for org_id, key in orgs.items():
+        body = {"name": "on a cluster", "everySeconds": 1, "tasks": [task]}
+        answer = intake.http.post("/v1/async/schedules", json=body, headers=auth(key))
+        assert answer.status_code == 200, answer.json
+        made[org_id] = answer.json["schedule"]["id"]
+
+    def runs(org_id: str) -> int:
+        shard = intake.store.org(org_id).shard
+        return int(intake.client.llen(shard.sched_runs(made[org_id])))
+
+    async def loops() -> None:
+        stop = asyncio.Event()
+        clients = [redis_client(intake.settings) for _ in range(2)]
+        tasks = [asyncio.create_task(run_schedules(c, intake.settings, stop)) for c in clients]
+        end = time.monotonic() + 30
+        while not all(runs(o) >= 2 for o in orgs) and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for c in clients:
+            await c.aclose()
+
+    asyncio.run(loops())
+    for org_id, key in orgs.items():
+        shown = intake.http.get(f"/v1/async/schedules/{made[org_id]}", headers=auth(key)).json["schedule"]
+        ats = [r["at"] for r in shown["runs"]]
+        assert len(ats) >= 2 and len(set(ats)) == len(ats)
+        shard = intake.store.org(org_id).shard
+        assert intake.client.llen(shard.org_tasks(org_id)) == len(ats), "a firing admitted twice"

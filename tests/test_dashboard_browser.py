@@ -100,3 +100,27 @@ def test_dashboard_numbers_match_redis(
     shot = tmp_path / "dashboard.png"
     render(chromium, url, tmp_path, f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_dashboard_lists_schedules_with_next_run_and_last_outcome(
+    chromium: str, served: tuple[str, Any], real_redis: Any, tmp_path: Path
+) -> None:
+    from taskq import schedules
+
+    base, _ = served
+    store = Store(real_redis)
+    org, _ = store.create_org("tenant-s", credits=1000, concurrency=5, queue_limit=100)
+    task = {"taskType": "GEMINI", "payload": {"prompt": "p", "country": "US"}}
+    settings = make_settings()
+    made = schedules.create(store, settings, store.org(org), {"name": "nightly-check", "cron": "30 2 * * *",
+                            "timezone": "Europe/Berlin", "tasks": [task]})  # fmt: skip
+    schedules.create(store, settings, store.org(org), {"name": "paused-one", "everySeconds": 60,
+                     "tasks": [task], "paused": True})  # fmt: skip
+    dom = render(chromium, f"{base}/dashboard?token=dash-token", tmp_path, "--dump-dom")
+    assert 'data-loaded="1"' in dom, dom[:2000]
+    table = dom[dom.index('id="schedules"') :]
+    assert "nightly-check" in table and "30 2 * * * Europe/Berlin" in table
+    assert made["nextRunAt"][:19].replace("T", " ") in table
+    assert "paused-one" in table and "paused" in table and "never" in table

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from taskq.errors import Code, QueueLimitExceeded, TaskqError, ValidationFailed
+from taskq.errors import AlreadyExists, Code, QueueLimitExceeded, TaskqError, ValidationFailed
 from taskq.metrics import count_rejections
 from taskq.pricing import credits_for
 from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, iso_ms
@@ -112,7 +112,8 @@ def admit(
 ) -> list[Outcome]:
     """Admit a batch atomically: queue limit for the whole batch, then per task idempotency and credits.
 
-    Raises QueueLimitExceeded (nothing admitted) when the valid tasks would pass the org's queue limit.
+    Raises QueueLimitExceeded (nothing admitted) when the valid tasks would pass the org's queue limit,
+    and AlreadyExists (nothing admitted) when a batch with this id exists: a batch id admits once.
     """
     now = now_ms()
     ids = new_task_ids(len(items))
@@ -133,13 +134,21 @@ def admit(
         cost = credits_for(item, base)
         valid.append((index, task_id, item, cost))
         idem, hook = item.idempotency_key or "", item.webhook_url or ""
-        packed.append([task_id, ttype, item.priority, cost, idem, hook, index])
+        packed.append([task_id, ttype, item.priority, cost, idem, hook, index, 0, item.due_ms(now)])
         payloads.append(item.payload.__pydantic_serializer__.to_json(item.payload))
     if valid or batch_id:
         shard = org.shard
         reply = store.scripts.start(
             "admit",
-            keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
+            keys=[
+                shard.org(org.id),
+                shard.seq,
+                shard.rr,
+                shard.turn,
+                shard.capped,
+                shard.wake,
+                shard.delayed,
+            ],
             args=[
                 shard.tag,
                 org.id,
@@ -155,9 +164,11 @@ def admit(
         # While Redis runs the script: the answers of a batch admitted in full, the usual case.
         created = created_at(now)
         for index, task_id, item, cost in valid:
-            outcomes[index] = _accepted(index, task_id, item, cost, created)
+            outcomes[index] = _accepted(index, task_id, item, cost, created, item.due_ms(now))
         result = reply()
         status = result[0]
+        if status == "batch_exists":
+            raise AlreadyExists(f"Batch {batch_id} was already admitted", {"batchId": batch_id})
         if status == "queue_full":
             limit = int(result[1])
             raise QueueLimitExceeded(
@@ -175,8 +186,8 @@ def admit(
     return [outcomes[i] for i in range(len(items))]
 
 
-def _accepted(index: int, task_id: str, item: TaskRequest, cost: int, created: str) -> Accepted:
-    task = {
+def _accepted(index: int, task_id: str, item: TaskRequest, cost: int, created: str, due: int) -> Accepted:
+    task: dict[str, Any] = {
         "id": task_id,
         "taskType": item.task_type,
         "status": "QUEUED",
@@ -185,6 +196,8 @@ def _accepted(index: int, task_id: str, item: TaskRequest, cost: int, created: s
         "latencyMs": None,
         "idempotencyKey": item.idempotency_key,
     }
+    if due:
+        task["runAt"] = iso_ms(due)
     return Accepted(index, task, {"creditsToCharge": cost, "creditsCharged": None})
 
 

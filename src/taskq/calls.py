@@ -104,7 +104,7 @@ def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admi
     packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1]]
     payload = task.payload.__pydantic_serializer__.to_json(task.payload)
     reply = store.scripts["admit"](
-        keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake],
+        keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake, shard.delayed],
         args=[
             shard.tag,
             org.id,

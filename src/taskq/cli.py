@@ -133,6 +133,48 @@ def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_schedule_list(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import schedules
+
+    _print(schedules.overview(_store(settings), limit=args.limit))
+    return 0
+
+
+def cmd_schedule_show(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import schedules
+
+    store = _store(settings)
+    _print(schedules.get(store, schedules.find(store, args.schedule_id), args.schedule_id))
+    return 0
+
+
+def cmd_schedule_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import schedules
+
+    store = _store(settings)
+    org = schedules.find(store, args.schedule_id)
+    _print(schedules.set_paused(store, settings, org, args.schedule_id, args.paused))
+    return 0
+
+
+def _schedule_commands(sub: Any) -> None:
+    schedule = sub.add_parser("schedule", help="recurring schedules").add_subparsers(
+        dest="schedule_command", required=True
+    )
+    listing = schedule.add_parser("list", help="every organization's schedules, soonest next run first")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=cmd_schedule_list)
+    show = schedule.add_parser("show", help="a schedule with its tasks and recent runs")
+    show.add_argument("schedule_id")
+    show.set_defaults(handler=cmd_schedule_show)
+    pause = schedule.add_parser("pause", help="stop a schedule firing")
+    pause.add_argument("schedule_id")
+    pause.set_defaults(handler=cmd_schedule_pause, paused=True)
+    resume = schedule.add_parser("resume", help="fire again, from the next occurrence after now")
+    resume.add_argument("schedule_id")
+    resume.set_defaults(handler=cmd_schedule_pause, paused=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskq", description="Redis-backed task queue for AI-provider tasks"
@@ -190,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("amount", type=int)
     add.set_defaults(handler=cmd_credits_add)
 
+    _schedule_commands(sub)
     extend(sub)
     return parser
 

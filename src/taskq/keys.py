@@ -17,7 +17,7 @@ T:turn                HASH     org -> its current round-robin turn
 T:capped              SET      orgs parked at their concurrency limit
 T:pinflight           HASH     task type -> calls in flight
 T:proc                ZSET     leased task ids; score = lease deadline (ms)
-T:delayed             ZSET     task ids waiting to retry; score = due time (ms)
+T:delayed             ZSET     task ids waiting to retry, or delayed (runAt); score = due time (ms)
 T:idem:<org>:<key>    STRING   idempotency key -> task id
 T:org:<org>:types     SET      task types with a non-empty lane of the org (what a re-index touches)
 T:org:<org>:tasks     LIST     the org's task ids in arrival order, for listing; entry i has the
@@ -39,6 +39,12 @@ T:reaper              STRING   short SET NX PX lock: one lease reaper per shard 
 T:sweeper             STRING   SET NX PX lock: one listing trim per shard per minute
 T:reply:<id>          LIST     the outcome of a synchronous call (its status), pushed when the task
                                finishes; the waiting intake BLPOPs it (expires soon after)
+T:sched:<id>          HASH     a recurring schedule: org, name, timing, tasks, next fire time, the firing
+                               under way (see taskq.schedules)
+T:sched:<id>:runs     LIST     the schedule's recent firings as JSON, newest first
+T:scheds              ZSET     schedule ids that will fire; score = next fire time (ms), or the end of
+                               a firing's claim while one is under way
+T:org:<org>:scheds    SET      the org's schedule ids
 ====================  =======  ============================================================
 """
 
@@ -80,6 +86,10 @@ TEMPLATES: dict[str, str] = {
     "reaper": "{tag}:reaper",
     "sweeper": "{tag}:sweeper",
     "reply": "{tag}:reply:{id}",
+    "sched": "{tag}:sched:{id}",
+    "sched_runs": "{tag}:sched:{id}:runs",
+    "scheds": "{tag}:scheds",
+    "org_scheds": "{tag}:org:{org}:scheds",
 }
 
 #: Global keys (single-key access only).
@@ -88,6 +98,9 @@ ORGS = PREFIX + ":orgs"
 ORG_META = PREFIX + ":orgmeta:{org}"
 STACK_ORG = PREFIX + ":stack:org"
 RATE = PREFIX + ":rl:{digest}:{endpoint}:{window}"
+#: Pub/sub channel: a schedule was created or changed (its next fire time may be earlier than the
+#: time idle schedule loops wait for).
+SCHEDULES_CHANGED = PREFIX + ":scheds:changed"
 #: worker process name -> JSON {host, pid, inflight, claimed, heartbeat ms}; written by each drain loop
 WORKERS = PREFIX + ":workers"
 #: a counter each group commit increments right before its WAITAOF: the write whose replication offset
@@ -97,7 +110,7 @@ COMMIT_MARK = PREFIX + ":commit"
 #: Fields of the task hash.
 TASK_FIELDS = (
     "org type status prio created payload idem webhook cost charged attempts token score started "
-    "finished result error batch delivered wh_state wh_last wh_attempts wh_list"
+    "finished result error batch delivered wh_state wh_last wh_attempts wh_list due"
 ).split()
 
 
@@ -171,6 +184,15 @@ class Shard:
 
     def task_deliveries(self, task_id: str) -> str:
         return self._k("task_deliveries", id=task_id)
+
+    def sched(self, schedule_id: str) -> str:
+        return self._k("sched", id=schedule_id)
+
+    def sched_runs(self, schedule_id: str) -> str:
+        return self._k("sched_runs", id=schedule_id)
+
+    def org_scheds(self, org: str) -> str:
+        return self._k("org_scheds", org=org)
 
     def __getattr__(self, name: str) -> str:
         if name in TEMPLATES and "{" not in TEMPLATES[name].replace("{tag}", ""):

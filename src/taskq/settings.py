@@ -125,9 +125,10 @@ class Settings(BaseSettings):
     provider_caps: dict[str, int] = Field(default_factory=dict)
     retention_seconds: int = 24 * 3600
     worker_http_transport: str = "aiohttp"  # or "httpx": its own pool (slower at high concurrency)
-    worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list; also how often retries are due
+    worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list (waiting tasks wake it when due)
     worker_redis_connections: int = 32
     worker_deliver_webhooks: bool = True  # each drain also runs the webhook delivery loop
+    worker_run_schedules: bool = True  # each drain also fires recurring schedules (once each, whoever wins)
     batch_ttl_seconds: int = 7 * 24 * 3600
 
     # Providers (TASKQ_<UPSTREAM>_API_KEY, _API_KEYS, _BASE_URL, _MODEL come from the provider registry)

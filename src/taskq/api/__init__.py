@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     committer = durability.committer(client, settings)  # refuses a server that cannot give it
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
-    from taskq.api import batches, health, monitor, openapi, ops, queue, reference, tasks, webhooks
+    from taskq.api import batches, health, monitor, openapi, ops, queue, reference, schedules, tasks, webhooks
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(monitor.bp)
     app.register_blueprint(reference.bp)
+    app.register_blueprint(schedules.bp)
     errors.install(app)
 
     @app.errorhandler(redis.RedisError)

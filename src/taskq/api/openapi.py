@@ -10,6 +10,8 @@ from flask import Blueprint
 from taskq import __version__
 from taskq.api.errors import STATUS
 from taskq.providers import PAYLOAD_MODELS
+from taskq.schemas.schedules import MAX_EVERY_SECONDS
+from taskq.schemas.tasks import MAX_DELAY_SECONDS
 
 bp = Blueprint("openapi", __name__)
 
@@ -57,16 +59,100 @@ def _task_request() -> dict[str, Any]:
                         "required": ["url"],
                         "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2048}},
                     },
+                    "runAt": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "Not claimable before this time (with a UTC offset); not with "
+                        "delaySeconds (taskq's addition)",
+                    },
+                    "delaySeconds": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": MAX_DELAY_SECONDS,
+                        "description": "Not claimable before admission + this (taskq's addition)",
+                    },
                 },
             }
         )
     return {"oneOf": variants, "discriminator": {"propertyName": "taskType"}}
 
 
+def _schedule_schemas() -> dict[str, Any]:
+    """The schedule request (POST; PATCH takes any subset) and the schedule view with its runs."""
+    webhook = {
+        "oneOf": [
+            {"type": "string", "format": "uri", "maxLength": 2048},
+            {
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": {"type": "string", "format": "uri"}},
+            },
+        ]
+    }
+    fields: dict[str, Any] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "cron": {
+            "type": "string",
+            "description": "5 fields (6: seconds first), in timezone; not with everySeconds",
+        },
+        "everySeconds": {"type": "integer", "minimum": 1, "maximum": MAX_EVERY_SECONDS},
+        "timezone": {"type": "string", "default": "UTC", "description": "IANA name, e.g. Europe/Berlin"},
+        "tasks": {"type": "array", "minItems": 1, "maxItems": 500, "items": _ref("TaskRequest")},
+        "batchWebhook": webhook,
+        "paused": {"type": "boolean", "default": False},
+    }
+    run = {
+        "type": "object",
+        "required": ["at", "firedAt", "batchId", "admitted", "refused"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time", "description": "the occurrence fired"},
+            "firedAt": {"type": "string", "format": "date-time"},
+            "batchId": {"type": ["string", "null"], "format": "uuid"},
+            "admitted": {"type": "integer"},
+            "refused": {"type": "integer"},
+            "refusals": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "error": _ref("ErrorBody"),
+        },
+    }
+    schedule = {
+        "type": "object",
+        "required": ["id", "name", "timezone", "paused", "nextRunAt", "taskCount"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string"},
+            "cron": {"type": ["string", "null"]},
+            "everySeconds": {"type": ["integer", "null"]},
+            "timezone": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "nextRunAt": {"type": ["string", "null"], "format": "date-time"},
+            "firing": {"type": "boolean"},
+            "taskCount": {"type": "integer"},
+            "batchWebhook": {"type": ["object", "null"]},
+            "lastRun": {"oneOf": [_ref("ScheduleRun"), {"type": "null"}]},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "updatedAt": {"type": "string", "format": "date-time"},
+            "tasks": {"type": "array", "items": _ref("TaskRequest")},
+            "runs": {"type": "array", "items": _ref("ScheduleRun")},
+        },
+    }
+    return {
+        "ScheduleRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "tasks"],
+            "properties": fields,
+        },
+        "ScheduleChange": {"type": "object", "additionalProperties": False, "properties": fields},
+        "ScheduleRun": run,
+        "Schedule": schedule,
+    }
+
+
 def _components() -> dict[str, Any]:
     nullable_int = {"type": ["integer", "null"]}
     schemas: dict[str, Any] = {
         **_payload_schemas(),
+        **_schedule_schemas(),
         "TaskRequest": _task_request(),
         "Task": {
             "type": "object",
@@ -79,6 +165,11 @@ def _components() -> dict[str, Any]:
                 "createdAt": {"type": "string", "format": "date-time"},
                 "latencyMs": nullable_int,
                 "idempotencyKey": {"type": ["string", "null"]},
+                "runAt": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "a delayed task not yet started",
+                },
             },
         },
         "Credits": {
@@ -152,6 +243,15 @@ def _paths() -> dict[str, Any]:
         "schema": {"type": "string", "format": "uuid"},
     }
     obj = _json({"type": "object"})
+    schedule_id = {
+        "name": "scheduleId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    one_schedule = _json(
+        {"type": "object", "properties": {"success": {"const": True}, "schedule": _ref("Schedule")}}
+    )
     page = [
         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -211,6 +311,52 @@ def _paths() -> dict[str, Any]:
                 "parameters": [batch_id],
                 "responses": {"200": obj, **_errors(401, 404, 422, 429)},
             }
+        },
+        "/v1/async/schedules": {
+            "post": {
+                "operationId": "createSchedule",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ScheduleRequest")}},
+                },
+                "responses": {"200": one_schedule, **_errors(400, 401, 413, 415, 429)},
+            },
+            "get": {
+                "operationId": "listSchedules",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "schedules": {"type": "array", "items": _ref("Schedule")},
+                            },
+                        }
+                    ),
+                    **_errors(401, 429),
+                },
+            },
+        },
+        "/v1/async/schedules/{scheduleId}": {
+            "get": {
+                "operationId": "getSchedule",
+                "parameters": [schedule_id],
+                "responses": {"200": one_schedule, **_errors(401, 404, 429)},
+            },
+            "patch": {
+                "operationId": "updateSchedule",
+                "parameters": [schedule_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ScheduleChange")}},
+                },
+                "responses": {"200": one_schedule, **_errors(400, 401, 404, 413, 415, 429)},
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "parameters": [schedule_id],
+                "responses": {"200": obj, **_errors(401, 404, 429)},
+            },
         },
         "/v1/async/tasks": {
             "get": {

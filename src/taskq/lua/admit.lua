@@ -6,16 +6,19 @@
 -- KEYS[4]  turns               T:turn
 -- KEYS[5]  parked orgs         T:capped
 -- KEYS[6]  wake list           T:wake
+-- KEYS[7]  waits               T:delayed
 -- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
 -- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
---          webhook url or "", input index, 1 for a synchronous call (a batch of one, priority 11)]
+--          webhook url or "", input index, 1 for a synchronous call (a batch of one, priority 11),
+--          due (ms; 0 = at once)]
 -- ARGV[5]  batch id or ""      ARGV[6] items in the request (valid or not)
 -- ARGV[7]  batch webhook url or ""   ARGV[8] batch record TTL (seconds)
 -- ARGV[9..] the payload json of each task, in the same order (kept out of ARGV[4]: decoding
 --           JSON inside JSON costs more than the whole rest of the script; one argument per task
 --           field instead costs the client more to encode than the JSON costs here)
 --
--- Returns {"no_org"} when the organization does not exist, {"queue_full", limit} when the whole batch
+-- Returns {"no_org"} when the organization does not exist, {"batch_exists"} when a batch with this id
+-- was admitted before (a batch id admits once), {"queue_full", limit} when the whole batch
 -- would pass the queue limit (nothing admitted), else {"ok", r1, ..., rn} where ri is "ok",
 -- "dup:<task id>" (idempotency key already used, also earlier in this batch) or "credits".
 -- A synchronous call takes one of the org's concurrency slots, shared with its PROCESSING tasks
@@ -25,6 +28,8 @@
 --
 -- Order within a lane: score = (10 - priority) * 2^40 + seq, so ZPOPMIN gives priority 10 first and
 -- arrival order within a priority. An org's entry in ready:<type> is band * 2^40 + turn.
+-- A delayed task (due > 0) waits in T:delayed, QUEUED and counted, as a retry does; claim.lua moves it
+-- to its lane when due, at its score: its place in line is its admission, so it runs as soon as it may.
 
 local tag, org, now = ARGV[1], ARGV[2], ARGV[3]
 local batch_id, total, batch_hook, batch_ttl = ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
@@ -41,6 +46,9 @@ if not o[4] then
 end
 local credits, reserved = tonumber(o[1] or "0"), tonumber(o[2] or "0")
 local queued, limit = tonumber(o[3] or "0"), tonumber(o[4] or "0")
+if batch_id ~= "" and redis.call("EXISTS", k_batch(tag, batch_id)) == 1 then
+  return {"batch_exists"}
+end
 local metrics = k_metrics(tag)
 -- sync: a synchronous call is refused at once when the org has no free concurrency slot
 local sync = n == 1 and tasks[1][8] == 1
@@ -60,6 +68,7 @@ local out = {"ok"}
 local ids = {}  -- input index -> admitted task id
 local listing = {}  -- admitted ids in arrival order, for the org's task listing
 local lanes = {}  -- type -> {score, id, score, id, ...}: one ZADD per lane
+local waits = {}  -- delayed tasks: {due, id, due, id, ...}
 local admitted, taken = 0, 0
 local prio_counts = {}
 
@@ -81,8 +90,12 @@ for i = 1, n do
     admitted = admitted + 1
     local seq = first_seq + i
     local score = (10 - prio) * BAND + seq
+    local due = t[9] or 0
     local fields = {"org", org, "type", ttype, "status", "QUEUED", "prio", prio, "created", now,
       "payload", payload, "cost", cost, "score", score}  -- attempts: absent until the first claim
+    if due > 0 then
+      fields[#fields + 1] = "due"; fields[#fields + 1] = due
+    end
     if idem ~= "" then
       fields[#fields + 1] = "idem"; fields[#fields + 1] = idem
       redis.call("SET", k_idem(tag, org, idem), id)
@@ -94,13 +107,19 @@ for i = 1, n do
       fields[#fields + 1] = "batch"; fields[#fields + 1] = batch_id
     end
     redis.call("HSET", k_task(tag, id), unpack(fields))
-    local lane = lanes[ttype]
-    if not lane then
-      lane = {}
-      lanes[ttype] = lane
+    if due > 0 then
+      -- Tasks due in the same millisecond come due in input order (the fraction stays within it).
+      waits[#waits + 1] = due - (n - i) / n / 2
+      waits[#waits + 1] = id
+    else
+      local lane = lanes[ttype]
+      if not lane then
+        lane = {}
+        lanes[ttype] = lane
+      end
+      lane[#lane + 1] = score
+      lane[#lane + 1] = id
     end
-    lane[#lane + 1] = score
-    lane[#lane + 1] = id
     prio_counts[prio] = (prio_counts[prio] or 0) + 1
     ids[t[7]] = id
     if not sync then
@@ -158,7 +177,10 @@ if admitted > 0 then
   for from = 1, #listing, 1000 do
     redis.call("RPUSH", k_org_tasks(tag, org), unpack(listing, from, math.min(from + 999, #listing)))
   end
-  if redis.call("LPUSH", KEYS[6], now) > 64 then
+  for from = 1, #waits, 1000 do
+    redis.call("ZADD", KEYS[7], unpack(waits, from, math.min(from + 999, #waits)))
+  end
+  if next(lanes) ~= nil and redis.call("LPUSH", KEYS[6], now) > 64 then
     redis.call("LTRIM", KEYS[6], 0, 63)
   end
 end

@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from taskq.providers import PAYLOAD_MODELS, SPECS
 from taskq.schemas.payloads import Payload
@@ -36,16 +46,49 @@ class WebhookSpec(BaseModel):
     url: Annotated[str, Field(min_length=1, max_length=2048)]
 
 
+#: The furthest ahead a task may be delayed (runAt or delaySeconds): it holds credits and a queue place.
+MAX_DELAY_SECONDS = 365 * 24 * 3600
+
+
+def epoch_ms(value: str) -> int:
+    """An ISO-8601 date-time with a UTC offset (or Z) as epoch milliseconds; ValueError otherwise."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 date-time such as 2026-04-09T15:00:00Z") from None
+    if when.tzinfo is None:
+        raise ValueError("must carry a UTC offset (Z or +hh:mm)")
+    return int(when.timestamp() * 1000)
+
+
+def _run_at(value: str) -> int:
+    ms = epoch_ms(value)
+    if ms > (datetime.now(UTC).timestamp() + MAX_DELAY_SECONDS) * 1000:
+        raise ValueError(f"must be at most {MAX_DELAY_SECONDS // 86400} days ahead")
+    return ms
+
+
+def _one_delay(value: Any, info: ValidationInfo) -> Any:
+    if value is not None and info.data.get("runAt") is not None:
+        raise ValueError("give runAt or delaySeconds, not both")
+    return value
+
+
 def _task_model(task_type: str, payload: type[BaseModel]) -> type[BaseModel]:
     """The request model of one task type: its payload model under the shared envelope fields."""
     return create_model(
         f"{task_type}Task",
         __config__=ConfigDict(extra="forbid", strict=True, frozen=True),
+        __validators__={"one_delay": field_validator("delaySeconds")(_one_delay)},
         taskType=(Literal[task_type], ...),  # type: ignore[arg-type]
         payload=(payload, ...),
         priority=(Annotated[int, Field(ge=1, le=10)], 1),
         idempotencyKey=(Annotated[str, Field(min_length=1, max_length=255)] | None, None),
         webhook=(WebhookSpec | None, None),
+        # Delayed tasks (taskq's addition): QUEUED at once, claimable from then on. runAt becomes
+        # epoch ms here; delaySeconds counts from admission.
+        runAt=(Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_run_at)] | None, None),
+        delaySeconds=(Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None, None),
     )
 
 
@@ -66,6 +109,13 @@ class TaskRequest:
     priority: int
     idempotency_key: str | None
     webhook_url: str | None
+    run_at_ms: int | None = None  # runAt: not claimable before this time
+    delay_ms: int | None = None  # delaySeconds: not claimable before admission + this
+
+    def due_ms(self, now: int) -> int:
+        """When the task becomes claimable if admitted at `now`; 0 for at once."""
+        due = self.run_at_ms if self.run_at_ms is not None else now + (self.delay_ms or 0)
+        return due if due > now else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +157,8 @@ def _request(task: Any) -> TaskRequest:
         priority=task.priority,
         idempotency_key=task.idempotencyKey,
         webhook_url=task.webhook.url if task.webhook else None,
+        run_at_ms=task.runAt,
+        delay_ms=None if task.delaySeconds is None else int(task.delaySeconds * 1000),
     )
 
 
@@ -167,6 +219,7 @@ class TaskRecord:
     delivered_ms: int | None
     delivery_state: str | None
     delivery_attempts: int = 0
+    due_ms: int | None = None  # a delayed task: when it becomes claimable
 
     @classmethod
     def from_hash(cls, task_id: str, h: dict[str, str]) -> TaskRecord:
@@ -191,6 +244,7 @@ class TaskRecord:
             delivered_ms=_int_or_none(h.get("delivered")),
             delivery_state=h.get("wh_state") or None,
             delivery_attempts=int(h.get("wh_attempts") or 0),
+            due_ms=_int_or_none(h.get("due")),
         )
 
     @property
@@ -201,7 +255,7 @@ class TaskRecord:
 
 
 def summary_view(t: TaskRecord) -> dict[str, Any]:
-    return {
+    view = {
         "id": t.id,
         "taskType": t.task_type,
         "status": t.status,
@@ -210,6 +264,9 @@ def summary_view(t: TaskRecord) -> dict[str, Any]:
         "latencyMs": t.latency_ms,
         "idempotencyKey": t.idempotency_key,
     }
+    if t.due_ms is not None and t.status == TaskStatus.QUEUED and t.started_ms is None:
+        view["runAt"] = iso_ms(t.due_ms)  # a delayed task not yet started: when it will run
+    return view
 
 
 def credits_view(t: TaskRecord) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -49,6 +50,7 @@ from taskq.worker.delivery import run_deliveries
 from taskq.worker.execute import context, execute
 from taskq.worker.http import http_client
 from taskq.worker.leases import Leases, reap_forever
+from taskq.worker.schedules import run_schedules
 from taskq.worker.upstreams import provider_configs
 
 log = logging.getLogger("taskq.worker")
@@ -108,7 +110,10 @@ class Drain:
             asyncio.create_task(reap_forever(self.ops, self.shards, self.settings)),
             asyncio.create_task(self._beat_forever()),
         ]
+        if self.settings.worker_run_schedules:
+            upkeep.append(asyncio.create_task(run_schedules(self.ops.client, self.settings, self.stop)))
         webhooks_stop = asyncio.Event()
+        first_webhooks = len(upkeep)
         if self.settings.worker_deliver_webhooks:
             # Same loop, same process: completions and their webhooks scale together (anchors §4.4).
             deliver = run_deliveries(self.ops.client, self.settings, webhooks_stop, commits=self.commits)
@@ -117,8 +122,8 @@ class Drain:
             await self._claim_loop(time.monotonic() + seconds)
             await self._wind_down()
             webhooks_stop.set()
-            if upkeep[3:]:
-                await asyncio.wait(upkeep[3:], timeout=self.settings.shutdown_grace_seconds + 1)
+            if upkeep[first_webhooks:]:
+                await asyncio.wait(upkeep[first_webhooks:], timeout=self.settings.shutdown_grace_seconds + 1)
         finally:
             stuck = await stop_tasks(upkeep, UPKEEP_STOP_SECONDS)
             if stuck:
@@ -230,14 +235,34 @@ class Drain:
         return more
 
     async def _idle(self) -> None:
-        """Block on the wake lists (admission pushes one per batch) until work arrives or a timeout."""
+        """Block on the wake lists (admission pushes one per batch) until work arrives, a waiting task
+        (delayed, or a retry) comes due, or a timeout."""
         wait = self.settings.worker_idle_wait_seconds
+        due_in = await self._next_due_in()
+        if due_in is not None and due_in <= 0:
+            return
         if self._cluster:
             # The wake lists live in different slots: one BLPOP per shard, the first token wins.
             waits = [self.ops.client.blpop([shard.wake], timeout=wait) for shard in self.shards]
         else:
             waits = [self.ops.client.blpop([shard.wake for shard in self.shards], timeout=wait)]
-        await _first(*waits, self.stop.wait())
+        # Redis times a BLPOP out at its own clock tick (up to 100 ms late): a due task wakes the drain
+        # by a timer of its own instead.
+        timer = [asyncio.sleep(due_in)] if due_in is not None and due_in < wait else []
+        await _first(*waits, *timer, self.stop.wait())
+
+    async def _next_due_in(self) -> float | None:
+        """Seconds until the earliest waiting task of any shard comes due, or None when none waits."""
+        if self._cluster:
+            heads = await asyncio.gather(*(self.ops.client.zrange(s.delayed, 0, 0, withscores=True)
+                                           for s in self.shards))  # fmt: skip
+        else:
+            pipe = self.ops.client.pipeline(transaction=False)
+            for shard in self.shards:
+                pipe.zrange(shard.delayed, 0, 0, withscores=True)
+            heads = await pipe.execute()
+        due = [math.ceil(head[0][1]) for head in heads if head]  # a delayed task's score has a fraction
+        return (min(due) - now_ms()) / 1000 if due else None
 
     async def _run(self, task: Claimed) -> None:
         try:
