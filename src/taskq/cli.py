@@ -45,7 +45,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
     from taskq.providers.simulator import serve
 
-    serve(args.host, args.port, args.latency, args.error_rate)
+    serve(args.host, args.port, args.latency, args.error_rate, rate_limit=args.rate_limit, quota=args.quota,
+          revoked=tuple(args.revoke_key))  # fmt: skip
     return 0
 
 
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--latency", default="0", help="seconds, or uniform:A,B or exp:MEAN")
     sim.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with an error")
+    sim.add_argument("--rate-limit", type=float, default=0.0,
+                     help="requests/s each flavor and key allows; above it the flavor's own 429")  # fmt: skip
+    sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
+    sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
     sim.set_defaults(handler=cmd_simulator)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)

@@ -37,6 +37,8 @@ T:wh:failing          HASH     webhook host -> failed attempts in the last hour 
 T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
 T:sweeper             STRING   SET NX PX lock: one listing trim per shard per minute
+T:flow                HASH     provider flow control (taskq.flow): per lane "<TYPE>:<field>" and per
+                               key of a lane "<TYPE>/<key fingerprint>:<field>" (see FLOW_FIELDS)
 ====================  =======  ============================================================
 """
 
@@ -77,6 +79,7 @@ TEMPLATES: dict[str, str] = {
     "wh_failing": "{tag}:wh:failing",
     "reaper": "{tag}:reaper",
     "sweeper": "{tag}:sweeper",
+    "flow": "{tag}:flow",
 }
 
 #: Global keys (single-key access only).
@@ -94,6 +97,15 @@ TASK_FIELDS = (
     "finished result error batch delivered wh_state wh_last wh_attempts wh_list"
 ).split()
 
+
+#: Fields of T:flow, each prefixed "<TYPE>/<fingerprint>:" (one API key of a lane: a slot). tat: the
+#: rate limiter's next free time (GCRA, ms); pause/why: paused until (ms) and why; quota: "1" while the
+#: key's quota is exhausted (pause is then the next probe); auth: "1" once the key was refused (401/403);
+#: lrate/lset/lcap: the learned rate (calls/s), when it last dropped (ms), the limit the provider stated;
+#: ss: when slow start began (ms); calls/n429: counts; w/wn/pn: calls in this second and the one before;
+#: rate/burst/seen: the configured limit and when a worker last said so. Lane fields ("<TYPE>:"):
+#: pause/why, an operator's pause.
+FLOW_FIELDS = "tat pause why quota auth lrate lset lcap ss calls n429 w wn pn rate burst seen".split()
 
 #: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated.
 DELIVERY_FIELDS = "task org url event body attempts state created next finished log".split()
