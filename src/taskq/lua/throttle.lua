@@ -43,14 +43,14 @@ if kind == "rate" then
   local wait = tonumber(ARGV[10]) or 1000
   set(st, "pause", math.max(st.pause or 0, fnow + wait))
   local stated = tonumber(ARGV[11])
+  local r = slot_rate(st, fnow, st.ss ~= nil)  -- the rate in force when this call started
+  if not r then  -- not paced until now: start from what it did in the last second
+    r = math.max(st.pn or 0, st.wn or 0, 1)
+  end
   if stated and stated > 0 then
     set(st, "lcap", stated)
   end
   if not st.lset or fnow - st.lset >= DECREASE_GAP_MS then
-    local r = slot_rate(st, fnow, st.ss ~= nil)
-    if not r then  -- not paced until now: start from what it did in the last second
-      r = math.max(st.pn or 0, st.wn or 0, 1)
-    end
     if st.lcap and r > st.lcap then  -- above the limit the provider states: back to it
       r = st.lcap
     elseif st.lcap then  -- at or under it: a burst was refused, step down a little
