@@ -77,7 +77,7 @@ def test_a_burst_admits_that_many_calls_at_once(store: Store, sched: Scheduler) 
 
 
 def test_calls_spread_over_the_keys_of_a_pool_each_with_its_own_rate(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings(provider_rates={"CHATGPT": 10}, openai_api_keys="sk-a,sk-b,sk-c")
+    cfg = flow_settings(provider_rates={"CHATGPT": 10}, openai_api_key="", openai_api_keys="sk-a,sk-b,sk-c")
     queue(store, cfg, 20)
     claimed = claim_at(sched, cfg, T0)
     assert sorted(t.key for t in claimed) == sorted(fingerprint(k) for k in ("sk-a", "sk-b", "sk-c"))
@@ -160,7 +160,7 @@ def test_an_exhausted_quota_stops_the_key_and_lets_one_probe_through_per_interva
 def test_a_refused_key_leaves_the_pool_and_the_last_key_is_never_removed(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings(openai_api_keys=["sk-bad", "sk-good"])
+    cfg = flow_settings(openai_api_key="", openai_api_keys=["sk-bad", "sk-good"])
     queue(store, cfg, 10)
     bad, good = fingerprint("sk-bad"), fingerprint("sk-good")
     claimed = claim_at(sched, cfg, T0, k=2)

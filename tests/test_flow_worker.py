@@ -127,7 +127,7 @@ def test_a_revoked_key_of_a_pool_leaves_it_and_every_task_completes_on_the_other
     fstore: Store, limited: Callable[..., LimitedSimulator]
 ) -> None:
     sim = limited(revoked=("sk-revoked",))
-    cfg = settings_for(sim, openai_api_keys="sk-revoked,sk-good")
+    cfg = settings_for(sim, openai_api_key="", openai_api_keys="sk-revoked,sk-good")
     org = new_org(fstore)
     ids = admit_tasks(fstore, cfg, org, [request(prompt=f"q{i}") for i in range(30)])
     run_drain(cfg, settled(fstore, org, ids, lambda s: s == "COMPLETED"), concurrency=10, timeout=30)
