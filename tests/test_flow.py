@@ -254,3 +254,46 @@ def test_the_shared_limiter_never_admits_more_than_rate_times_window_plus_burst(
         for i, start in enumerate(starts):
             inside = sum(1 for s in starts[i:] if s < start + window)
             assert inside <= window * rate / 1000 + effective_burst, (window, start, starts)
+
+
+def test_metrics_and_dashboard_data_show_each_key_and_a_stopped_lane_loudly(
+    store: Store, sched: Scheduler
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from taskq.api import create_app
+
+    cfg = flow_settings(provider_rates={"CHATGPT": {"rpm": 600}})
+    queue(store, cfg, 3)
+    [task] = claim_at(sched, cfg, T0)
+    refuse(sched, cfg, task, Refusal("quota", "You exceeded your current quota"), T0)
+    client = create_app(make_settings(admin_token="admin-secret"), client=store.client).test_client()
+    text = client.get("/metrics", headers={"Authorization": "Bearer admin-secret"}).data.decode()
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    labels = (("key", task.key), ("provider", "CHATGPT"))
+    assert found[("taskq_provider_key_state", (*labels[:1], labels[1], ("state", "quota-exhausted")))] == 1
+    assert found[("taskq_provider_calls_total", labels)] == 1
+    data = client.get("/dashboard/data", headers={"Authorization": "Bearer admin-secret"}).json
+    [lane] = [lane for lane in data["lanes"] if lane["provider"] == "CHATGPT"]
+    assert lane["state"] == "quota-exhausted"
+    assert lane["keys"][0]["why"] == "You exceeded your current quota"
+
+
+def test_the_lane_commands_pause_resume_and_show_a_provider(
+    real_redis: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from taskq.cli import main
+    from tests.conftest import REAL_REDIS_URL
+
+    monkeypatch.setenv("TASKQ_REDIS_URL", REAL_REDIS_URL)
+    assert main(["lane", "pause", "gemini", "--reason", "key rotation"]) == 0
+    assert main(["lane", "status", "GEMINI"]) == 0
+    out = capsys.readouterr().out
+    status = json.loads(out[out.index("[") :])
+    assert status[0]["state"] == "paused-by-operator" and status[0]["why"] == "key rotation"
+    assert main(["lane", "resume", "GEMINI"]) == 0
+    assert real_redis.hget(SHARD.flow, "GEMINI:pause") is None
+    assert main(["lane", "pause", "NOPE"]) == 1

@@ -123,6 +123,31 @@ def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_lane_status(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import flow
+
+    lanes = flow.status(_store(settings))
+    _print([lane for lane in lanes if not args.provider or lane["provider"] == args.provider.upper()])
+    return 0
+
+
+def cmd_lane_pause(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from taskq import flow
+
+    until = time.time() + args.seconds if args.seconds else None
+    _print(flow.pause(_store(settings), args.provider, args.reason, until))
+    return 0
+
+
+def cmd_lane_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import flow
+
+    _print(flow.resume(_store(settings), args.provider))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskq", description="Redis-backed task queue for AI-provider tasks"
@@ -183,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("org_id")
     add.add_argument("amount", type=int)
     add.set_defaults(handler=cmd_credits_add)
+
+    lane = sub.add_parser("lane", help="provider flow control: rates, pauses, quotas, key pools")
+    lanes = lane.add_subparsers(dest="lane_command", required=True)
+    lane_status = lanes.add_parser("status", help="each provider's keys: state, rates, calls/s, 429s, pauses")
+    lane_status.add_argument("provider", nargs="?", help="one task type (default: all)")
+    lane_status.set_defaults(handler=cmd_lane_status)
+    lane_pause = lanes.add_parser("pause", help="stop claiming a provider's tasks (they stay queued)")
+    lane_pause.add_argument("provider", help="task type, e.g. CHATGPT")
+    lane_pause.add_argument("--reason", default="paused by the operator")
+    lane_pause.add_argument("--seconds", type=float, help="resume by itself after this long (default: never)")
+    lane_pause.set_defaults(handler=cmd_lane_pause)
+    lane_resume = lanes.add_parser("resume", help="run a provider again: clear pauses, quota, refused keys")
+    lane_resume.add_argument("provider", help="task type, e.g. CHATGPT")
+    lane_resume.set_defaults(handler=cmd_lane_resume)
 
     extend(sub)
     return parser

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from taskq import keys
+from taskq import flow, keys
 from taskq.api import settings, store
 from taskq.errors import Code, TaskqError, Unauthorized
 from taskq.metrics import RedisCollector, gauges, minute_series, totals
@@ -85,6 +85,7 @@ def dashboard_data() -> dict[str, Any]:
             for host, count in sorted(failing_endpoints.items(), key=lambda item: -item[1])[:10]
         ],
         "workers": _workers(client),
+        "lanes": flow.status(store()),  # provider flow control per key (taskq.flow)
     }
 
 
