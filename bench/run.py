@@ -2,8 +2,9 @@
 
 Each row is the median of TASKQ_BENCH_ROUNDS runs (default 3; recovery after kill -9: 2) with the
 min-max spread. The figures come from the other scripts' measuring functions: admission.py,
-worker.py (its Bench), webhooks.py and redis_ops.py. Then peers.py runs one taskq drain beside one
-BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 8-10 minutes on 2 cores.
+worker.py (its Bench), webhooks.py, redis_ops.py and flow_control.py (one round: each of its three
+runs takes the ideal 40 s of an 800-task run at a 20 req/s limit). Then peers.py runs one taskq drain beside one
+BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 11-13 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import admission  # noqa: E402
+import flow_control  # noqa: E402
 import redis_ops  # noqa: E402
 from bench import worker  # noqa: E402
 
@@ -187,6 +189,7 @@ def main() -> None:
     wh = repeat(ROUNDS, lambda: webhooks.measure(10_000, 300))
     ops = repeat(ROUNDS, lambda: redis_ops.measure(2000))
     ops_one = repeat(ROUNDS, lambda: redis_ops.measure(500, batch=1))
+    flow_rows = flow_control.bench_rows()  # one round: each run takes the limit's ideal 40 s
 
     ours_a = [run["steady"] for run, _ in a_runs]
     rq_a = [5 / rq["wall"] for _, rq in a_runs]
@@ -230,6 +233,7 @@ def main() -> None:
         ["  Redis CPU per finished task (us)", spread([o["taskq_cpu_us"] for o in ops], "{:.0f}"),
          "RQ: " + spread([o["rq_cpu_us"] for o in ops], "{:.0f}"),
          spread([o["rq_cpu_us"] / o["taskq_cpu_us"] for o in ops], "{:.1f}x"), ""],
+        *flow_rows,
     ]  # fmt: skip
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")
