@@ -3,8 +3,9 @@
 Each row is the median of TASKQ_BENCH_ROUNDS runs (default 3; recovery after kill -9: 2) with the
 min-max spread. The figures come from the other scripts' measuring functions: admission.py,
 worker.py (its Bench), webhooks.py, redis_ops.py and flow_control.py (one round: each of its three
-runs takes the ideal 40 s of an 800-task run at a 20 req/s limit). Then peers.py runs one taskq drain beside one
-BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 11-13 minutes on 2 cores.
+runs takes the ideal 40 s of an 800-task run at a 20 req/s limit). Then peers.py runs one taskq
+drain beside one BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About
+11-13 minutes on 2 cores.
 """
 
 from __future__ import annotations
