@@ -62,9 +62,9 @@ def test_a_configured_rate_admits_one_call_per_interval_and_says_when_the_next_o
     queue(store, cfg, 20)
     first = claim_at(sched, cfg, T0)
     assert len(first) == 1 and first[0].key == fingerprint("sk-test")
-    held_back = claim_at(sched, cfg, T0 + 50)
-    assert len(held_back) == 0 and held_back.reopens_ms is not None and 20 <= held_back.reopens_ms <= 50
-    assert len(claim_at(sched, cfg, T0 + 100)) == 1
+    held_back = claim_at(sched, cfg, T0 + 30)  # a claim may start a call up to TICK_MS (50) early
+    assert len(held_back) == 0 and held_back.reopens_ms == 20
+    assert len(claim_at(sched, cfg, T0 + 50)) == 1
     assert len(claim_at(sched, cfg, T0 + 1100)) == 1  # an idle lane does not bank calls beyond its burst
 
 
@@ -208,21 +208,21 @@ def test_a_429_teaches_the_limit_it_states_and_cuts_the_rate_at_most_once_a_seco
     cfg = make_settings(rate_slow_start=True)
     queue(store, cfg, 100)
     claim_at(sched, cfg, T0)  # slow start begins
-    claimed = claim_at(sched, cfg, T0 + 1500, k=3)  # 10 * 2^6 = 640 calls/s by now
-    refuse(sched, cfg, claimed[0], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 1500)
+    claimed = claim_at(sched, cfg, T0 + 500, k=3)  # 10 * 2^5 = 320 calls/s by now
+    refuse(sched, cfg, claimed[0], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 500)
     fields = store.client.hgetall(SHARD.flow)
     slot = {k.rpartition(":")[2]: v for k, v in fields.items() if k.startswith("CHATGPT/")}
     assert float(slot["lcap"]) == 20.0 and float(slot["lrate"]) == 20.0  # above the stated limit: back to it
-    refuse(sched, cfg, claimed[1], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 1600)
+    refuse(sched, cfg, claimed[1], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 600)
     assert float(store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")) == 20.0
-    refuse(sched, cfg, claimed[2], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 2600)
+    refuse(sched, cfg, claimed[2], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 1600)
     assert float(store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")) == pytest.approx(18.0)
     slot = {
         k.rpartition(":")[2]: v
         for k, v in store.client.hgetall(SHARD.flow).items()
         if k.startswith("CHATGPT/")
     }
-    assert flow.rate_now(slot, T0 + 2600) == pytest.approx(18.0)
+    assert flow.rate_now(slot, T0 + 1600) == pytest.approx(18.0)
     assert flow.rate_now(slot, T0 + 60_000) == 20.0  # additive increase, never above the stated limit
 
 
@@ -248,7 +248,7 @@ def test_the_shared_limiter_never_admits_more_than_rate_times_window_plus_burst(
         clock += gap
         starts += [clock] * len(claim_at(sched, cfg, clock, k=k))
     interval = 1000 / rate
-    tolerance = max((burst - 1) * interval, 20)  # flow_lib.lua: TICK_MS
+    tolerance = max((burst - 1) * interval, flow.TICK_MS)
     effective_burst = math.floor(tolerance / interval) + 1
     for window in (1000, 250):
         for i, start in enumerate(starts):

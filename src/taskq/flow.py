@@ -25,8 +25,9 @@ from taskq.providers import SPECS
 from taskq.settings import Settings
 
 #: Mirrors flow_lib.lua (slow start, AIMD), so status() shows the rate a claim would use.
-SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10.0, 250.0, 10000.0
+SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10.0, 100.0, 10000.0
 AI_PER_S = 0.1
+TICK_MS = 50  # a claim may start this much time's worth of calls at once
 FOREVER_MS = 10**15
 #: A worker announces its lanes every few seconds; a slot no worker announced for this long is stale.
 STALE_MS = 60_000

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     provider_rates: dict[str, RateLimit] = Field(default_factory=dict)  # per key of the task type
     rate_limit_give_up_seconds: float = Field(default=3600.0, gt=0)
     quota_probe_seconds: float = Field(default=300.0, gt=0)
-    rate_slow_start: bool = True  # no rate known: start a lane at 10 calls/s and double every 0.25 s
+    rate_slow_start: bool = True  # no rate known: start a lane at 10 calls/s and double every 0.1 s
     retention_seconds: int = 24 * 3600
     worker_http_transport: str = "aiohttp"  # or "httpx": its own pool (slower at high concurrency)
     worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list; also how often retries are due

@@ -15,10 +15,10 @@
 -- Flow spec (JSON, one ARGV of claim.lua): {"lanes": {TYPE: [[fp, rate calls/s or 0, burst], ...]},
 --   "probe": ms between quota probes, "ss": 1 for slow start, "clock": ms (optional)}
 
-local SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10, 250, 10000
+local SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10, 100, 10000
 local AI_PER_S, MD, MD_KNOWN, DECREASE_GAP_MS = 0.1, 0.7, 0.9, 1000
 local MIN_RATE = 0.05
-local TICK_MS = 20  -- a claim may take this much time's worth of calls at once (fewer, larger claims)
+local TICK_MS = 50  -- a claim may take this much time's worth of calls at once (fewer, larger claims)
 local FOREVER = 1e15  -- an operator's pause without an end
 local BIG = 1e9
 local SLOT_FIELDS = {"tat", "pause", "quota", "auth", "lrate", "lset", "lcap", "ss", "calls", "w", "wn",
