@@ -90,8 +90,9 @@ class SimState:
     def take(self, flavor: str, key: str) -> float:
         """0 when this account may call now (a token taken), else seconds until it may."""
         now = time.monotonic()
-        tokens, at = self.buckets.get((flavor, key), (self.rate_limit, now))
-        tokens = min(max(1.0, self.rate_limit), tokens + (now - at) * self.rate_limit)
+        capacity = max(1.0, self.rate_limit)
+        tokens, at = self.buckets.get((flavor, key), (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * self.rate_limit)
         if tokens >= 1.0:
             self.buckets[(flavor, key)] = (tokens - 1.0, now)
             return 0.0

@@ -112,7 +112,7 @@ def rate_limited(ask: Ask, wait: float, limit: float) -> Reply:
         violation = {
             "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
             "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
-            "quotaValue": str(round(limit * 60)),
+            "quotaValue": f"{limit * 60:g}",
         }
         details = [
             {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
@@ -127,14 +127,14 @@ def rate_limited(ask: Ask, wait: float, limit: float) -> Reply:
     if ask.flavor == "rss":
         return Reply(429, b"<html><title>429 Too Many Requests [simulated]</title></html>", "text/html",
                      {"retry-after": str(seconds)})  # fmt: skip
-    message = f"Rate limit reached for requests: limit {round(limit * 60)} per min. [simulated]"
+    message = f"Rate limit reached for requests: limit {limit * 60:g} per min. [simulated]"
     error = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
     if ask.flavor == "perplexity":
         return json_reply(429, {"error": error}, **{"retry-after": str(seconds)})
     headers = {
         "retry-after": str(seconds),
         "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-        "x-ratelimit-limit-requests": str(round(limit * 60)),
+        "x-ratelimit-limit-requests": f"{limit * 60:g}",
         "x-ratelimit-remaining-requests": "0",
         "x-ratelimit-reset-requests": f"{max(1, math.ceil(wait * 1000))}ms",
     }
