@@ -2,9 +2,10 @@
 
 Each row is the median of TASKQ_BENCH_ROUNDS runs (default 3; recovery after kill -9: 2) with the
 min-max spread. The figures come from the other scripts' measuring functions: admission.py,
-worker.py (its Bench), webhooks.py, redis_ops.py and sync.py. Then peers.py runs one taskq drain beside
-one BullMQ and one arq worker on the same job (TASKQ_BENCH_PEERS=0 skips it). About 10-12 minutes on 2
-cores.
+worker.py (its Bench), webhooks.py, redis_ops.py, sync.py, durability.py and flow_control.py (one
+round: each of its three runs takes the ideal 40 s of an 800-task run at a 20 req/s limit). Then
+peers.py runs one taskq worker beside one BullMQ and one arq worker on the same job
+(TASKQ_BENCH_PEERS=0 skips it). About 15 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import admission  # noqa: E402
 import durability  # noqa: E402
+import flow_control  # noqa: E402
 import redis_ops  # noqa: E402
 import sync  # noqa: E402
 from bench import worker  # noqa: E402
@@ -192,6 +194,7 @@ def main() -> None:
     ops = repeat(ROUNDS, lambda: redis_ops.measure(2000))
     ops_one = repeat(ROUNDS, lambda: redis_ops.measure(500, batch=1))
     calls = sync.measure(rounds=ROUNDS, calls=100, concurrent=500)
+    flow_rows = flow_control.bench_rows()  # one round: each run takes the limit's ideal 40 s
 
     ours_a = [run["steady"] for run, _ in a_runs]
     rq_a = [5 / rq["wall"] for _, rq in a_runs]
@@ -247,6 +250,7 @@ def main() -> None:
          spread([p / 1.0 for p in calls["burst_p50"]], "{:.2f}x"), "<= 1.2 s, 0 errors"],
         ["  p99 (s); errors", spread(calls["burst_p99"], "{:.2f}") + "; " +
          spread(calls["burst_errors"] + calls["idle_errors"], "{:.0f}"), "", "", ""],
+        *flow_rows,
     ]  # fmt: skip
     print(table("taskq proof benchmarks", ["figure", "taskq", "anchor (same run)", "ratio", "target"], rows))
     print(f"\ntaskq commands per task, most frequent: {ops[-1]['taskq_top']}")

@@ -12,6 +12,7 @@ import pytest
 import redis
 from aiohttp import web
 
+from taskq.flow import fingerprint
 from taskq.providers.simulator import create_app as simulator_app
 from taskq.store import Store
 from tests.conftest import auth, make_settings
@@ -123,7 +124,9 @@ def test_every_task_type_completes_through_the_simulator(
     assert "markdown" in chatgpt and chatgpt["sources"][0]["url"].startswith("http")
 
 
-def test_injected_429_is_retried_and_400_fails_at_once(simulator: Simulator, real_redis: redis.Redis) -> None:
+def test_injected_429_is_run_again_without_spending_an_attempt_and_400_fails_at_once(
+    simulator: Simulator, real_redis: redis.Redis
+) -> None:
     cfg = settings_for(simulator)
     tasks = [
         {"taskType": "CHATGPT", "payload": {"prompt": "retry me [sim:429-once:e2e-1]", "country": "US"}},
@@ -134,7 +137,9 @@ def test_injected_429_is_retried_and_400_fails_at_once(simulator: Simulator, rea
     retried = http.get(f"/v1/async/task/{ids[0]}", headers=auth(key)).json
     assert retried["task"]["status"] == "COMPLETED" and retried["response"]["text"]
     store = Store(real_redis)
-    assert real_redis.hget(store.org(org).shard.task(ids[0]), "attempts") == "2"
+    # The 429 paused the key and put the task back in line: the call that completed is its first attempt.
+    assert real_redis.hget(store.org(org).shard.task(ids[0]), "attempts") == "1"
+    assert real_redis.hget(store.org(org).shard.flow, "CHATGPT/" + fingerprint("sk-test") + ":n429") == "1"
     failed = http.get(f"/v1/async/task/{ids[1]}", headers=auth(key)).json
     assert failed["task"]["status"] == "FAILED" and failed["credits"]["creditsCharged"] == 0
     error = failed["response"]["error"]

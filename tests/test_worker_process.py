@@ -102,7 +102,9 @@ def test_sigterm_to_taskq_worker_finishes_or_releases_everything_and_exits_0(
             wstore, make_settings(), org, [request(prompt=f"slow:0.3:{i}") for i in range(20)]
         )
         slow = admit_tasks(wstore, make_settings(), org, [request(prompt=f"slow:60:{i}") for i in range(30)])
-        pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "100"], upstream)
+        # All 50 at once (no slow start of the fresh lane), so the quick ones are still running too.
+        pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "100"], upstream,
+                     TASKQ_RATE_SLOW_START="false")  # fmt: skip
         rq = redis.Redis.from_url(REAL_REDIS_URL)
         wait_for(lambda: counters(wstore, org)["inflight"] == 50, 20, "all tasks in flight")
         [worker] = Worker.all(connection=rq)  # visible to `rq info`

@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
     from taskq.providers.simulator import serve
 
-    serve(args.host, args.port, args.latency, args.error_rate)
+    serve(args.host, args.port, args.latency, args.error_rate, rate_limit=args.rate_limit, quota=args.quota,
+          revoked=tuple(args.revoke_key))  # fmt: skip
     return 0
 
 
@@ -175,6 +176,31 @@ def _schedule_commands(sub: Any) -> None:
     resume.set_defaults(handler=cmd_schedule_pause, paused=False)
 
 
+def cmd_lane_status(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import flow
+
+    lanes = flow.status(_store(settings))
+    _print([lane for lane in lanes if not args.provider or lane["provider"] == args.provider.upper()])
+    return 0
+
+
+def cmd_lane_pause(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from taskq import flow
+
+    until = time.time() + args.seconds if args.seconds else None
+    _print(flow.pause(_store(settings), args.provider, args.reason, until))
+    return 0
+
+
+def cmd_lane_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq import flow
+
+    _print(flow.resume(_store(settings), args.provider))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskq", description="Redis-backed task queue for AI-provider tasks"
@@ -193,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--latency", default="0", help="seconds, or uniform:A,B or exp:MEAN")
     sim.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with an error")
+    sim.add_argument("--rate-limit", type=float, default=0.0,
+                     help="requests/s each flavor and key allows; above it the flavor's own 429")  # fmt: skip
+    sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
+    sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
     sim.set_defaults(handler=cmd_simulator)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)
@@ -233,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(handler=cmd_credits_add)
 
     _schedule_commands(sub)
+    lane = sub.add_parser("lane", help="provider flow control: rates, pauses, quotas, key pools")
+    lanes = lane.add_subparsers(dest="lane_command", required=True)
+    lane_status = lanes.add_parser("status", help="each provider's keys: state, rates, calls/s, 429s, pauses")
+    lane_status.add_argument("provider", nargs="?", help="one task type (default: all)")
+    lane_status.set_defaults(handler=cmd_lane_status)
+    lane_pause = lanes.add_parser("pause", help="stop claiming a provider's tasks (they stay queued)")
+    lane_pause.add_argument("provider", help="task type, e.g. CHATGPT")
+    lane_pause.add_argument("--reason", default="paused by the operator")
+    lane_pause.add_argument("--seconds", type=float, help="resume by itself after this long (default: never)")
+    lane_pause.set_defaults(handler=cmd_lane_pause)
+    lane_resume = lanes.add_parser("resume", help="run a provider again: clear pauses, quota, refused keys")
+    lane_resume.add_argument("provider", help="task type, e.g. CHATGPT")
+    lane_resume.set_defaults(handler=cmd_lane_resume)
+
     extend(sub)
     return parser
 

@@ -45,6 +45,8 @@ T:sched:<id>:runs     LIST     the schedule's recent firings as JSON, newest fir
 T:scheds              ZSET     schedule ids that will fire; score = next fire time (ms), or the end of
                                a firing's claim while one is under way
 T:org:<org>:scheds    SET      the org's schedule ids
+T:flow                HASH     provider flow control (taskq.flow): per lane "<TYPE>:<field>" and per
+                               key of a lane "<TYPE>/<key fingerprint>:<field>" (see FLOW_FIELDS)
 ====================  =======  ============================================================
 """
 
@@ -90,6 +92,7 @@ TEMPLATES: dict[str, str] = {
     "sched_runs": "{tag}:sched:{id}:runs",
     "scheds": "{tag}:scheds",
     "org_scheds": "{tag}:org:{org}:scheds",
+    "flow": "{tag}:flow",
 }
 
 #: Global keys (single-key access only).
@@ -113,6 +116,15 @@ TASK_FIELDS = (
     "finished result error batch delivered wh_state wh_last wh_attempts wh_list due"
 ).split()
 
+
+#: Fields of T:flow, each prefixed "<TYPE>/<fingerprint>:" (one API key of a lane: a slot). tat: the
+#: rate limiter's next free time (GCRA, ms); pause/why: paused until (ms) and why; quota: "1" while the
+#: key's quota is exhausted (pause is then the next probe); auth: "1" once the key was refused (401/403);
+#: lrate/lset/lcap: the learned rate (calls/s), when it last dropped (ms), the limit the provider stated;
+#: ss: when slow start began (ms); calls/n429: counts; w/wn/pn: calls in this second and the one before;
+#: rate/burst/seen: the configured limit and when a worker last said so. Lane fields ("<TYPE>:"):
+#: pause/why, an operator's pause.
+FLOW_FIELDS = "tat pause why quota auth lrate lset lcap ss calls n429 w wn pn rate burst seen".split()
 
 #: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated.
 DELIVERY_FIELDS = "task org url event body attempts state created next finished log".split()

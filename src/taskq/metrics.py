@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from taskq import keys
+from taskq import flow, keys
 from taskq.keys import Shard
 
 #: Upper bounds (ms) of the provider latency histogram; the Lua scripts count into the same buckets.
@@ -161,6 +161,42 @@ class RedisCollector(Collector):
         for provider, count in g["inflightByProvider"].items():
             inflight.add_metric([provider], count)
         yield inflight
+        yield from lane_families(flow.status(_Shards(self.client, self.shards)))
         yield GaugeMetricFamily(
             "taskq_webhook_backlog", "Webhook deliveries waiting", value=g["webhookBacklog"]
         )
+
+
+class _Shards:
+    """What taskq.flow.status reads: a client and the shard count."""
+
+    def __init__(self, client: Any, shards: int) -> None:
+        self.client, self.shards = client, shards
+
+
+def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Any]:
+    """Flow control per provider and key (taskq.flow.status): state, rates, calls, 429s, pauses."""
+    labels = ["provider", "key"]
+    gauge, counter = GaugeMetricFamily, CounterMetricFamily
+    state = gauge("taskq_provider_key_state", "1 for the key's flow state", labels=[*labels, "state"])
+    configured = gauge("taskq_provider_rate_configured", "Configured calls/s per key", labels=labels)
+    learned = gauge("taskq_provider_rate_learned", "Rate learned from 429s (calls/s)", labels=labels)
+    in_force = gauge("taskq_provider_rate", "Calls/s claims pace the key at now", labels=labels)
+    per_s = gauge("taskq_provider_calls_per_second", "Calls started in the last second", labels=labels)
+    calls = counter("taskq_provider_calls", "Calls started under flow control", labels=labels)
+    limited = counter("taskq_provider_rate_limited", "Upstream 429s (rate limits)", labels=labels)
+    paused = gauge("taskq_provider_paused_until_seconds", "End of the key's pause", labels=labels)
+    for lane in lanes:
+        for key in lane["keys"]:
+            at = [lane["provider"], key["key"]]
+            key_state = "paused-by-operator" if lane["state"] == "paused-by-operator" else key["state"]
+            state.add_metric([*at, key_state], 1)
+            for family, value in ((configured, key["configuredRate"]), (learned, key["learnedRate"]),
+                                  (in_force, key["rate"])):  # fmt: skip
+                if value is not None:
+                    family.add_metric(at, value)
+            per_s.add_metric(at, key["callsPerSecond"])
+            calls.add_metric(at, key["calls"])
+            limited.add_metric(at, key["rateLimited"])
+            paused.add_metric(at, (key["pausedUntil"] or 0) / 1000)
+    yield from (state, configured, learned, in_force, per_s, calls, limited, paused)

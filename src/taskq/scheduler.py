@@ -52,14 +52,17 @@ class Claimed:
     attempts: int
     started_ms: int
     batch: str
+    key: str = ""  # fingerprint of the API key this call may use (flow control), "" when not paced
+    probe: bool = False  # the call probes a key whose quota was exhausted
 
     @classmethod
     def from_reply(cls, shard: Shard, row: Sequence[Any]) -> Claimed:
-        (id_, token, ttype, payload, org, prio, created, idem, webhook, cost, attempts, started, batch) = (
-            str(x) for x in row
-        )
+        (id_, token, ttype, payload, org, prio, created, idem, webhook, cost, attempts, started, batch,
+         *flow) = (str(x) for x in row)  # fmt: skip
+        key, probe = [*flow, "", ""][:2]
         return cls(shard, id_, token, ttype, payload, org, int(prio), int(created), idem, webhook,
-                   int(cost or 0), int(attempts or 0), int(started or 0), batch)  # fmt: skip
+                   int(cost or 0), int(attempts or 0), int(started or 0), batch, key,
+                   probe == "1")  # fmt: skip
 
     def record(
         self, status: TaskStatus, now: int, *, result: str | None = None, error: str | None = None
@@ -90,16 +93,30 @@ def _ok(reply: Any) -> bool:
     return int(reply) == 1
 
 
+class Claims(list[Claimed]):
+    """What one claim leased, and in how many ms a lane holding back queued tasks reopens (None: no
+    lane does; see taskq.flow)."""
+
+    reopens_ms: int | None = None
+
+
+def _claims(shard: Shard, reply: Any) -> Claims:
+    claims = Claims(Claimed.from_reply(shard, row) for row in reply[:-1])
+    claims.reopens_ms = int(reply[-1]) if int(reply[-1]) >= 0 else None
+    return claims
+
+
 def claim(
-    shard: Shard, caps: Mapping[str, int | None], *, now: int, lease_ms: int, k: int
-) -> Op[list[Claimed]]:
-    """Lease up to k tasks of the given types (type -> provider cap, None = no cap)."""
+    shard: Shard, caps: Mapping[str, int | None], *, now: int, lease_ms: int, k: int, flow: str = ""
+) -> Op[Claims]:
+    """Lease up to k tasks of the given types (type -> provider cap, None = no cap); ``flow`` is the
+    flow spec (``taskq.flow.spec``) pacing each type's calls, "" for none."""
     pairs = [x for ttype, cap in caps.items() for x in (ttype, -1 if cap is None else cap)]
     return Op(
         "claim",
-        [shard.proc, shard.delayed, shard.pinflight, shard.fence, shard.rr],
-        [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, *ALL_TYPES],
-        lambda rows: [Claimed.from_reply(shard, row) for row in rows],
+        [shard.proc, shard.delayed, shard.pinflight, shard.fence, shard.rr, shard.flow],
+        [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, flow, *ALL_TYPES],
+        lambda reply: _claims(shard, reply),
     )
 
 
@@ -180,6 +197,43 @@ def timeout_message(seconds: float) -> str:
         minutes = int(seconds // 60)
         return f"Maximum timeout ({minutes} minute{'s' if minutes != 1 else ''}) exceeded"
     return f"Maximum timeout ({seconds:g} second{'s' if seconds != 1 else ''}) exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a provider refused a call for a reason that is not the task's (see throttle.lua)."""
+
+    kind: str  # "rate" | "quota" | "auth"
+    message: str
+    wait: float | None = None  # seconds the provider asked to wait
+    limit: float | None = None  # calls/s the provider stated as its limit
+
+
+#: throttle.lua's replies.
+THROTTLED, FENCED, MUST_FAIL = 1, 0, 2
+
+
+def throttle(
+    task: Claimed,
+    refusal: Refusal,
+    *,
+    rate: float,
+    burst: int,
+    pool: Sequence[str],
+    now: int,
+    retention: int,
+    give_up_seconds: float,
+    probe_seconds: float,
+    clock: int | None = None,
+) -> Op[int]:
+    """Pause the task's key for every worker and put the task back in line without spending an attempt;
+    the reply is THROTTLED, FENCED, or MUST_FAIL (gave up waiting / the lane's last key)."""
+    wait = "" if refusal.wait is None else int(refusal.wait * 1000)
+    limit = "" if refusal.limit is None else refusal.limit
+    args = [task.shard.tag, task.id, task.token, now, retention, refusal.kind, task.key, rate, burst, wait,
+            limit, refusal.message, int(give_up_seconds * 1000), int(probe_seconds * 1000), ",".join(pool),
+            "" if clock is None else clock, *ALL_TYPES]  # fmt: skip
+    return Op("throttle", [task.shard.proc, task.shard.flow], args, int)
 
 
 def backoff(attempts: int, *, base: float, cap: float, hint: float | None, rng: random.Random) -> float:

@@ -72,6 +72,33 @@ def _upstream_settings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return upstreams
 
 
+class RateLimit(BaseModel):
+    """A provider's request rate, per API key: ``rps`` calls per second, ``burst`` calls at once.
+
+    Written as a bare number (requests per second) or an object with ``rps`` or ``rpm`` and an
+    optional ``burst`` (default 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rps: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shapes(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"rps": value}
+        if isinstance(value, dict) and "rpm" in value:
+            if "rps" in value:
+                raise ValueError("give rps or rpm, not both")
+            rpm = value["rpm"]
+            if not isinstance(rpm, int | float) or isinstance(rpm, bool) or rpm <= 0:
+                raise ValueError("rpm must be a positive number")
+            return {**{k: v for k, v in value.items() if k != "rpm"}, "rps": rpm / 60}
+        return value
+
+
 class Settings(BaseSettings):
     """Every knob taskq has. Environment: TASKQ_<FIELD> (REDIS_URL is accepted for redis_url)."""
 
@@ -123,6 +150,12 @@ class Settings(BaseSettings):
     drain_seconds: float = 600.0
     shutdown_grace_seconds: float = 25.0
     provider_caps: dict[str, int] = Field(default_factory=dict)
+    # Flow control (taskq.flow): rates per task type and key, 429 pacing, quota probes
+    flow_control: bool = True  # off: 429s and quota errors are retried and failed as any other error
+    provider_rates: dict[str, RateLimit] = Field(default_factory=dict)  # per key of the task type
+    rate_limit_give_up_seconds: float = Field(default=3600.0, gt=0)
+    quota_probe_seconds: float = Field(default=300.0, gt=0)
+    rate_slow_start: bool = True  # no rate known: start a lane at 10 calls/s and double every 0.1 s
     retention_seconds: int = 24 * 3600
     worker_http_transport: str = "aiohttp"  # or "httpx": its own pool (slower at high concurrency)
     worker_idle_wait_seconds: float = 1.0  # BLPOP timeout on the wake list (waiting tasks wake it when due)
@@ -171,9 +204,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("provider_timeouts")
+    @field_validator("provider_timeouts", "provider_rates")
     @classmethod
-    def _known_task_types(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_task_types(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - set(SPECS))
         if unknown:
             raise ValueError(f"unknown task type {', '.join(unknown)}; expected one of {', '.join(SPECS)}")
@@ -213,6 +246,13 @@ class Settings(BaseSettings):
         """The key calls use (the first configured), '' when it needs none, None when missing."""
         keys = self.provider_keys(task_type)
         return keys[0] if keys else None
+
+    def provider_rate(self, task_type: str) -> RateLimit | None:
+        """The configured rate per key of a task type: TASKQ_PROVIDER_RATES, else its spec's default."""
+        if task_type in self.provider_rates:
+            return self.provider_rates[task_type]
+        default = SPECS[task_type].limits.requests_per_second
+        return RateLimit(rps=default) if default else None
 
     def provider_timeout(self, task_type: str) -> float:
         """Seconds an upstream call of this task type may take."""

@@ -227,3 +227,37 @@ def test_latency_specs_parse_to_samplers() -> None:
     for bad in ("fast", "uniform:1", "exp:0", "exp:x"):
         with pytest.raises(ValueError, match="latency must be"):
             parse_latency(bad)
+
+
+@pytest.mark.parametrize("task_type", KEYED)
+def test_above_its_rate_limit_each_flavor_answers_its_own_429_which_adapters_read_as_a_rate_limit(
+    make_simulator: Any, task_type: str
+) -> None:
+    with make_simulator(rate_limit=0.05) as sim:  # one call in the bucket, the next one in 20 s
+        if task_type != "GOOGLE":  # GOOGLE's second page is its second call
+            live(sim, task_type)
+        error = live_error(sim, task_type)
+    assert error.code == Code.PROVIDER_RATE_LIMITED and error.status == 429 and error.retryable
+    if task_type in ("CHATGPT", "GROK", "GEMINI"):  # retry-after-ms / RetryInfo: the real wait
+        assert error.retry_after is not None and error.retry_after > 10
+    if task_type in ("CHATGPT", "GROK"):  # x-ratelimit-limit-requests, per minute
+        assert error.limit == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("task_type", KEYED)
+def test_after_its_quota_each_flavor_answers_its_own_quota_error_per_key(
+    make_simulator: Any, task_type: str
+) -> None:
+    calls = 2 if task_type == "GOOGLE" else 1  # GOOGLE asks for two pages: two calls per task
+    with make_simulator(quota=2 * calls) as sim:
+        live(sim, task_type)
+        live(sim, task_type)
+        assert live_error(sim, task_type).code == Code.PROVIDER_QUOTA_EXHAUSTED
+        assert live(sim, task_type, key="sk-other")  # another key, another account
+
+
+@pytest.mark.parametrize("task_type", KEYED)
+def test_a_revoked_key_gets_the_flavors_401(make_simulator: Any, task_type: str) -> None:
+    with make_simulator(revoked=("sk-gone",)) as sim:
+        assert live_error(sim, task_type, key="sk-gone").code == Code.PROVIDER_AUTH_FAILED
+        assert live(sim, task_type)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from taskq import keys, schedules
+from taskq import flow, keys, schedules
 from taskq.api import settings, store
 from taskq.errors import Code, TaskqError, Unauthorized
 from taskq.metrics import RedisCollector, gauges, minute_series, totals
@@ -86,6 +86,7 @@ def dashboard_data() -> dict[str, Any]:
         ],
         "workers": _workers(client),
         "schedules": schedules.overview(store()),
+        "lanes": flow.status(store()),  # provider flow control per key (taskq.flow)
     }
 
 

@@ -5,8 +5,10 @@
 -- KEYS[3]  provider use  T:pinflight
 -- KEYS[4]  fence counter T:fence
 -- KEYS[5]  turn counter  T:rr
+-- KEYS[6]  flow control  T:flow
 -- ARGV[1]  shard tag T   ARGV[2] now (ms)   ARGV[3] lease (ms)   ARGV[4] k   ARGV[5] promote limit
 -- ARGV[6]  c = number of claimable task types, then c pairs (type, provider cap; -1 = no cap),
+--          then the flow spec (JSON, see flow_lib.lua; "" = no flow control),
 --          then every task type (to re-index an org's lanes)
 --
 -- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
@@ -19,10 +21,16 @@
 -- memory and written once at the end, so a claim of k tasks costs about six commands per task; an
 -- org that is the only candidate takes its run of tasks with one ZPOPMIN (two commands per task).
 --
+-- Flow control (flow_lib.lua): a type is claimable only while its lane has room now (a key whose
+-- limiter, pause and quota allow a call); each claimed task takes a call of one key.
+--
 -- Returns one entry per claimed task: {id, token, type, payload, org, prio, created, idem, webhook,
--- cost, attempts, started, batch} (attempts counts this claim; started is the first pickup).
+-- cost, attempts, started, batch, key fingerprint, probe} (attempts counts this claim; started is the
+-- first pickup; probe "1" for a quota probe), then, last, the ms until a lane that holds back queued
+-- tasks reopens (-1: none does).
 
 --#include queue_lib
+--#include flow_lib
 
 local tag, now, lease, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local c = tonumber(ARGV[6])
@@ -31,8 +39,28 @@ for i = 0, c - 1 do
   claimable[#claimable + 1] = {ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])}
   ct_cap[ARGV[7 + 2 * i]] = tonumber(ARGV[8 + 2 * i])
 end
-for i = 7 + 2 * c, #ARGV do
+for i = 8 + 2 * c, #ARGV do
   types[#types + 1] = ARGV[i]
+end
+
+-- Flow control: each lane's state read once when first asked, written back once at the end.
+local spec = ARGV[7 + 2 * c] ~= "" and cjson.decode(ARGV[7 + 2 * c]) or {lanes = {}}
+local fnow = next(spec.lanes) and flow_clock(spec.clock) or 0
+local slow, probe_ms = spec.ss == 1, tonumber(spec.probe or 0)
+local flow_lanes = {}
+local function lane_of(ttype)
+  local slots = spec.lanes[ttype]
+  if not slots then
+    return nil
+  end
+  if not flow_lanes[ttype] then
+    flow_lanes[ttype] = read_lane(KEYS[6], ttype, slots)
+  end
+  return flow_lanes[ttype]
+end
+local function room(ttype)
+  local lane = lane_of(ttype)
+  return lane and lane_room(lane, fnow, slow) or BIG
 end
 
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, tonumber(ARGV[5]))) do
@@ -117,7 +145,7 @@ local function pick()
   local org, ttype, score, head
   for _, ct in ipairs(claimable) do
     local cap = ct[2]
-    if cap < 0 or used(ct[1]) < cap then
+    if (cap < 0 or used(ct[1]) < cap) and top_of(ct[1])[1] and room(ct[1]) > 0 then
       local top = top_of(ct[1])
       if top[1] then
         local s = tonumber(top[2])
@@ -161,6 +189,7 @@ while #out < k and rounds < k + 64 do
       if ct_cap[ttype] >= 0 then
         n = math.min(n, ct_cap[ttype] - used(ttype))
       end
+      n = math.min(n, room(ttype))
     end
     local popped = redis.call("ZPOPMIN", lane, n)
     for i = 1, #popped, 2 do
@@ -188,8 +217,13 @@ while #out < k and rounds < k + 64 do
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
       turns[org] = rr
+      local fp, probe = "", ""
+      if lane_of(ttype) then
+        fp, probe = lane_take(lane_of(ttype), fnow, slow, probe_ms)
+        fp, probe = fp or "", probe or ""
+      end
       out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or ""}
+        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or "", fp, probe}
     end
     -- The popped lane's new head (or none: the lane left the org's types).
     local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")
@@ -245,4 +279,25 @@ if #out > 0 then
   end
   flush_counts()
 end
+
+-- Flow control: write the lanes' new state back; tell the caller when a lane holding back queued
+-- tasks reopens.
+local flow_fields = lane_writes(flow_lanes, {})
+if #flow_fields > 0 then
+  redis.call("HSET", KEYS[6], unpack(flow_fields))
+end
+local reopens = -1
+for _, ct in ipairs(claimable) do
+  local lane = top_of(ct[1])[1] and lane_of(ct[1])
+  if lane and lane_room(lane, fnow, slow) == 0 then
+    local at = lane_reopens(lane, fnow, slow)
+    if at then
+      local wait = math.max(0, math.ceil(at - fnow))
+      if reopens < 0 or wait < reopens then
+        reopens = wait
+      end
+    end
+  end
+end
+out[#out + 1] = reopens
 return out

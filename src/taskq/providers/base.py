@@ -3,7 +3,7 @@
 An adapter is ``async run(payload, client, config) -> result dict``. Whatever goes wrong inside it
 leaves as exactly one exception type::
 
-    ProviderError(code, retryable, retry_after, status)
+    ProviderError(code, retryable, retry_after, status, limit)
     ├── transport      httpx.TimeoutException → PROVIDER_TIMEOUT, other httpx/OS errors → PROVIDER_UNAVAILABLE
     ├── HTTP status    408/409/429/5xx retryable; 401/403 PROVIDER_AUTH_FAILED; other 4xx PROVIDER_REJECTED
     ├── quota          insufficient_quota, per-day QuotaFailure, "run out of searches"
@@ -49,6 +49,7 @@ class ProviderError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         status: int | None = None,
+        limit: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -56,6 +57,7 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.limit = limit  # requests/s the provider stated as its limit (x-ratelimit-limit-requests)
 
     def __repr__(self) -> str:
         return (
@@ -186,6 +188,8 @@ def error_from_response(provider: str, response: httpx.Response) -> ProviderErro
     kind, message = _describe(body, response)
     detail = f"{provider} returned {status}{f' {kind}' if kind else ''}: {message}"
     wait = retry_after(response.headers, body)
+    if wait is None and status == 429:
+        wait = go_duration(response.headers.get("x-ratelimit-reset-requests", ""))
 
     if _quota_exhausted(body, message):
         return ProviderError(Code.PROVIDER_QUOTA_EXHAUSTED, detail, retryable=False, status=status)
@@ -204,8 +208,32 @@ def error_from_response(provider: str, response: httpx.Response) -> ProviderErro
     if hint in ("true", "false"):
         retryable = hint == "true"
     return ProviderError(
-        code, detail, retryable=retryable, retry_after=wait if retryable else None, status=status
-    )
+        code, detail, retryable=retryable, retry_after=wait if retryable else None, status=status,
+        limit=stated_limit(response.headers) if status == 429 else None,
+    )  # fmt: skip
+
+
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``1s``, ``6m0s``, ``12ms``), as OpenAI's x-ratelimit-reset-*."""
+    text = text.strip()
+    parts = _GO_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def stated_limit(headers: httpx.Headers) -> float | None:
+    """Requests per second from ``x-ratelimit-limit-requests`` (OpenAI and xAI: requests per minute)."""
+    raw = headers.get("x-ratelimit-limit-requests")
+    try:
+        per_minute = float(raw) if raw else 0.0
+    except ValueError:
+        return None
+    return per_minute / 60 if per_minute > 0 else None
 
 
 def retry_after(headers: httpx.Headers, body: Any = None) -> float | None:

@@ -13,16 +13,29 @@ marker anywhere in the prompt or query, which keeps tests deterministic:
     [sim:timeout]         hang until the client gives up (or timeout_seconds pass)
     [sim:empty]           an answer with no text / no results (Gemini: no groundingMetadata)
     [sim:429-once:TOKEN]  fail the first request carrying TOKEN, succeed afterwards (any kind-once)
+
+Limits, per flavor and API key (as separate accounts would have them), answered before any latency as
+upstream rate limiters do:
+
+    rate_limit N   N requests/s (a token bucket holding one second's worth); above it each flavor's
+                   own 429: OpenAI/xAI with retry-after(-ms) and x-ratelimit-* headers, Gemini
+                   RESOURCE_EXHAUSTED with a per-minute QuotaFailure and RetryInfo, Perplexity 429,
+                   SerpApi's hourly throughput message
+    quota N        N calls served, then each flavor's quota-exhausted error
+    revoked keys   these keys get the flavor's 401
+GET /sim/calls lists every request as [time ms, flavor, key fingerprint, status] (the newest 200,000).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from taskq.providers.simulator_bodies import Ask, Reply, success
-from taskq.providers.simulator_faults import failure
+from taskq.providers.simulator_faults import failure, rate_limited
 
 log = logging.getLogger("taskq.simulator")
 
@@ -67,6 +80,24 @@ class SimState:
     timeout_seconds: float
     seen: set[str] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
+    rate_limit: float = 0.0
+    quota: int = 0
+    revoked: frozenset[str] = frozenset()
+    buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # tokens, at
+    served: Counter[tuple[str, str]] = field(default_factory=Counter)
+    calls: deque[tuple[int, str, str, int]] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def take(self, flavor: str, key: str) -> float:
+        """0 when this account may call now (a token taken), else seconds until it may."""
+        now = time.monotonic()
+        capacity = max(1.0, self.rate_limit)
+        tokens, at = self.buckets.get((flavor, key), (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * self.rate_limit)
+        if tokens >= 1.0:
+            self.buckets[(flavor, key)] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[(flavor, key)] = (tokens, now)
+        return (1.0 - tokens) / self.rate_limit
 
 
 STATE = web.AppKey("taskq_simulator", SimState)
@@ -78,11 +109,17 @@ def create_app(
     seed: int | None = None,
     *,
     timeout_seconds: float = 600.0,
+    rate_limit: float = 0.0,
+    quota: int = 0,
+    revoked: tuple[str, ...] = (),
 ) -> web.Application:
     if not 0.0 <= error_rate <= 1.0:
         raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
+    if rate_limit < 0 or quota < 0:
+        raise ValueError("rate_limit and quota must be >= 0")
     app = web.Application()
-    app[STATE] = SimState(parse_latency(latency), error_rate, random.Random(seed), timeout_seconds)
+    app[STATE] = SimState(parse_latency(latency), error_rate, random.Random(seed), timeout_seconds,
+                          rate_limit=rate_limit, quota=quota, revoked=frozenset(revoked))  # fmt: skip
     app.router.add_post("/v1/responses", _responses)
     app.router.add_post("/v1beta/models/{target}", _gemini)
     app.router.add_post("/chat/completions", _perplexity)
@@ -91,20 +128,31 @@ def create_app(
     app.router.add_get("/goto", _goto)
     app.router.add_get("/url", _goto)
     app.router.add_get("/healthz", _health)
+    app.router.add_get("/sim/calls", _calls)
     app.on_response_prepare.append(_stamp)
     return app
 
 
-def serve(host: str, port: int, latency: str, error_rate: float) -> None:
+def serve(
+    host: str,
+    port: int,
+    latency: str,
+    error_rate: float,
+    *,
+    rate_limit: float = 0.0,
+    quota: int = 0,
+    revoked: tuple[str, ...] = (),
+) -> None:
     """Run the simulator until interrupted (blocking); prints the URL to point upstream_base_url at."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(latency, error_rate)
+    app = create_app(latency, error_rate, rate_limit=rate_limit, quota=quota, revoked=revoked)
     url = f"http://{host}:{port}"
 
     def announce(_message: str) -> None:
         print(f"taskq provider SIMULATOR (fake upstreams, not real providers) listening on {url}", flush=True)
-        print(f"  latency={latency} error_rate={error_rate}; set TASKQ_UPSTREAM_BASE_URL={url}", flush=True)
+        print(f"  latency={latency} error_rate={error_rate} rate_limit={rate_limit or 'none'}/s "
+              f"quota={quota or 'none'}; set TASKQ_UPSTREAM_BASE_URL={url}", flush=True)  # fmt: skip
 
     log.warning("starting the provider simulator: answers are simulated, not from real providers")
     web.run_app(
@@ -126,9 +174,14 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"simulator": "taskq", "counts": dict(request.app[STATE].counts)})
 
 
-def _bearer(request: web.Request) -> bool:
+async def _calls(request: web.Request) -> web.Response:
+    return web.json_response({"calls": list(request.app[STATE].calls)})
+
+
+def _bearer(request: web.Request) -> str:
+    """The Bearer key, "" when there is none."""
     header = request.headers.get("Authorization", "")
-    return header.startswith("Bearer ") and len(header) > len("Bearer ")
+    return header[len("Bearer ") :] if header.startswith("Bearer ") else ""
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
@@ -184,8 +237,8 @@ async def _gemini(request: web.Request) -> web.Response:
     texts = [p.get("text", "") for c in body.get("contents") or [] for p in c.get("parts") or []]
     system = [p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts") or []]
     ask = Ask("gemini", " ".join(texts), model=model, country=_located(" ".join(system)))
-    authorized = bool(request.headers.get("x-goog-api-key") or request.query.get("key"))
-    return await _answer(request, ask, authorized, json.dumps(body))
+    key = request.headers.get("x-goog-api-key") or request.query.get("key") or ""
+    return await _answer(request, ask, key, json.dumps(body))
 
 
 async def _perplexity(request: web.Request) -> web.Response:
@@ -206,13 +259,13 @@ async def _serpapi(request: web.Request) -> web.Response:
         return _send(Reply(400, b'{"error": "Unsupported `engine` parameter. [simulated]"}'))
     if not params.get("q"):
         return _send(failure(ask, "400"))
-    return await _answer(request, ask, bool(request.query.get("api_key")), params["q"])
+    return await _answer(request, ask, request.query.get("api_key", ""), params["q"])
 
 
 async def _rss(request: web.Request) -> web.Response:
     params = dict(request.query)
     ask = Ask("rss", params.get("q", ""), country=params.get("gl", ""), params=params)
-    return await _answer(request, ask, True, params.get("q", ""))
+    return await _answer(request, ask, None, params.get("q", ""))
 
 
 async def _goto(request: web.Request) -> web.Response:
@@ -256,11 +309,15 @@ def _fault(state: SimState, scanned: str) -> tuple[str | None, bool]:
     return fault, empty
 
 
-async def _answer(request: web.Request, ask: Ask, authorized: bool, scanned: str) -> web.Response:
+async def _answer(request: web.Request, ask: Ask, key: str | None, scanned: str) -> web.Response:
+    """Answer one request; key None for a flavor without keys (RSS)."""
     state = request.app[STATE]
-    if not authorized:
-        state.counts["401"] += 1
-        return _send(failure(ask, "401"))
+    fp = hashlib.sha256(key.encode()).hexdigest()[:6] if key else "-"
+    limited = _limited(state, ask, key, fp)
+    if limited is not None:
+        state.calls.append((int(time.time() * 1000), ask.flavor, fp, limited.status))
+        return _send(limited)
+    state.calls.append((int(time.time() * 1000), ask.flavor, fp, 200))
     fault, empty = _fault(state, scanned)
     delay = state.latency(state.rng)
     if delay > 0:
@@ -276,6 +333,25 @@ async def _answer(request: web.Request, ask: Ask, authorized: bool, scanned: str
     if empty:
         ask = replace(ask, empty=True)
     return _send(success(ask))
+
+
+def _limited(state: SimState, ask: Ask, key: str | None, fp: str) -> Reply | None:
+    """The answer of a missing or revoked key, a rate limit or an exhausted quota; None to serve it."""
+    if key is not None and (not key or key in state.revoked):
+        state.counts["401"] += 1
+        return failure(ask, "401")
+    account = (ask.flavor, fp)
+    if state.rate_limit:
+        wait = state.take(*account)
+        if wait > 0:
+            state.counts["rate_limited"] += 1
+            return rate_limited(ask, wait, state.rate_limit)
+    if state.quota:
+        if state.served[account] >= state.quota:
+            state.counts["quota"] += 1
+            return failure(ask, "quota")
+        state.served[account] += 1
+    return None
 
 
 async def _hang(request: web.Request, seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from taskq.providers.simulator_bodies import Ask, Reply, json_reply
@@ -102,3 +103,39 @@ def _serpapi_failure(kind: str) -> Reply:
     if status >= 500:
         body["search_metadata"] = {"status": "Error"}
     return json_reply(status, body, **_wait(status) if kind == "429" else {})
+
+
+def rate_limited(ask: Ask, wait: float, limit: float) -> Reply:
+    """Over the limit (limit requests/s; the next request may come in `wait` s), in the flavor's shape."""
+    seconds = max(1, math.ceil(wait))
+    if ask.flavor == "gemini":
+        violation = {
+            "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+            "quotaValue": f"{limit * 60:g}",
+        }
+        details = [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{wait:.6f}s"},
+        ]
+        message = f"You exceeded your current quota. Please retry in {wait:.6f}s. [simulated]"
+        error = {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED", "details": details}
+        return json_reply(429, {"error": error})
+    if ask.flavor == "serpapi":
+        message = "You have exceeded the hourly throughput limit for your plan. [simulated]"
+        return json_reply(429, {"error": message})
+    if ask.flavor == "rss":
+        return Reply(429, b"<html><title>429 Too Many Requests [simulated]</title></html>", "text/html",
+                     {"retry-after": str(seconds)})  # fmt: skip
+    message = f"Rate limit reached for requests: limit {limit * 60:g} per min. [simulated]"
+    error = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    if ask.flavor == "perplexity":
+        return json_reply(429, {"error": error}, **{"retry-after": str(seconds)})
+    headers = {
+        "retry-after": str(seconds),
+        "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        "x-ratelimit-limit-requests": f"{limit * 60:g}",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": f"{max(1, math.ceil(wait * 1000))}ms",
+    }
+    return json_reply(429, {"error": error}, **headers)

@@ -28,12 +28,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskq import keys
+from taskq import flow, keys
 from taskq.durability import AsyncCommitter, Policy
 from taskq.errors import Unconfirmed
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
-from taskq.scheduler import Claimed, claim, release
+from taskq.scheduler import MUST_FAIL, Claimed, Refusal, claim, release
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -67,6 +67,9 @@ UPKEEP_STOP_SECONDS = 5.0
 #: How often a drain writes its heartbeat in keys.WORKERS (the dashboard calls it stale after 30 s).
 HEARTBEAT_SECONDS = 5.0
 
+#: A drain logs a key's rate-limit pauses at most this often (quota and refused keys: every time).
+REFUSAL_LOG_SECONDS = 10.0
+
 #: Signals that ask a drain to stop claiming and wind down (SIGUSR1: forwarded by the RQ worker).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -91,6 +94,10 @@ class Drain:
         self.leases = Leases(ops, settings)
         self.shards = [Shard(i) for i in range(settings.shards)]
         self.caps = {ttype: settings.provider_caps.get(ttype) for ttype in configs}
+        self.lanes = flow.lanes(settings, configs) if settings.flow_control else {}
+        self.flow_spec = flow.spec(settings, self.lanes) if self.lanes else ""
+        self._reopens: float | None = None  # seconds until a paced lane with queued tasks reopens
+        self._logged: dict[tuple[str, str], float] = {}  # (type, key) -> last rate-limit log (monotonic)
         self.slot_freed = asyncio.Event()
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
@@ -153,6 +160,9 @@ class Drain:
         while True:
             try:
                 await self.ops.client.hset(keys.WORKERS, self.name, json.dumps(self.heartbeat()))
+                lanes = flow.announcement(self.lanes, now_ms())
+                for shard in self.shards if lanes else []:
+                    await self.ops.client.hset(shard.flow, mapping=lanes)
             except Exception:
                 reraise_cancellation()
                 log.warning("could not write the heartbeat of %s", self.name, extra={"worker": self.name})
@@ -203,6 +213,7 @@ class Drain:
         another shard's lower-priority tasks may start a round earlier.
         """
         started, more = 0, False
+        self._reopens = None
         first = self._round % len(self.shards)
         self._round += 1
         batch = self.settings.claim_batch
@@ -215,9 +226,14 @@ class Drain:
             # one round trip, so refilling keeps pace with a busy loop while each claim script stays
             # short on the server. A queue that gave less than asked gets one call a trip again: a
             # claim that finds nothing still reads the ready indexes.
-            ops = [claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=min(batch, want - i))
-                   for i in range(0, want, batch)]  # fmt: skip
-            tasks = [task for claimed in await self.ops.run_many(ops) for task in claimed]
+            ops = [claim(shard, self.caps, now=now_ms(), lease_ms=lease_ms, k=min(batch, want - i),
+                         flow=self.flow_spec) for i in range(0, want, batch)]  # fmt: skip
+            replies = await self.ops.run_many(ops)
+            tasks = [task for claimed in replies for task in claimed]
+            for claimed in replies:
+                if claimed.reopens_ms is not None:
+                    wait = claimed.reopens_ms / 1000
+                    self._reopens = wait if self._reopens is None else min(self._reopens, wait)
             for task in tasks:
                 self.leases.held[task.id] = (task, asyncio.create_task(self._run(task)))
             started += len(tasks)
@@ -236,10 +252,15 @@ class Drain:
 
     async def _idle(self) -> None:
         """Block on the wake lists (admission pushes one per batch) until work arrives, a waiting task
-        (delayed, or a retry) comes due, or a timeout."""
+        (delayed, or a retry) comes due, or a timeout; or, when a paced lane holding back queued tasks
+        reopens sooner, sleep until then."""
         wait = self.settings.worker_idle_wait_seconds
         due_in = await self._next_due_in()
         if due_in is not None and due_in <= 0:
+            return
+        if self._reopens is not None and self._reopens < wait:
+            nap = self._reopens if due_in is None else min(self._reopens, due_in)
+            await _first(asyncio.sleep(nap), self.stop.wait())
             return
         if self._cluster:
             # The wake lists live in different slots: one BLPOP per shard, the first token wins.
@@ -266,13 +287,22 @@ class Drain:
 
     async def _run(self, task: Claimed) -> None:
         try:
-            outcome = await execute(task, self.http, self.configs, self.settings, self.rng)
+            outcome = await execute(task, self.http, self.configs, self.settings, self.rng, self.lanes)
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
             self.leases.settling.add(task.id)
-            if await self._apply(op):
+            applied = await self._apply(op)
+            if applied == MUST_FAIL and outcome.fallback is not None:
+                op = outcome.fallback
+                applied = await self._apply(op)
+            if applied:
                 self.stats[op.script] += 1
-                self._log_outcome(task, op.script, outcome.code, outcome.message)
+                if op.script == "throttle" and outcome.refusal is not None:
+                    self._log_refusal(task, outcome.refusal)
+                else:
+                    self._log_outcome(task, op.script, outcome.code, outcome.message)
+                if task.probe and op.script == "ack":
+                    await self._recovered(task)
             else:
                 self.stats["fenced"] += 1
                 log.warning("task %s was no longer ours when it finished (lease lost)", task.id,
@@ -288,7 +318,7 @@ class Drain:
             self.leases.held.pop(task.id, None)
             self.slot_freed.set()
 
-    async def _apply(self, op: Op[bool]) -> bool:
+    async def _apply(self, op: Op[Any]) -> Any:
         """Apply a task's outcome (sharing a round trip with others); False if its lease was lost.
 
         While Redis does not answer, the outcome is sent again with backoff until the lease would have
@@ -311,6 +341,31 @@ class Drain:
                     raise
             await pause(delay * self.rng.uniform(0.5, 1.0))
             delay = min(delay * 2, REDIS_BACKOFF_MAX_SECONDS)
+
+    async def _recovered(self, task: Claimed) -> None:
+        """A quota probe succeeded: the key runs again on every worker."""
+        for shard in self.shards:
+            await self.ops.client.hdel(shard.flow, *flow.recovered(task.task_type, task.key))
+        log.warning("%s key %s: quota probe succeeded; the key runs again", task.task_type, task.key,
+                    extra=context(task))  # fmt: skip
+
+    def _log_refusal(self, task: Claimed, refusal: Refusal) -> None:
+        """Quota and refused keys are logged loudly every time; rate-limit pauses now and then."""
+        lane = f"{task.task_type} key {task.key}"
+        if refusal.kind == "quota":
+            log.error("PROVIDER QUOTA EXHAUSTED: %s stops (tasks stay queued; probe every %g s, or "
+                      "`taskq lane resume %s`): %s", lane, self.settings.quota_probe_seconds, task.task_type,
+                      refusal.message, extra=context(task))  # fmt: skip
+        elif refusal.kind == "auth":
+            log.error("PROVIDER KEY REFUSED: %s leaves the pool; the other keys carry on: %s", lane,
+                      refusal.message, extra=context(task))  # fmt: skip
+        else:
+            last = self._logged.get((task.task_type, task.key), 0.0)
+            if time.monotonic() - last >= REFUSAL_LOG_SECONDS:
+                self._logged[(task.task_type, task.key)] = time.monotonic()
+                wait = "" if refusal.wait is None else f" for {refusal.wait:g} s"
+                log.warning("%s rate limited: paused%s, task back in line: %s", lane, wait, refusal.message,
+                            extra=context(task))  # fmt: skip
 
     def _log_outcome(self, task: Claimed, script: str, code: str | None, message: str | None) -> None:
         """Completions at DEBUG (a busy drain finishes thousands a second); retries INFO, failures WARNING."""

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from taskq.errors import Code
+from taskq.flow import Lane
 from taskq.providers import SPECS, ProviderConfig, ProviderError
-from taskq.scheduler import Claimed, after_error, complete, fail, sync_deadline, timeout_message
+from taskq.scheduler import (
+    Claimed,
+    Refusal,
+    after_error,
+    complete,
+    fail,
+    sync_deadline,
+    throttle,
+    timeout_message,
+)
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -24,9 +36,11 @@ log = logging.getLogger("taskq.worker")
 class Outcome:
     """The transition to apply, and the error that led to it (None for a completion), for the logs."""
 
-    op: Op[bool]
+    op: Op[Any]
     code: str | None = None
     message: str | None = None
+    refusal: Refusal | None = None  # the provider refused the key, not the task (see taskq.flow)
+    fallback: Op[bool] | None = None  # applied when the throttle answers MUST_FAIL
 
 
 def context(task: Claimed) -> dict[str, Any]:
@@ -40,8 +54,11 @@ async def execute(
     configs: dict[str, ProviderConfig],
     settings: Settings,
     rng: random.Random,
+    lanes: Mapping[str, Lane] | None = None,
 ) -> Outcome:
-    """Call the provider; return complete, retry or fail. Cancellation (lease lost, shutdown) propagates.
+    """Call the provider with the key the claim gave the task; return complete, retry, fail, or (the
+    provider refused the key: rate limit, quota, a refused key of a pool) throttle. Cancellation (lease
+    lost, shutdown) propagates.
 
     A synchronous call starts no attempt after its deadline, and an attempt still running then ends
     there: its client has had its answer (500, the call canceled) by then.
@@ -57,6 +74,9 @@ async def execute(
     if deadline is not None and now_ms() >= deadline:
         code = Code.DEADLINE_EXCEEDED
         return Outcome(fail(task, code, late, now=now_ms(), retention=retention), code.value, late)
+    lane = lanes.get(task.task_type) if lanes else None
+    if lane is not None and task.key in lane.keys:
+        config = dataclasses.replace(config, api_key=lane.keys[task.key])
     try:
         spec = SPECS[task.task_type]
         payload = spec.payload.model_validate_json(task.payload_json)
@@ -67,6 +87,9 @@ async def execute(
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - now_ms()) / 1000):
                 result = await call
     except ProviderError as exc:
+        refusal = refused(exc, lane) if lane is not None and task.key in lane.keys else None
+        if refusal is not None and lane is not None:
+            return _throttled(task, exc, refusal, lane, settings)
         op = after_error(
             task, exc.code, exc.message, retryable=exc.retryable, retry_after=exc.retry_after,
             now=now_ms(), max_attempts=settings.max_attempts, base=settings.retry_base_seconds,
@@ -84,3 +107,30 @@ async def execute(
         code = Code.WORKER_ERROR
         return Outcome(fail(task, code, message, now=now_ms(), retention=retention), code.value, message)
     return Outcome(complete(task, result, now=now_ms(), retention=retention))
+
+
+def refused(exc: ProviderError, lane: Lane) -> Refusal | None:
+    """The provider refused the key rather than the task: a rate limit (429), an exhausted quota, or a
+    refused key (401/403) while the pool has other keys."""
+    if exc.code == Code.PROVIDER_RATE_LIMITED:
+        return Refusal("rate", exc.message, exc.retry_after, exc.limit)
+    if exc.code == Code.PROVIDER_QUOTA_EXHAUSTED:
+        return Refusal("quota", exc.message)
+    if exc.code == Code.PROVIDER_AUTH_FAILED and len(lane.keys) > 1:
+        return Refusal("auth", exc.message)
+    return None
+
+
+def _throttled(
+    task: Claimed, exc: ProviderError, refusal: Refusal, lane: Lane, settings: Settings
+) -> Outcome:
+    now, retention = now_ms(), settings.retention_seconds
+    op = throttle(task, refusal, rate=lane.rate, burst=lane.burst, pool=lane.pool, now=now,
+                  retention=retention, give_up_seconds=settings.rate_limit_give_up_seconds,
+                  probe_seconds=settings.quota_probe_seconds)  # fmt: skip
+    if refusal.kind == "rate":
+        message = f"{exc.message} (rate limited for over {settings.rate_limit_give_up_seconds:g} s)"
+    else:
+        message = f"{exc.message} (no other key of the pool left)"
+    fallback = fail(task, exc.code, message, now=now, retention=retention)
+    return Outcome(op, exc.code.value, exc.message, refusal, fallback)

@@ -1,0 +1,226 @@
+-- flow_lib.lua: provider flow control shared by claim.lua and throttle.lua (taskq.flow describes it).
+-- Loaded alone it only defines locals and does nothing.
+--
+-- A lane is a task type; a slot is one API key of a lane, named by its fingerprint. Each slot is paced
+-- by a GCRA limiter (T:flow field "<TYPE>/<fp>:tat", the theoretical arrival time) at its rate now:
+--   configured rate (the flow spec)  and/or  learned: the limit a 429 stated (lcap), and the AIMD rate
+--   (lrate, cut by MD at a 429, then + AI_PER_S of itself per second), never above a known ceiling;
+--   none of these: slow start (SS_RATE calls/s doubling every SS_DOUBLE_MS) until UNLIMITED, then
+--   not paced at all.
+-- A slot is closed while paused (pause > now), for good once its key was refused (auth), and, while its
+-- quota is exhausted, open for one probe call every probe interval. A lane is closed while an operator
+-- paused it. Times are the server's clock (TIME) so every machine paces against one clock; a flow spec
+-- may carry an explicit clock (tests).
+--
+-- Flow spec (JSON, one ARGV of claim.lua): {"lanes": {TYPE: [[fp, rate calls/s or 0, burst], ...]},
+--   "probe": ms between quota probes, "ss": 1 for slow start, "clock": ms (optional)}
+
+local SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10, 100, 10000
+local AI_PER_S, MD, MD_KNOWN, DECREASE_GAP_MS = 0.1, 0.7, 0.9, 1000
+local MIN_RATE = 0.05
+local TICK_MS = 50  -- a claim may take this much time's worth of calls at once (fewer, larger claims)
+local FOREVER = 1e15  -- an operator's pause without an end
+local BIG = 1e9
+local SLOT_FIELDS = {"tat", "pause", "quota", "auth", "lrate", "lset", "lcap", "ss", "calls", "w", "wn",
+  "pn"}
+
+local function flow_clock(clock)
+  if clock and clock ~= cjson.null and clock ~= "" then
+    return tonumber(clock)
+  end
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+local function slot_field(ttype, fp, name)
+  return ttype .. "/" .. fp .. ":" .. name
+end
+
+-- The lane's state: its pause and its slots {fp, cfg, burst, <SLOT_FIELDS as numbers>, dirty}.
+local function read_lane(fkey, ttype, slots)
+  local names = {ttype .. ":pause"}
+  for _, s in ipairs(slots) do
+    for _, f in ipairs(SLOT_FIELDS) do
+      names[#names + 1] = slot_field(ttype, s[1], f)
+    end
+  end
+  local v = redis.call("HMGET", fkey, unpack(names))
+  local lane = {type = ttype, pause = tonumber(v[1] or "0") or 0, slots = {}}
+  local i = 2
+  for _, s in ipairs(slots) do
+    local st = {fp = s[1], cfg = tonumber(s[2]) or 0, burst = tonumber(s[3]) or 1, dirty = {}}
+    for _, f in ipairs(SLOT_FIELDS) do
+      st[f] = tonumber(v[i])
+      i = i + 1
+    end
+    lane.slots[#lane.slots + 1] = st
+  end
+  return lane
+end
+
+local function set(st, name, value)
+  st[name] = value
+  st.dirty[name] = true
+end
+
+-- The slot's rate now (calls/s), or nil when it is not paced. Starts slow start if it applies.
+local function slot_rate(st, now, slow)
+  local ceiling = nil
+  if st.cfg > 0 then
+    ceiling = st.cfg
+  end
+  if st.lcap and (not ceiling or st.lcap < ceiling) then
+    ceiling = st.lcap
+  end
+  if st.lrate then
+    local r = st.lrate * (1 + AI_PER_S * math.max(0, now - (st.lset or now)) / 1000)
+    if ceiling then
+      return math.min(r, ceiling)
+    end
+    if r < UNLIMITED then
+      return r
+    end
+    return nil
+  end
+  if ceiling then
+    return ceiling
+  end
+  if not slow then
+    return nil
+  end
+  if not st.ss then
+    set(st, "ss", now)
+  end
+  local r = SS_RATE * 2 ^ ((now - st.ss) / SS_DOUBLE_MS)
+  if r < UNLIMITED then
+    return r
+  end
+  return nil
+end
+
+-- GCRA of a rate and burst: (emission interval, tolerance) in ms.
+local function gcra(r, burst)
+  local t = 1000 / r
+  return t, math.max((burst - 1) * t, TICK_MS)
+end
+
+-- Calls this slot may start now (BIG when not paced).
+local function slot_room(st, now, slow)
+  if st.auth == 1 then
+    return 0
+  end
+  if (st.pause or 0) > now then
+    return 0
+  end
+  if st.quota == 1 then
+    return 1  -- one probe call
+  end
+  local r = slot_rate(st, now, slow)
+  if not r then
+    return BIG
+  end
+  local t, tau = gcra(r, st.burst)
+  local ahead = math.max(st.tat or 0, now) - now
+  if ahead > tau then
+    return 0
+  end
+  return math.floor((tau - ahead) / t) + 1
+end
+
+-- When a closed slot may start a call again (ms), or nil (never by itself).
+local function slot_reopens(st, now, slow)
+  if st.auth == 1 then
+    return nil
+  end
+  if (st.pause or 0) > now then
+    return st.pause
+  end
+  local r = slot_rate(st, now, slow)
+  if not r then
+    return now
+  end
+  local _, tau = gcra(r, st.burst)
+  return math.max(st.tat or 0, now) - tau
+end
+
+local function lane_room(lane, now, slow)
+  if lane.pause > now then
+    return 0
+  end
+  local room = 0
+  for _, st in ipairs(lane.slots) do
+    room = room + slot_room(st, now, slow)
+  end
+  return room
+end
+
+local function lane_reopens(lane, now, slow)
+  if lane.pause > now then
+    return lane.pause < FOREVER and lane.pause or nil
+  end
+  local soonest = nil
+  for _, st in ipairs(lane.slots) do
+    local at = slot_reopens(st, now, slow)
+    if at and (not soonest or at < soonest) then
+      soonest = at
+    end
+  end
+  return soonest
+end
+
+-- Take one call of the lane: the slot with room that is least ahead (then least used). Returns its
+-- fingerprint and "1" for a quota probe ("" otherwise), or nil when the lane has no room.
+local function lane_take(lane, now, slow, probe_ms)
+  if lane.pause > now then
+    return nil
+  end
+  local best, best_score = nil, nil
+  for _, st in ipairs(lane.slots) do
+    if slot_room(st, now, slow) > 0 then
+      local score = now
+      if st.tat and st.quota ~= 1 and slot_rate(st, now, slow) then
+        score = math.max(st.tat, now)
+      end
+      if not best or score < best_score or (score == best_score and (st.calls or 0) < (best.calls or 0)) then
+        best, best_score = st, score
+      end
+    end
+  end
+  if not best then
+    return nil
+  end
+  local probe = ""
+  if best.quota == 1 then
+    set(best, "pause", now + probe_ms)
+    probe = "1"
+  else
+    local r = slot_rate(best, now, slow)
+    if r then
+      local t = gcra(r, best.burst)
+      set(best, "tat", math.max(best.tat or 0, now) + t)
+    end
+  end
+  local sec = math.floor(now / 1000)
+  if best.w ~= sec then
+    set(best, "pn", best.w == sec - 1 and (best.wn or 0) or 0)
+    set(best, "w", sec)
+    set(best, "wn", 0)
+  end
+  set(best, "wn", (best.wn or 0) + 1)
+  set(best, "calls", (best.calls or 0) + 1)
+  return best.fp, probe
+end
+
+-- The HSET arguments of every changed slot field of these lanes (and nothing when none changed).
+local function lane_writes(lanes, out)
+  for _, lane in pairs(lanes) do
+    for _, st in ipairs(lane.slots) do
+      for name in pairs(st.dirty) do
+        out[#out + 1] = slot_field(lane.type, st.fp, name)
+        out[#out + 1] = string.format("%.17g", st[name])
+      end
+      st.dirty = {}
+    end
+  end
+  return out
+end
