@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from taskq.errors import Code
+from taskq.errors import Code, NotFound, TaskqError
 from taskq.keys import Shard
 from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
 from taskq.scripts import Op, Scripts
@@ -259,6 +259,21 @@ def cancel(store: Store, org: Org, task_ids: Sequence[str], *, retention: int) -
     for task_id in task_ids:
         script(keys=[org.shard.delayed], args=[org.shard.tag, task_id, org.id, now, retention], client=pipe)
     return [str(r) for r in pipe.execute()] if task_ids else []
+
+
+def cancel_task(store: Store, org: Org, task_id: str, *, retention: int) -> str:
+    """Cancel one task: "canceled" (it was QUEUED) or "requested" (PROCESSING: at its next safe point).
+    Raises NotFound for an unknown task, TASK_ALREADY_FINISHED for a finished one."""
+    verdict = cancel(store, org, [task_id], retention=retention)[0]
+    if verdict == "missing":
+        raise NotFound(f"Task {task_id} not found", {"id": task_id})
+    if verdict not in ("canceled", "requested"):
+        raise TaskqError(
+            f"Task {task_id} already finished ({verdict})",
+            {"id": task_id, "status": verdict},
+            code=Code.TASK_ALREADY_FINISHED,
+        )
+    return verdict
 
 
 def _now_ms() -> int:
