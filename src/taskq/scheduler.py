@@ -154,9 +154,13 @@ def lost(task: Claimed, *, now: int, retention: int) -> Op[bool]:
     return fail(task, Code.WORKER_LOST, message, now=now, retention=retention, only_expired=True)
 
 
-def retry(task: Claimed, *, due: int, now: int, retention: int) -> Op[bool]:
-    """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested."""
-    args = [task.shard.tag, task.id, task.token, due, now, retention, *ALL_TYPES]
+def retry(
+    task: Claimed, *, due: int, now: int, retention: int, code: Code | None = None, message: str = ""
+) -> Op[bool]:
+    """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested.
+    The error (code, message) goes in the task's attempt log."""
+    error = json.dumps({"code": code.value if code else None, "message": message}, separators=(",", ":"))
+    args = [task.shard.tag, task.id, task.token, due, now, retention, error, *ALL_TYPES]
     return Op("retry", [task.shard.proc, task.shard.delayed], args, _ok)
 
 
@@ -216,7 +220,7 @@ def after_error(
     if deadline is not None and due >= deadline:
         return fail(task, Code.DEADLINE_EXCEEDED, f"{deadline_message}; last attempt: {message}",
                     now=now, retention=retention)  # fmt: skip
-    return retry(task, due=due, now=now, retention=retention)
+    return retry(task, due=due, now=now, retention=retention, code=code, message=message)
 
 
 def _body(record: TaskRecord) -> str:

@@ -1,0 +1,368 @@
+"""The operator console: server-rendered pages under /dashboard and their actions.
+
+Pages read through the same core functions as the API (listing, batch view, delivery history); every
+action is a POST carrying the session's CSRF token and calls the function the matching API endpoint
+calls (cancel, batch cancel, retry of failed tasks, webhook redelivery). A page section is a
+template block fed by one entry of ``overview()``, so a section is added in two places.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.wrappers import Response as BaseResponse
+
+from taskq import batches, deliveries, lookup, scheduler
+from taskq.admission import Accepted
+from taskq.api import ops, settings, store
+from taskq.api.charts import minute_chart
+from taskq.api.errors import STATUS, HttpError
+from taskq.batches import STATUSES, TaskFilter
+from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
+from taskq.keys import ATTEMPT_LOG, TASK_FIELDS
+from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskType, iso_ms, summary_view
+from taskq.store import task_fields
+
+bp = Blueprint("console", __name__, url_prefix="/dashboard", template_folder="templates",
+               static_folder="static", static_url_path="/static")  # fmt: skip
+
+PAGE = 50
+NOTICE_SALT = "taskq-console-notice"
+
+
+@bp.app_template_filter("clock")
+def _clock(epoch_ms: int) -> str:
+    return iso_ms(int(epoch_ms))[11:19]
+
+
+@bp.app_template_filter("stamp")
+def _stamp(epoch_ms: int) -> str:
+    return iso_ms(int(epoch_ms))[:19].replace("T", " ") + " UTC"
+
+
+# Sign-in ------------------------------------------------------------------------------------------
+class SignedOut(Exception):
+    """A console page was asked for without a valid session."""
+
+
+@bp.errorhandler(SignedOut)
+def _signed_out(_exc: SignedOut) -> Response:
+    return make_response(render_template("console/login.html", error=None, next=request.full_path), 401)
+
+
+@bp.errorhandler(TaskqError)
+def _failed(exc: TaskqError) -> Response:
+    status = exc.status if isinstance(exc, HttpError) else STATUS.get(exc.code, 400)
+    return make_response(render_template("console/error.html", error=exc, csrf=ops.session_csrf()), status)
+
+
+def csrf() -> str:
+    """The signed-in operator's CSRF token (raises SignedOut without a session)."""
+    ops.admin_token()
+    token = ops.session_csrf()
+    if token is None:
+        raise SignedOut
+    return token
+
+
+def _signed_in(target: str) -> BaseResponse:
+    value, _ = ops.new_session()
+    response = redirect(target if target.startswith("/dashboard") else url_for("console.overview"), 303)
+    ops.set_session_cookie(response, value)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("")
+def overview() -> Any:
+    token = request.args.get("token")
+    if token is not None:  # the link `taskq up` prints: trade the token for a session, drop it from the URL
+        ops.admin_token()
+        if not ops.token_matches(token):
+            return make_response(
+                render_template("console/login.html", error="Invalid admin token", next=""), 401
+            )
+        return _signed_in(url_for("console.overview"))
+    page_csrf = csrf()
+    return render_template("console/overview.html", csrf=page_csrf, nav="overview", **overview_sections())
+
+
+@bp.post("/login")
+def login() -> Any:
+    ops.admin_token()
+    if not ops.token_matches(request.form.get("token", "")):
+        return make_response(render_template("console/login.html", error="Invalid admin token", next=""), 401)
+    return _signed_in(request.form.get("next", ""))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    _checked_form()
+    response = redirect(url_for("console.overview"), 303)
+    response.delete_cookie(ops.SESSION_COOKIE, path="/")
+    return response
+
+
+def _checked_form() -> None:
+    """A console action: signed in, and the form carries this session's CSRF token."""
+    expected = csrf()
+    if not hmac.compare_digest(request.form.get("csrf", "").encode(), expected.encode()):
+        raise TaskqError(
+            "The form's CSRF token is missing or wrong: reload the page and try again", code=Code.FORBIDDEN
+        )
+
+
+# Overview -----------------------------------------------------------------------------------------
+def org_names() -> dict[str, str]:
+    orgs = store().list_orgs()
+    pipe = store().client.pipeline(transaction=False)
+    for org_id in orgs:
+        pipe.hget(store().org(org_id).shard.org(org_id), "name")
+    return {org_id: name or org_id for org_id, name in zip(orgs, pipe.execute() if orgs else [], strict=True)}
+
+
+def overview_sections() -> dict[str, Any]:
+    """Everything the overview shows; each key feeds one block of overview.html."""
+    data = ops.dashboard_data()
+    full = data["series"][:-1]
+    done = sum(p["completed"] + p["failed"] for p in full)
+    failed = sum(p["failed"] for p in full)
+    return {
+        "data": data,
+        "kpis": {
+            "queued": sum(o["queued"] for o in data["orgs"]),
+            "processing": sum(o["processing"] for o in data["orgs"]),
+            "completedPerMinute": data["recent"]["completed"],
+            "failedPerMinute": data["recent"]["failed"],
+            "failureRate": f"{100 * failed / done:.1f}%" if done else "-",
+            "completed": data["totals"]["completed"],
+            "failed": data["totals"]["failed"],
+            "backlog": data["webhookBacklog"],
+            "workersAlive": sum(1 for w in data["workers"] if w["alive"]),
+        },
+        "throughput": minute_chart(data["series"], "admitted", "completed"),
+        "failures": minute_chart(data["series"], "failed"),
+        "window": {
+            "admitted": sum(p["admitted"] for p in full),
+            "completed": sum(p["completed"] for p in full),
+            "failed": failed,
+        },
+        "lanes": provider_lanes(data),
+    }
+
+
+def provider_lanes(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task type: calls in flight. Hook for provider flow control: once lanes can be paused,
+    add the paused flag here and the pause/resume route below; the template block already renders it."""
+    inflight = data["inflightByProvider"]
+    return [{"type": t.value, "inflight": int(inflight.get(t.value, 0)), "paused": None} for t in TaskType]
+
+
+# Tasks --------------------------------------------------------------------------------------------
+def _filter_args() -> tuple[TaskFilter, str | None, dict[str, str]]:
+    args = request.args
+    status = args.get("status") or None
+    task_type = args.get("type") or None
+    priority = args.get("priority") or None
+    batch = (args.get("batch") or "").strip() or None
+    org = args.get("org") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed(f"Unknown status {status!r}")
+    if task_type is not None and task_type not in TaskType.__members__:
+        raise ValidationFailed(f"Unknown task type {task_type!r}")
+    if priority is not None and not (priority.isascii() and priority.isdigit() and 1 <= int(priority) <= 10):
+        raise ValidationFailed("Priority is a number from 1 to 10")
+    shown = {k: v for k, v in {"status": status, "type": task_type, "priority": priority, "batch": batch,
+                               "org": org}.items() if v}  # fmt: skip
+    return TaskFilter(status, task_type, int(priority) if priority else None, batch), org, shown
+
+
+@bp.get("/tasks")
+def tasks() -> Any:
+    page_csrf = csrf()
+    flt, org, shown = _filter_args()
+    names = org_names()
+    if org is not None and org not in names:
+        raise NotFound(f"Organization {org} not found", {"id": org})
+    if flt.batch_id is not None:
+        owner = lookup.find_batch(store(), flt.batch_id)
+        scope = [owner.id] if owner is not None and org in (None, owner.id) else []
+    else:
+        scope = [org] if org else list(names)
+    page = lookup.list_all(store(), scope, flt, request.args.get("cursor"), PAGE)
+    paging: dict[str, Any] = {**shown, "cursor": page.next_cursor}
+    next_url = url_for("console.tasks", **paging) if page.next_cursor else None
+    return render_template(
+        "console/tasks.html", csrf=page_csrf, nav="tasks", rows=page.rows, names=names, shown=shown,
+        statuses=STATUSES, types=[t.value for t in TaskType], next_url=next_url,
+        paged=bool(request.args.get("cursor")), status_link=lambda s: _status_link(shown, s),
+    )  # fmt: skip
+
+
+def _status_link(shown: dict[str, str], status: str | None) -> str:
+    args = {k: v for k, v in shown.items() if k != "status"} | ({"status": status} if status else {})
+    return url_for("console.tasks") + ("?" + urlencode(args) if args else "")
+
+
+def attempts(record: TaskRecord, log: str | None) -> list[dict[str, Any]]:
+    """Every attempt of a task: the logged ones that ended in a retry or an expired lease, then the
+    last one, running or finished."""
+    rows = [json.loads(line) for line in (log or "").split("\n") if line]
+    for row in rows:
+        row["at"] = iso_ms(int(row["at"]))
+        row["due"] = iso_ms(int(row["due"])) if row.get("due") else None
+    if record.attempts > len(rows):
+        last: dict[str, Any] = {"attempt": record.attempts, "outcome": record.status, "at": None}
+        if record.status in TERMINAL and record.finished_ms is not None:
+            last["at"] = iso_ms(record.finished_ms)
+        if record.error_json and record.status != "COMPLETED":
+            error = json.loads(record.error_json)
+            last |= {"code": error.get("code"), "message": error.get("message")}
+        rows.append(last)
+    return rows
+
+
+@bp.get("/tasks/<task_id>")
+def task(task_id: str) -> Any:
+    page_csrf = csrf()
+    found = lookup.find_task(store(), task_id)
+    if found is None:
+        raise NotFound(f"No task with id {task_id}", {"id": task_id})
+    org, record = found
+    history = deliveries.history(store(), org, task_id)
+    log = store().client.hget(org.shard.task(task_id), ATTEMPT_LOG)
+    return render_template(
+        "console/task.html", csrf=page_csrf, nav="tasks", t=record, org=org.id,
+        org_name=org_names().get(org.id), summary=summary_view(record), payload=_pretty(record.payload_json),
+        result=_pretty(record.result_json), error=_pretty(record.error_json), attempts=attempts(record, log),
+        history=history, started=iso_ms(record.started_ms) if record.started_ms else None,
+        finished=iso_ms(record.finished_ms) if record.finished_ms else None,
+        terminal=record.status in TERMINAL, notice=_notice(),
+    )  # fmt: skip
+
+
+def _pretty(raw: str | None) -> str | None:
+    return json.dumps(json.loads(raw), indent=2, ensure_ascii=False) if raw else None
+
+
+# Batches ------------------------------------------------------------------------------------------
+@bp.get("/batches/<batch_id>")
+def batch(batch_id: str) -> Any:
+    page_csrf = csrf()
+    org = lookup.find_batch(store(), batch_id)
+    if org is None:
+        raise NotFound(f"No batch with id {batch_id}", {"id": batch_id})
+    view = batches.batch_view(store(), org, batch_id)
+    start = request.args.get("from", "0")
+    offset = int(start) if start.isascii() and start.isdigit() else 0
+    window = [(i, t) for i, t in enumerate(view["taskIds"]) if t][offset : offset + PAGE]
+    pipe = store().client.pipeline(transaction=False)
+    for _, task_id in window:
+        pipe.hmget(org.shard.task(task_id), TASK_FIELDS)
+    rows = []
+    for (index, task_id), values in zip(window, pipe.execute() if window else [], strict=True):
+        fields = task_fields(values)
+        shown = summary_view(TaskRecord.from_hash(task_id, fields)) if fields else {"status": "EXPIRED"}
+        rows.append({"index": index, **shown, "id": task_id})
+    admitted = sum(1 for t in view["taskIds"] if t)
+    return render_template(
+        "console/batch.html", csrf=page_csrf, nav="tasks", b=view, org=org.id,
+        org_name=org_names().get(org.id), rows=rows, offset=offset, page=PAGE, admitted=admitted,
+        notice=_notice(),
+    )  # fmt: skip
+
+
+# Search and workers -------------------------------------------------------------------------------
+@bp.get("/search")
+def search() -> Any:
+    page_csrf = csrf()
+    query = request.args.get("q", "").strip()
+    if lookup.find_task(store(), query) is not None:
+        return redirect(url_for("console.task", task_id=query))
+    if lookup.find_batch(store(), query) is not None:
+        return redirect(url_for("console.batch", batch_id=query))
+    return make_response(render_template("console/search.html", csrf=page_csrf, nav=None, query=query), 404)
+
+
+@bp.get("/workers")
+def workers() -> Any:
+    page_csrf = csrf()
+    return render_template("console/workers.html", csrf=page_csrf, nav="workers",
+                           workers=ops.workers(store().client))  # fmt: skip
+
+
+# Actions: the same core calls as the API endpoints ------------------------------------------------
+def _notice() -> str | None:
+    raw = request.args.get("notice")
+    if not raw:
+        return None
+    try:
+        text = URLSafeSerializer(ops.admin_token(), salt=NOTICE_SALT).loads(raw)
+    except BadSignature:
+        return None
+    return text if isinstance(text, str) else None
+
+
+def _back(endpoint: str, message: str, **values: Any) -> BaseResponse:
+    notice = URLSafeSerializer(ops.admin_token(), salt=NOTICE_SALT).dumps(message)
+    return redirect(url_for(endpoint, **values, notice=notice), 303)
+
+
+def _owned_task(task_id: str) -> Any:
+    found = lookup.find_task(store(), task_id)
+    if found is None:
+        raise NotFound(f"No task with id {task_id}", {"id": task_id})
+    return found[0]
+
+
+def _owned_batch(batch_id: str) -> Any:
+    org = lookup.find_batch(store(), batch_id)
+    if org is None:
+        raise NotFound(f"No batch with id {batch_id}", {"id": batch_id})
+    return org
+
+
+@bp.post("/tasks/<task_id>/cancel")
+def cancel_task(task_id: str) -> Any:
+    _checked_form()
+    org = _owned_task(task_id)
+    verdict = scheduler.cancel_task(store(), org, task_id, retention=settings().retention_seconds)
+    message = (
+        "Task canceled"
+        if verdict == "canceled"
+        else "Cancel requested: the task stops at its next safe point"
+    )
+    return _back("console.task", message, task_id=task_id)
+
+
+@bp.post("/tasks/<task_id>/redeliver")
+def redeliver(task_id: str) -> Any:
+    _checked_form()
+    org = _owned_task(task_id)
+    delivery_id, _ = deliveries.redeliver(store(), org, task_id)
+    return _back("console.task", f"Webhook queued for redelivery ({delivery_id})", task_id=task_id)
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> Any:
+    _checked_form()
+    org = _owned_batch(batch_id)
+    done = batches.cancel_batch(store(), org, batch_id, retention=settings().retention_seconds)
+    message = (f"{done.canceled} canceled, {done.cancel_requested} to stop at their next safe point, "
+               f"{done.already_finished} already finished")  # fmt: skip
+    return _back("console.batch", message, batch_id=batch_id)
+
+
+@bp.post("/batches/<batch_id>/retry-failed")
+def retry_failed(batch_id: str) -> Any:
+    _checked_form()
+    org = _owned_batch(batch_id)
+    retried = batches.retry_failed(store(), settings(), org, batch_id)
+    admitted = sum(1 for o in retried.outcomes if isinstance(o, Accepted))
+    message = f"{admitted} of {len(retried.outcomes)} failed tasks submitted again in this new batch"
+    return _back("console.batch", message, batch_id=retried.batch_id)
