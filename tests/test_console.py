@@ -111,8 +111,9 @@ def test_console_pages_render_and_search_finds_tasks_and_batches(console: Any, m
     body = console.post("/v1/async/task/batch", json=[task("a"), task("b")], headers=auth(key)).json
     tid, bid = body["results"][0]["task"]["id"], body["batchId"]
     signed_in(console)
-    for path in ("/dashboard", "/dashboard/tasks?status=QUEUED&type=GEMINI&priority=1", "/dashboard/workers",
-                 f"/dashboard/tasks/{tid}", f"/dashboard/batches/{bid}", f"/dashboard/tasks?batch={bid}"):  # fmt: skip
+    pages = ["/dashboard", "/dashboard/tasks?status=QUEUED&type=GEMINI&priority=1", "/dashboard/workers"]
+    pages += [f"/dashboard/tasks/{tid}", f"/dashboard/batches/{bid}", f"/dashboard/tasks?batch={bid}"]
+    for path in pages:
         assert console.get(path).status_code == 200, path
     assert console.get(f"/dashboard/search?q={tid}").headers["Location"] == f"/dashboard/tasks/{tid}"
     assert console.get(f"/dashboard/search?q={bid}").headers["Location"] == f"/dashboard/batches/{bid}"

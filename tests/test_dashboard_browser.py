@@ -88,9 +88,9 @@ class Stack:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         store = Store(real_redis)
-        self.org, self.key = store.create_org("Acme Research", credits=100_000, concurrency=20, queue_limit=5000)
-        self.other_org, self.other_key = store.create_org("Globex", credits=100_000, concurrency=20,
-                                                          queue_limit=5000)  # fmt: skip
+        limits = {"credits": 100_000, "concurrency": 20, "queue_limit": 5000}
+        self.org, self.key = store.create_org("Acme Research", **limits)
+        self.other_org, self.other_key = store.create_org("Globex", **limits)
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def submit(self, tasks: list[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
@@ -180,8 +180,9 @@ def act(page: Any, button: str) -> str:
 
 def test_console_pages_and_actions_in_chromium(browser: Any, stack: Stack, real_redis: Any) -> None:
     # Work done by a real drain: completions, a retried attempt, failures, webhooks delivered.
-    done = stack.submit([task("ok", 0, stack.hook.url), task("retry", 1, stack.hook.url),
-                         task("ok", 2), task("fail", 3, stack.hook.url), task("fail", 4, stack.hook.url)])  # fmt: skip
+    hook = stack.hook.url
+    done = stack.submit([task("ok", 0, hook), task("retry", 1, hook), task("ok", 2), task("fail", 3, hook),
+                         task("fail", 4, hook)])  # fmt: skip
     done_ids = [r["task"]["id"] for r in done["results"]]
     finished = lambda: len(stack.hook.events) == 4 and "PROCESSING" not in stack.statuses(done_ids)  # noqa: E731
     with Drain(stack):
@@ -214,7 +215,8 @@ def test_console_pages_and_actions_in_chromium(browser: Any, stack: Stack, real_
     assert int(page.inner_text("#kpi-completed")) == 3 and int(page.inner_text("#kpi-failed")) == 2
     assert page.locator("svg.chart").first.locator("rect").count() == 30  # 30 full minutes, not the current
     assert page.locator("svg.chart").first.locator("text.xlab").count() == 6
-    series = httpx.get(f"{stack.url}/dashboard/data", headers={"Authorization": f"Bearer {TOKEN}"}).json()["series"]
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    series = httpx.get(f"{stack.url}/dashboard/data", headers=bearer).json()["series"]
     assert int(page.inner_text("#sum-completed")) == sum(p["completed"] for p in series[:-1])
     assert sum(p["completed"] for p in series) == 3
     assert "Acme Research" in page.inner_text("#by-org") and "Globex" in page.inner_text("#by-org")
@@ -252,7 +254,8 @@ def test_console_pages_and_actions_in_chromium(browser: Any, stack: Stack, real_
     # Cancel one queued task; the other org's task from its own page.
     page.goto(f"{stack.url}/dashboard/tasks/{lone}")
     assert "Task canceled" in act(page, "Cancel task")
-    assert stack.http.get(f"/v1/async/task/{lone}", headers=auth(stack.other_key)).json()["task"]["status"] == "CANCELED"
+    lone_now = stack.http.get(f"/v1/async/task/{lone}", headers=auth(stack.other_key)).json()
+    assert lone_now["task"]["status"] == "CANCELED"
 
     # Batch page: cancel the rest of the waiting batch.
     page.goto(f"{stack.url}/dashboard/batches/{waiting['batchId']}")
