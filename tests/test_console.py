@@ -104,6 +104,10 @@ def test_json_endpoints_take_the_bearer_token_or_the_session(console: Any, rclie
     other.set_cookie("taskq_console", console.get_cookie("taskq_console").value)
     assert other.get("/dashboard/data").status_code == 401
     assert other.get("/dashboard").status_code == 401
+    # no admin token configured: the console is off, whatever cookie comes
+    off = create_app(make_settings(), client=rclient).test_client()
+    off.set_cookie("taskq_console", console.get_cookie("taskq_console").value)
+    assert off.get("/dashboard").status_code == 403 and off.get("/dashboard/data").status_code == 403
 
 
 def test_console_pages_render_and_search_finds_tasks_and_batches(console: Any, make_org: Any) -> None:

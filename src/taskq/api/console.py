@@ -58,7 +58,8 @@ def _signed_out(_exc: SignedOut) -> Response:
 @bp.errorhandler(TaskqError)
 def _failed(exc: TaskqError) -> Response:
     status = exc.status if isinstance(exc, HttpError) else STATUS.get(exc.code, 400)
-    return make_response(render_template("console/error.html", error=exc, csrf=ops.session_csrf()), status)
+    page_csrf = ops.session_csrf() if settings().admin_token is not None else None
+    return make_response(render_template("console/error.html", error=exc, csrf=page_csrf), status)
 
 
 def csrf() -> str:
