@@ -40,6 +40,11 @@ def _clock(epoch_ms: int) -> str:
     return iso_ms(int(epoch_ms))[11:19]
 
 
+@bp.app_template_filter("rate")
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:,.0f}" if per_minute >= 10 else f"{per_minute:.1f}".removesuffix(".0")
+
+
 @bp.app_template_filter("stamp")
 def _stamp(epoch_ms: int) -> str:
     return iso_ms(int(epoch_ms))[:19].replace("T", " ") + " UTC"
@@ -294,7 +299,7 @@ def search() -> Any:
 def workers() -> Any:
     page_csrf = csrf()
     return render_template("console/workers.html", csrf=page_csrf, nav="workers",
-                           workers=ops.workers(store().client))  # fmt: skip
+                           workers=ops._workers(store().client))  # fmt: skip
 
 
 # Actions: the same core calls as the API endpoints ------------------------------------------------

@@ -106,7 +106,7 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def workers(client: Any) -> list[dict[str, Any]]:
+def _workers(client: Any) -> list[dict[str, Any]]:
     """Worker processes from their heartbeats; entries silent for long are forgotten."""
     now = int(time.time() * 1000)
     rows = []
@@ -163,7 +163,7 @@ def dashboard_data() -> dict[str, Any]:
             {"endpoint": host, "failures": count}
             for host, count in sorted(failing_endpoints.items(), key=lambda item: -item[1])[:10]
         ],
-        "workers": workers(client),
+        "workers": _workers(client),
     }
 
 
