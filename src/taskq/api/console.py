@@ -163,10 +163,16 @@ def overview_sections() -> dict[str, Any]:
 
 
 def provider_lanes(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per task type: calls in flight. Hook for provider flow control: once lanes can be paused,
-    add the paused flag here and the pause/resume route below; the template block already renders it."""
+    """One row per task type: calls in flight, whether the lane is paused (None: lanes cannot be paused
+    in this build) and the URL of the form that pauses or resumes it (None: no such action).
+
+    Hook for provider flow control: fill ``paused`` from its lane state and ``action`` with the route
+    that calls its pause/resume core functions; the overview's lanes block renders both."""
     inflight = data["inflightByProvider"]
-    return [{"type": t.value, "inflight": int(inflight.get(t.value, 0)), "paused": None} for t in TaskType]
+    return [
+        {"type": t.value, "inflight": int(inflight.get(t.value, 0)), "paused": None, "action": None}
+        for t in TaskType
+    ]
 
 
 # Tasks --------------------------------------------------------------------------------------------
