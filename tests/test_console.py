@@ -79,6 +79,7 @@ def test_console_needs_a_session_and_its_actions_a_csrf_token(console: Any, make
     response = console.get(f"/dashboard?token={TOKEN}")
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]  # no clickjacking
     csrf = signed_in(console)
     assert console.post(f"/dashboard/tasks/{tid}/cancel").status_code == 403
     assert console.post(f"/dashboard/tasks/{tid}/cancel", data={"csrf": csrf + "x"}).status_code == 403

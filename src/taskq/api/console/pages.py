@@ -1,129 +1,33 @@
-"""The operator console: server-rendered pages under /dashboard and their actions.
-
-Pages read through the same core functions as the API (listing, batch view, delivery history); every
-action is a POST carrying the session's CSRF token and calls the function the matching API endpoint
-calls (cancel, batch cancel, retry of failed tasks, webhook redelivery). A page section is a
-template block fed by one entry of ``overview()``, so a section is added in two places.
-"""
+"""Console pages: overview, tasks, a task, a batch, search and workers."""
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
-from itsdangerous import BadSignature, URLSafeSerializer
-from werkzeug.wrappers import Response as BaseResponse
+from flask import make_response, redirect, render_template, request, url_for
 
-from taskq import batches, deliveries, lookup, scheduler
-from taskq.admission import Accepted
-from taskq.api import ops, settings, store
+from taskq import batches, deliveries, lookup
+from taskq.api import ops, store
 from taskq.api.charts import minute_chart
-from taskq.api.errors import STATUS, HttpError
+from taskq.api.console import PAGE, bp, csrf, notice, signed_in_page
 from taskq.batches import STATUSES, TaskFilter
-from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
+from taskq.errors import NotFound, ValidationFailed
 from taskq.keys import ATTEMPT_LOG, TASK_FIELDS
 from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskType, iso_ms, summary_view
 from taskq.store import task_fields
-
-bp = Blueprint("console", __name__, url_prefix="/dashboard", template_folder="templates",
-               static_folder="static", static_url_path="/static")  # fmt: skip
-
-PAGE = 50
-NOTICE_SALT = "taskq-console-notice"
-
-
-@bp.app_template_filter("clock")
-def _clock(epoch_ms: int) -> str:
-    return iso_ms(int(epoch_ms))[11:19]
-
-
-@bp.app_template_filter("rate")
-def _rate(per_minute: float) -> str:
-    return f"{per_minute:,.0f}" if per_minute >= 10 else f"{per_minute:.1f}".removesuffix(".0")
-
-
-@bp.app_template_filter("stamp")
-def _stamp(epoch_ms: int) -> str:
-    return iso_ms(int(epoch_ms))[:19].replace("T", " ") + " UTC"
-
-
-# Sign-in ------------------------------------------------------------------------------------------
-class SignedOut(Exception):
-    """A console page was asked for without a valid session."""
-
-
-@bp.errorhandler(SignedOut)
-def _signed_out(_exc: SignedOut) -> Response:
-    return make_response(render_template("console/login.html", error=None, next=request.full_path), 401)
-
-
-@bp.errorhandler(TaskqError)
-def _failed(exc: TaskqError) -> Response:
-    status = exc.status if isinstance(exc, HttpError) else STATUS.get(exc.code, 400)
-    page_csrf = ops.session_csrf() if settings().admin_token is not None else None
-    return make_response(render_template("console/error.html", error=exc, csrf=page_csrf), status)
-
-
-def csrf() -> str:
-    """The signed-in operator's CSRF token (raises SignedOut without a session)."""
-    ops.admin_token()
-    token = ops.session_csrf()
-    if token is None:
-        raise SignedOut
-    return token
-
-
-def _signed_in(target: str) -> BaseResponse:
-    value, _ = ops.new_session()
-    response = redirect(target if target.startswith("/dashboard") else url_for("console.overview"), 303)
-    ops.set_session_cookie(response, value)
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @bp.get("")
 def overview() -> Any:
     token = request.args.get("token")
-    if token is not None:  # the link `taskq up` prints: trade the token for a session, drop it from the URL
-        ops.admin_token()
-        if not ops.token_matches(token):
-            return make_response(
-                render_template("console/login.html", error="Invalid admin token", next=""), 401
-            )
-        return _signed_in(url_for("console.overview"))
+    if token is not None:
+        return signed_in_page(token)
     page_csrf = csrf()
     return render_template("console/overview.html", csrf=page_csrf, nav="overview", **overview_sections())
 
 
-@bp.post("/login")
-def login() -> Any:
-    ops.admin_token()
-    if not ops.token_matches(request.form.get("token", "")):
-        return make_response(render_template("console/login.html", error="Invalid admin token", next=""), 401)
-    return _signed_in(request.form.get("next", ""))
-
-
-@bp.post("/logout")
-def logout() -> Any:
-    _checked_form()
-    response = redirect(url_for("console.overview"), 303)
-    response.delete_cookie(ops.SESSION_COOKIE, path="/")
-    return response
-
-
-def _checked_form() -> None:
-    """A console action: signed in, and the form carries this session's CSRF token."""
-    expected = csrf()
-    if not hmac.compare_digest(request.form.get("csrf", "").encode(), expected.encode()):
-        raise TaskqError(
-            "The form's CSRF token is missing or wrong: reload the page and try again", code=Code.FORBIDDEN
-        )
-
-
-# Overview -----------------------------------------------------------------------------------------
 def org_names() -> dict[str, str]:
     orgs = store().list_orgs()
     pipe = store().client.pipeline(transaction=False)
@@ -254,7 +158,7 @@ def task(task_id: str) -> Any:
         result=_pretty(record.result_json), error=_pretty(record.error_json), attempts=attempts(record, log),
         history=history, started=iso_ms(record.started_ms) if record.started_ms else None,
         finished=iso_ms(record.finished_ms) if record.finished_ms else None,
-        terminal=record.status in TERMINAL, notice=_notice(),
+        terminal=record.status in TERMINAL, notice=notice(),
     )  # fmt: skip
 
 
@@ -285,7 +189,7 @@ def batch(batch_id: str) -> Any:
     return render_template(
         "console/batch.html", csrf=page_csrf, nav="tasks", b=view, org=org.id,
         org_name=org_names().get(org.id), rows=rows, offset=offset, page=PAGE, admitted=admitted,
-        notice=_notice(),
+        notice=notice(),
     )  # fmt: skip
 
 
@@ -306,75 +210,3 @@ def workers() -> Any:
     page_csrf = csrf()
     return render_template("console/workers.html", csrf=page_csrf, nav="workers",
                            workers=ops._workers(store().client))  # fmt: skip
-
-
-# Actions: the same core calls as the API endpoints ------------------------------------------------
-def _notice() -> str | None:
-    raw = request.args.get("notice")
-    if not raw:
-        return None
-    try:
-        text = URLSafeSerializer(ops.admin_token(), salt=NOTICE_SALT).loads(raw)
-    except BadSignature:
-        return None
-    return text if isinstance(text, str) else None
-
-
-def _back(endpoint: str, message: str, **values: Any) -> BaseResponse:
-    notice = URLSafeSerializer(ops.admin_token(), salt=NOTICE_SALT).dumps(message)
-    return redirect(url_for(endpoint, **values, notice=notice), 303)
-
-
-def _owned_task(task_id: str) -> Any:
-    found = lookup.find_task(store(), task_id)
-    if found is None:
-        raise NotFound(f"No task with id {task_id}", {"id": task_id})
-    return found[0]
-
-
-def _owned_batch(batch_id: str) -> Any:
-    org = lookup.find_batch(store(), batch_id)
-    if org is None:
-        raise NotFound(f"No batch with id {batch_id}", {"id": batch_id})
-    return org
-
-
-@bp.post("/tasks/<task_id>/cancel")
-def cancel_task(task_id: str) -> Any:
-    _checked_form()
-    org = _owned_task(task_id)
-    verdict = scheduler.cancel_task(store(), org, task_id, retention=settings().retention_seconds)
-    message = (
-        "Task canceled"
-        if verdict == "canceled"
-        else "Cancel requested: the task stops at its next safe point"
-    )
-    return _back("console.task", message, task_id=task_id)
-
-
-@bp.post("/tasks/<task_id>/redeliver")
-def redeliver(task_id: str) -> Any:
-    _checked_form()
-    org = _owned_task(task_id)
-    delivery_id, _ = deliveries.redeliver(store(), org, task_id)
-    return _back("console.task", f"Webhook queued for redelivery ({delivery_id})", task_id=task_id)
-
-
-@bp.post("/batches/<batch_id>/cancel")
-def cancel_batch(batch_id: str) -> Any:
-    _checked_form()
-    org = _owned_batch(batch_id)
-    done = batches.cancel_batch(store(), org, batch_id, retention=settings().retention_seconds)
-    message = (f"{done.canceled} canceled, {done.cancel_requested} to stop at their next safe point, "
-               f"{done.already_finished} already finished")  # fmt: skip
-    return _back("console.batch", message, batch_id=batch_id)
-
-
-@bp.post("/batches/<batch_id>/retry-failed")
-def retry_failed(batch_id: str) -> Any:
-    _checked_form()
-    org = _owned_batch(batch_id)
-    retried = batches.retry_failed(store(), settings(), org, batch_id)
-    admitted = sum(1 for o in retried.outcomes if isinstance(o, Accepted))
-    message = f"{admitted} of {len(retried.outcomes)} failed tasks submitted again in this new batch"
-    return _back("console.batch", message, batch_id=retried.batch_id)
