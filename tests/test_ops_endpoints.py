@@ -28,7 +28,9 @@ def test_operator_endpoints_need_the_admin_token(ops: Any) -> None:
     assert ops.get("/metrics").status_code == 401
     assert ops.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert ops.get("/dashboard/data?token=nope").status_code == 401
-    assert ops.get("/dashboard?token=admin-secret").status_code == 200
+    signed_in = ops.get("/dashboard?token=admin-secret")  # the token is traded for a session cookie
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/dashboard"
+    assert ops.get("/dashboard").status_code == 200
 
 
 def test_admission_counters_move_with_work(ops: Any, make_org: Any) -> None:

@@ -139,6 +139,9 @@ def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_pa
         info = up.wait_ready()
         assert info["redis"] == "embedded" and info["url"] == f"http://127.0.0.1:{up.port}"
         assert info["apiKey"].startswith("sk_live_") and info["webhookSecrets"][0].startswith("whsec_")
+        with httpx.Client() as browser:  # the printed dashboard link signs in and lands on the console
+            console = browser.get(info["dashboardUrl"], follow_redirects=True)
+            assert console.status_code == 200 and str(console.url) == f"{info['url']}/dashboard"
 
         done = taskq(tmp_path, env, "submit", str(tasks_file(tmp_path / "t.jsonl", 240)), "--wait")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -160,6 +163,7 @@ def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_pa
         code, out, err = up.interrupt()
         assert code == 0, err
         assert "Ctrl-C to stop" in out and "taskq up: stopped\n" in err
+        assert f"Dashboard       {info['dashboardUrl']}" in out
         assert not [pid for pid in children if alive(pid)]
         assert not up.card.exists()
         statuses, leases = task_statuses(data_dir, redis_port)
@@ -171,6 +175,7 @@ def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_pa
         up = again
         second = again.wait_ready()
         assert (second["orgId"], second["apiKey"]) == (info["orgId"], info["apiKey"])
+        assert second["adminToken"] == info["adminToken"]  # the same token: its sessions keep working
         headers = {"Authorization": f"Bearer {second['apiKey']}"}
         deadline = time.monotonic() + 120
         while True:

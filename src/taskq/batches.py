@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from taskq.admission import Outcome, admit
 from taskq.errors import NotFound, ValidationFailed
 from taskq.keys import TASK_FIELDS
 from taskq.providers import PAYLOAD_MODELS
+from taskq.scheduler import cancel
 from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskRequest, TaskType, event_view, iso_ms, summary_view
+from taskq.settings import Settings
 from taskq.store import Org, Store, task_fields
 
 STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED")
@@ -84,6 +88,45 @@ def failed_tasks(store: Store, org: Org, batch_id: str) -> tuple[list[tuple[int,
             )
         )
     return sources, items
+
+
+class NothingToRetry(ValidationFailed):
+    """Raised when a batch has no FAILED task to submit again."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCanceled:
+    canceled: int
+    cancel_requested: int
+    already_finished: int
+
+
+def cancel_batch(store: Store, org: Org, batch_id: str, *, retention: int) -> BatchCanceled:
+    """Cancel the rest of a batch: QUEUED tasks now, PROCESSING ones at their next safe point."""
+    ids = [i for i in batch_task_ids(store, org, batch_id) if i]
+    verdicts = cancel(store, org, ids, retention=retention)
+    return BatchCanceled(
+        canceled=verdicts.count("canceled"),
+        cancel_requested=verdicts.count("requested"),
+        already_finished=sum(1 for v in verdicts if v not in ("canceled", "requested", "missing")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    batch_id: str
+    sources: list[tuple[int, str]]  # (index, task id) in the source batch, one per outcome
+    outcomes: list[Outcome]
+
+
+def retry_failed(store: Store, settings: Settings, org: Org, batch_id: str) -> Retried:
+    """Submit the FAILED tasks of a batch again as a new batch (credits and queue limit apply)."""
+    sources, items = failed_tasks(store, org, batch_id)
+    if not items:
+        raise NothingToRetry(f"Batch {batch_id} has no failed tasks to retry", {"batchId": batch_id})
+    new_batch = str(uuid.uuid4())
+    outcomes = admit(store, settings, org, list(items), batch_id=new_batch)
+    return Retried(new_batch, sources, outcomes)
 
 
 @dataclass(frozen=True, slots=True)

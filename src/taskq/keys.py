@@ -10,7 +10,8 @@ Per-shard keys (``T`` = the shard tag):
 ====================  =======  ============================================================
 T:org:<org>           HASH     credits, reserved, limits, queued/inflight counters, q1..q10
 T:t:<id>              HASH     the task record (fields: see TASK_FIELDS) and its first webhook
-                               delivery (DELIVERY_FIELDS, each prefixed "d_"; see delivery_record)
+                               delivery (DELIVERY_FIELDS, each prefixed "d_"; see delivery_record);
+                               ATTEMPT_LOG: JSON lines of the attempts that did not end the task
 T:lane:<org>:<type>   ZSET     queued task ids of one org and task type; score = lane score
 T:ready:<type>        ZSET     orgs with queued tasks of <type>; score = band * 2^40 + turn
 T:turn                HASH     org -> its current round-robin turn
@@ -125,6 +126,8 @@ TASK_FIELDS = (
 #: rate/burst/seen: the configured limit and when a worker last said so. Lane fields ("<TYPE>:"):
 #: pause/why, an operator's pause.
 FLOW_FIELDS = "tat pause why quota auth lrate lset lcap ss calls n429 w wn pn rate burst seen".split()
+#: Field of the task hash logging each attempt that did not end the task (retry.lua, reap.lua).
+ATTEMPT_LOG = "alog"
 
 #: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated.
 DELIVERY_FIELDS = "task org url event body attempts state created next finished log".split()

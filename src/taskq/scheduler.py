@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from taskq.errors import Code
+from taskq.errors import Code, NotFound, TaskqError
 from taskq.keys import Shard
 from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
 from taskq.scripts import Op, Scripts
@@ -171,9 +171,13 @@ def lost(task: Claimed, *, now: int, retention: int) -> Op[bool]:
     return fail(task, Code.WORKER_LOST, message, now=now, retention=retention, only_expired=True)
 
 
-def retry(task: Claimed, *, due: int, now: int, retention: int) -> Op[bool]:
-    """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested."""
-    args = [task.shard.tag, task.id, task.token, due, now, retention, *ALL_TYPES]
+def retry(
+    task: Claimed, *, due: int, now: int, retention: int, code: Code | None = None, message: str = ""
+) -> Op[bool]:
+    """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested.
+    The error (code, message) goes in the task's attempt log."""
+    error = json.dumps({"code": code.value if code else None, "message": message}, separators=(",", ":"))
+    args = [task.shard.tag, task.id, task.token, due, now, retention, error, *ALL_TYPES]
     return Op("retry", [task.shard.proc, task.shard.delayed], args, _ok)
 
 
@@ -270,7 +274,7 @@ def after_error(
     if deadline is not None and due >= deadline:
         return fail(task, Code.DEADLINE_EXCEEDED, f"{deadline_message}; last attempt: {message}",
                     now=now, retention=retention)  # fmt: skip
-    return retry(task, due=due, now=now, retention=retention)
+    return retry(task, due=due, now=now, retention=retention, code=code, message=message)
 
 
 def _body(record: TaskRecord) -> str:
@@ -313,6 +317,21 @@ def cancel(store: Store, org: Org, task_ids: Sequence[str], *, retention: int) -
     for task_id in task_ids:
         script(keys=[org.shard.delayed], args=[org.shard.tag, task_id, org.id, now, retention], client=pipe)
     return [str(r) for r in pipe.execute()] if task_ids else []
+
+
+def cancel_task(store: Store, org: Org, task_id: str, *, retention: int) -> str:
+    """Cancel one task: "canceled" (it was QUEUED) or "requested" (PROCESSING: at its next safe point).
+    Raises NotFound for an unknown task, TASK_ALREADY_FINISHED for a finished one."""
+    verdict = cancel(store, org, [task_id], retention=retention)[0]
+    if verdict == "missing":
+        raise NotFound(f"Task {task_id} not found", {"id": task_id})
+    if verdict not in ("canceled", "requested"):
+        raise TaskqError(
+            f"Task {task_id} already finished ({verdict})",
+            {"id": task_id, "status": verdict},
+            code=Code.TASK_ALREADY_FINISHED,
+        )
+    return verdict
 
 
 def _now_ms() -> int:

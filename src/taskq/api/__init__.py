@@ -68,7 +68,19 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     committer = durability.committer(client, settings)  # refuses a server that cannot give it
     app.extensions["taskq"] = {"settings": settings, "store": Store(client, settings.shards)}
 
-    from taskq.api import batches, health, monitor, openapi, ops, queue, reference, schedules, tasks, webhooks
+    from taskq.api import (
+        batches,
+        console,
+        health,
+        monitor,
+        openapi,
+        ops,
+        queue,
+        reference,
+        schedules,
+        tasks,
+        webhooks,
+    )
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
@@ -76,6 +88,7 @@ def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask
     app.register_blueprint(queue.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(console.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(monitor.bp)
     app.register_blueprint(reference.bp)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from taskq.admission import admit
+from taskq import batches
 from taskq.api import authenticate, settings, store
 from taskq.api.errors import HttpError
 from taskq.api.tasks import result_item
-from taskq.batches import TaskFilter, batch_results, batch_task_ids, batch_view, failed_tasks, list_tasks
-from taskq.errors import Code, ValidationFailed
-from taskq.scheduler import cancel
+from taskq.batches import TaskFilter, batch_results, batch_view, list_tasks
+from taskq.errors import ValidationFailed
 from taskq.schemas.tasks import TaskType
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/async")
@@ -78,34 +76,30 @@ def _task_filter() -> TaskFilter:
 @bp.post("/batch/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> Any:
     """Cancel the rest of a batch: QUEUED tasks now, PROCESSING ones at their next safe point."""
-    org = authenticate()
-    ids = [i for i in batch_task_ids(store(), org, batch_id) if i]
-    verdicts = cancel(store(), org, ids, retention=settings().retention_seconds)
+    done = batches.cancel_batch(store(), authenticate(), batch_id, retention=settings().retention_seconds)
     return {
         "success": True,
         "batchId": batch_id,
-        "canceled": verdicts.count("canceled"),
-        "cancelRequested": verdicts.count("requested"),
-        "alreadyFinished": sum(1 for v in verdicts if v not in ("canceled", "requested", "missing")),
+        "canceled": done.canceled,
+        "cancelRequested": done.cancel_requested,
+        "alreadyFinished": done.already_finished,
     }
 
 
 @bp.post("/batch/<batch_id>/retry-failed")
 def retry_failed(batch_id: str) -> Any:
     """Submit the FAILED tasks of a batch again, as a new batch (credits and queue limit apply)."""
-    org = authenticate()
-    sources, items = failed_tasks(store(), org, batch_id)
-    if not items:
-        raise HttpError(Code.VALIDATION_ERROR, f"Batch {batch_id} has no failed tasks to retry", status=422)
-    new_batch = str(uuid.uuid4())
-    outcomes = admit(store(), settings(), org, list(items), batch_id=new_batch)
+    try:
+        retried = batches.retry_failed(store(), settings(), authenticate(), batch_id)
+    except batches.NothingToRetry as exc:
+        raise HttpError(exc.code, exc.message, status=422) from None
     results = []
-    for (source_index, source_id), outcome in zip(sources, outcomes, strict=True):
+    for (source_index, source_id), outcome in zip(retried.sources, retried.outcomes, strict=True):
         results.append({**result_item(outcome), "sourceIndex": source_index, "sourceTaskId": source_id})
     succeeded = sum(1 for r in results if r["success"])
     return {
         "success": True,
-        "batchId": new_batch,
+        "batchId": retried.batch_id,
         "sourceBatchId": batch_id,
         "summary": {"total": len(results), "succeeded": succeeded, "failed": len(results) - succeeded},
         "results": results,

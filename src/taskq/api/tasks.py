@@ -10,12 +10,12 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from taskq import scheduler
 from taskq.admission import Accepted, Outcome, admit, validate, validate_batch
 from taskq.api import authenticate, settings, store
 from taskq.api.body import read_body
 from taskq.api.errors import HttpError, timestamp
-from taskq.errors import Code, NotFound, TaskqError, ValidationFailed
-from taskq.scheduler import cancel
+from taskq.errors import Code, TaskqError, ValidationFailed
 from taskq.schemas.tasks import FieldError, TaskRequest, parse_batch_json, parse_task, task_view
 from taskq.settings import Settings
 
@@ -217,23 +217,12 @@ def get_task(task_id: str) -> Any:
     return task_view(store().task(org, task_id))
 
 
-CANCEL_ANSWERS = {"canceled": (True, False), "requested": (False, True)}
-
-
 @bp.post("/task/<task_id>/cancel")
 def cancel_task(task_id: str) -> Any:
     """Cancel a QUEUED task now, or a PROCESSING one at its next safe point (taskq's addition)."""
     org = authenticate()
     record = store().task(org, task_id)
-    verdict = cancel(store(), org, [task_id], retention=settings().retention_seconds)[0]
-    if verdict == "missing":
-        raise NotFound(f"Task {task_id} not found", {"id": task_id})
-    if verdict not in CANCEL_ANSWERS:
-        raise TaskqError(
-            f"Task {task_id} already finished ({verdict})",
-            {"id": task_id, "status": verdict},
-            code=Code.TASK_ALREADY_FINISHED,
-        )
-    canceled, requested = CANCEL_ANSWERS[verdict]
+    verdict = scheduler.cancel_task(store(), org, task_id, retention=settings().retention_seconds)
+    canceled = verdict == "canceled"
     view = task_view(store().task(org, task_id)) if canceled else task_view(record)
-    return {"success": True, **view, "canceled": canceled, "cancelRequested": requested}
+    return {"success": True, **view, "canceled": canceled, "cancelRequested": not canceled}

@@ -322,3 +322,12 @@ local function describe(tag, id)
   end
   return out
 end
+
+-- One line in the task's attempt log (field "alog": JSON lines, oldest first) for an attempt that did
+-- not end the task: a retried error or an expired lease. The last attempt is the task's own outcome.
+local function log_attempt(tag, id, entry)
+  local key = k_task(tag, id)
+  local log = redis.call("HGET", key, "alog")
+  local line = cjson.encode(entry)
+  redis.call("HSET", key, "alog", (log and log ~= "") and (log .. "\n" .. line) or line)
+end

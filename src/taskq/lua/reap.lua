@@ -7,6 +7,7 @@
 -- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
 -- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body. A task whose
 -- cancel was requested while it ran becomes CANCELED (an expired lease is a cancellation safe point).
+-- A requeued task's attempt goes in its attempt log.
 -- Returns {requeued count, exhausted...}; each exhausted entry is a claim.lua entry.
 
 --#include queue_lib
@@ -29,6 +30,8 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
     exhausted[#exhausted + 1] = describe(tag, id)
     count(tag, "lease_expired")
   else
+    log_attempt(tag, id, {attempt = tonumber(t[2] or "0"), at = tonumber(now), outcome = "lease_expired",
+      message = "the worker's lease ran out (worker stopped or lost)"})
     requeue(tag, id, types, 0)
     requeued = requeued + 1
     count(tag, "lease_expired")

@@ -3,13 +3,14 @@
 -- KEYS[1]  leases       T:proc
 -- KEYS[2]  retry waits  T:delayed
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5] now (ms)
--- ARGV[6]  retention (s)   ARGV[7..] task types
+-- ARGV[6]  retention (s)   ARGV[7] error of this attempt (json {code, message})   ARGV[8..] task types
 --
 -- A retry is a cancellation safe point: a task whose cancel was requested while it ran becomes
 -- CANCELED here instead of waiting.
 --
 -- A waiting task counts as queued (queued, q<p>) and keeps its credit reservation; claim.lua moves
--- it back to its lane at its original score once due. Returns 1, or 0 when the token is stale.
+-- it back to its lane at its original score once due. The attempt goes in the task's attempt log.
+-- Returns 1, or 0 when the token is stale.
 
 --#include queue_lib
 
@@ -18,11 +19,14 @@ if not holds(tag, id, token) then
   return 0
 end
 local types = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   types[#types + 1] = ARGV[i]
 end
-local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "cancel")
+local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "cancel", "attempts")
 count(tag, "retried:" .. t[2])
+local err = cjson.decode(ARGV[7])
+log_attempt(tag, id, {attempt = tonumber(t[5] or "0"), at = tonumber(ARGV[5]), outcome = "retry",
+  code = err.code, message = err.message, due = tonumber(ARGV[4])})
 if t[4] == "1" then
   settle(tag, t[1], t[2], types)
   cancel_task(tag, id, ARGV[5], tonumber(ARGV[6]))

@@ -17,6 +17,7 @@ import httpx
 from taskq.connection import connect, resolve_url
 from taskq.embedded import EmbeddedServer, answers
 from taskq.ops import OpsError
+from taskq.ops.admin import admin_token, dashboard_link
 from taskq.ops.processes import Child, free_port, interrupts_blocked, port_in_use, spawn, stop
 from taskq.ops.stack import remove_stack, write_stack
 from taskq.ops.stackorg import StackOrg, ensure_stack_org
@@ -57,6 +58,7 @@ class Stack:
         self.embedded: EmbeddedServer | None = None
         self.stop_requested = threading.Event()
         self.force = threading.Event()
+        self.admin_token = ""
 
     # Signals -------------------------------------------------------------------------------------
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -95,6 +97,7 @@ class Stack:
         env = dict(os.environ)
         env.update(TASKQ_REDIS_URL=redis_url, TASKQ_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1")
         env.setdefault("TASKQ_WEBHOOK_ALLOW_NETWORKS", LOCAL_NETWORKS)
+        env["TASKQ_ADMIN_TOKEN"] = self.admin_token
         if sim_url is not None:
             env["TASKQ_UPSTREAM_BASE_URL"] = sim_url
             for task_type in TaskType:
@@ -122,6 +125,7 @@ class Stack:
             raise OpsError(f"port {args.port} is in use (another `taskq up`?); pass --port")
         redis_url = self.redis()
         org = self.bootstrap(redis_url)
+        self.admin_token = admin_token(self.settings)
         logs = self.data_dir / "logs"
         sim_url = None
         if args.simulate:
@@ -144,6 +148,8 @@ class Stack:
             "url": url,
             "orgId": org.org_id,
             "apiKey": org.api_key,
+            "adminToken": self.admin_token,
+            "dashboardUrl": dashboard_link(url, self.admin_token),
             "webhookSecrets": org.webhook_secrets,
             "redisUrl": redis_url,
             "redis": "embedded" if self.embedded else "external",
@@ -210,6 +216,7 @@ def banner(info: dict[str, Any], configured: list[str], data_dir: Path) -> str:
     lines = [
         f"taskq is up{simulated}",
         f"  URL             {info['url']}",
+        f"  Dashboard       {info['dashboardUrl']}",
         f"  Organization    {info['orgId']}",
         f"  API key         {info['apiKey']}",
         f"  Webhook secret  {info['webhookSecrets'][0]}",
