@@ -158,7 +158,7 @@ class Drain:
 
 
 def task(kind: str, n: int, hook: str | None = None) -> dict[str, Any]:
-    prompt = {"ok": f"vector databases {n}", "retry": f"retry me [sim:429-once:console-{n}]",
+    prompt = {"ok": f"vector databases {n}", "retry": f"retry me [sim:503-once:console-{n}]",
               "fail": f"bad request {n} [sim:400]"}[kind]  # fmt: skip
     item: dict[str, Any] = {"taskType": "CHATGPT", "payload": {"prompt": prompt, "country": "US"},
                             "priority": 1 + n % 10}  # fmt: skip
@@ -261,7 +261,7 @@ def test_console_pages_and_actions_in_chromium(
     page.press("header .search input", "Enter")
     page.wait_for_url(f"**/dashboard/tasks/{done_ids[1]}")
     attempts = page.locator("#attempts tr").all_inner_texts()[1:]
-    assert len(attempts) == 2 and "RETRY" in attempts[0] and "PROVIDER_RATE_LIMITED" in attempts[0]
+    assert len(attempts) == 2 and "RETRY" in attempts[0] and "PROVIDER_UNAVAILABLE" in attempts[0]
     assert "COMPLETED" in attempts[1]
     assert "vector databases" not in page.inner_text("#payload") and "retry me" in page.inner_text("#payload")
     assert '"text"' in page.inner_text("#result")
@@ -333,4 +333,44 @@ def test_overview_refreshes_in_place(browser: Any, stack: Stack) -> None:
     stack.submit([task("ok", n) for n in range(7)])
     wait_for(lambda: page.inner_text("#kpi-queued") == "7", "the overview to refresh")
     assert re.fullmatch(r"updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page.inner_text("#stamp"))
+    context.close()
+
+
+def test_lanes_pause_and_resume_and_schedules_show_on_the_overview(browser: Any, stack: Stack) -> None:
+    from taskq import flow, schedules
+
+    store = Store(stack.redis)
+    every = {"name": "hourly-brands", "everySeconds": 3600, "tasks": [task("ok", 0)]}
+    nightly = {"name": "nightly-check", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+               "tasks": [task("ok", 1)], "paused": True}  # fmt: skip
+    made = schedules.create(store, stack.settings, store.org(stack.org), every)
+    schedules.create(store, stack.settings, store.org(stack.org), nightly)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(f"{stack.url}/dashboard?token={TOKEN}")
+    page.wait_for_selector("body[data-ready='1']")
+
+    table = page.inner_text("#schedules")
+    assert (
+        "hourly-brands" in table and "3600 s" in table and made["nextRunAt"][:19].replace("T", " ") in table
+    )
+    assert "nightly-check" in table and "30 2 * * * Europe/Berlin" in table and "paused" in table
+
+    row = page.locator("#by-provider tr", has_text="GEMINI")
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    row.get_by_role("button", name="Pause").click()
+    page.wait_for_selector(".notice")
+    assert "GEMINI paused" in page.inner_text(".notice") and questions
+    assert [lane["state"] for lane in flow.status(store) if lane["provider"] == "GEMINI"] == [
+        "paused-by-operator"
+    ]
+    assert "PAUSED" in page.locator("#by-provider tr", has_text="GEMINI").inner_text()
+    shoot(page, "lane-paused")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#by-provider tr", has_text="GEMINI").get_by_role("button", name="Resume").click()
+    page.wait_for_selector(".notice")
+    assert "GEMINI resumed" in page.inner_text(".notice")
+    assert all(lane["state"] != "paused-by-operator" for lane in flow.status(store))
     context.close()

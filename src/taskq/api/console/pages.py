@@ -25,7 +25,8 @@ def overview() -> Any:
     if token is not None:
         return signed_in_page(token)
     page_csrf = csrf()
-    return render_template("console/overview.html", csrf=page_csrf, nav="overview", **overview_sections())
+    return render_template("console/overview.html", csrf=page_csrf, nav="overview", notice=notice(),
+                           **overview_sections())  # fmt: skip
 
 
 def org_names() -> dict[str, str]:
