@@ -143,11 +143,18 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
         after_kill += min(count - 1, lost)
         after_silence += max(0, count - 1 - lost)
     duplicates = sum(sends.values()) - len(events)
+    no_answer = Counter(
+        line["error"]
+        for r in records
+        for line in map(json.loads, filter(None, (r[5] or "").split("\n")))
+        if line["outcome"] != "lost" and line["status"] is None
+    )
     print(
         f"\nchaos: {TASKS} tasks over {SECONDS:g} s, {kills} kill -9 of a whole `taskq worker`; "
         f"{retried} tasks ran more than once (max attempts {max(attempts)}); settled {settled:.1f} s "
         f"after the chaos ended; {duplicates} duplicate webhook sends (same id): {after_kill} after a kill "
-        f"({after_kill / max(kills, 1):.1f} per kill), {after_silence} after a send that got no answer"
+        f"({after_kill / max(kills, 1):.1f} per kill), {after_silence} after a send that got no answer "
+        f"{dict(no_answer)}"
     )
     # At least once: the receiver sees an event again only after an attempt whose answer the sender
     # never saw (its worker was killed before recording it, or the send timed out).
