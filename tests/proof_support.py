@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -330,14 +329,17 @@ class HookReceiver:
     """Webhook receiver on 127.0.0.1 that can be stopped (port closed) and started again on the same port.
 
     It verifies each Standard Webhooks signature with the organization's secrets and answers 204
-    (400 when the signature does not verify). HTTP/1.0: no kept-alive connection outlives stop().
+    (400 when the signature does not verify), closing every connection after its answer, so no
+    kept-alive connection outlives stop(). One aiohttp event loop on a thread of its own: a thread per
+    connection (http.server) starves under the GIL when hundreds of sends arrive at once on a loaded
+    machine, and its answers came after the senders' timeouts.
     """
 
     secrets: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
 
     @property
@@ -345,18 +347,37 @@ class HookReceiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def start(self) -> HookReceiver:
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
-        self.thread = threading.Thread(target=self.server.serve_forever, name="hooks", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(self.loop, ready), name="hooks", daemon=True)
         self.thread.start()
+        assert ready.wait(10), "the webhook receiver did not start"
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        if self.loop is not None and self.thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop = self.thread = None
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = self.record({k.lower(): v for k, v in request.headers.items()}, body)
+        response = web.Response(status=204 if ok else 400)
+        response.force_close()
+        return response
 
     def record(self, headers: dict[str, str], body: bytes) -> bool:
         reason = verify(self.secrets, headers, body)
@@ -374,22 +395,6 @@ class HookReceiver:
                 if hit.verified and hit.task_id:
                     out[hit.task_id].add(hit.webhook_id)
         return dict(out)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
-                ok = receiver.record({k.lower(): v for k, v in self.headers.items()}, body)
-                self.send_response(204 if ok else 400)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 def task_fields(client: redis.Redis, shard: Shard, ids: Iterable[str], names: list[str]) -> list[list[Any]]:
