@@ -146,13 +146,21 @@ class Stack:
             "apiKey": org.api_key,
             "webhookSecrets": org.webhook_secrets,
             "redisUrl": redis_url,
-            "redis": "embedded" if self.embedded else "external",
+            "redis": self.redis_kind(redis_url),
             "simulatorUrl": sim_url,
             "workers": {"processes": self.processes, "concurrency": self.concurrency},
             "pid": os.getpid(),
             "processes": {name: child.proc.pid for name, child in self.children.items()},
             "logs": str(logs),
         }
+
+    def redis_kind(self, url: str) -> str:
+        """How the stack came to this Redis, for the banner."""
+        if self.settings.redis_url:
+            return "TASKQ_REDIS_URL"
+        if url == self.settings.local_redis_url:
+            return "local, held nothing or only taskq's data"
+        return "embedded"
 
     @property
     def processes(self) -> int:
