@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +76,21 @@ def wait_for(
     return time.monotonic() - start
 
 
-def stuck_work(client: redis.Redis, shard: Shard, org: str | None = None, sample: int = 5) -> str:
+def stuck_work(
+    client: redis.Redis, shard: Shard, org: str | None = None, ids: list[str] | None = None, sample: int = 5
+) -> str:
     """What a shard still holds: the org's counters, tasks queued (per lane), leased, delayed, webhook
-    deliveries waiting and being sent, with a few ids of each and their state (for timeout messages)."""
+    deliveries waiting and being sent, with a few ids of each and their state (for timeout messages);
+    with ids, how many of those tasks are in each (status, webhook state) and a few unfinished ones."""
     parts = []
+    if ids:
+        rows = task_fields(client, shard, ids, ["status", "wh_state", "d_log"])
+        counts = Counter((status, wh_state) for status, wh_state, _ in rows)
+        odd = [(i, r) for i, r in zip(ids, rows, strict=True) if r[:2] != ["COMPLETED", "delivered"]][:sample]
+        shown = "; ".join(
+            f"{i} {r[0]}/{r[1]} last attempt {(r[2] or '').rsplit(chr(10), 1)[-1]}" for i, r in odd
+        )
+        parts.append(f"tasks by (status, webhook state) {dict(counts)} (e.g. {shown})")
     if org is not None:
         parts.append(f"org counters {org_counters(client, shard, org)}")
     for lane in sorted(client.scan_iter(match=shard.lane("*", "*"), count=1000)):
@@ -339,23 +350,39 @@ class HookReceiver:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    go: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> HookReceiver:
+    def prepare(self) -> HookReceiver:
+        """Start the process without opening the port (start() opens it within milliseconds)."""
         if self.log is None:
             fd, name = tempfile.mkstemp(prefix="taskq-hooks-", suffix=".jsonl")
             os.close(fd)
             self.log = Path(name)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.hook_receiver", str(self.port), str(self.log)],
-            stdin=subprocess.PIPE, cwd=Path(__file__).parent.parent,
-        )  # fmt: skip
+        self.go = self.log.with_suffix(".go")
+        self.go.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.support.hook_receiver",
+            str(self.port),
+            str(self.log),
+            str(self.go),
+        ]
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=Path(__file__).parent.parent)
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(self.secrets).encode())
         self.process.stdin.close()
+        return self
+
+    def start(self) -> HookReceiver:
+        if self.process is None:
+            self.prepare()
+        assert self.go is not None
+        self.go.touch()
         wait_for(self._listening, 30, "the webhook receiver to listen")
         return self
 
