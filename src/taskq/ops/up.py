@@ -205,7 +205,10 @@ class Stack:
                 continue
             print(f"taskq up: stopping {name} (pid {child.proc.pid})", file=sys.stderr, flush=True)
             code = stop(child, graces[name], self.force)
-            clean &= code in (0, -signal.SIGTERM)
+            if code not in (0, -signal.SIGTERM):
+                clean = False
+                how = "was killed" if code == -signal.SIGKILL else f"exited with code {code}"
+                print(f"taskq up: {name} {how} (grace {graces[name]:g} s)", file=sys.stderr, flush=True)
         if self.embedded is not None:
             print("taskq up: stopping the embedded Redis (data kept in its AOF)", file=sys.stderr)
             self.embedded.stop()
