@@ -89,6 +89,13 @@ def test_negative_or_absurd_numbers_are_refused_and_change_nothing(
     assert snapshot(real_redis) == before
 
 
+def test_org_set_without_a_change_says_what_it_takes(cli: Any, real_redis: redis.Redis) -> None:
+    org, _ = Store(real_redis).create_org("acme", credits=1, concurrency=1, queue_limit=1)
+    code, out, err = cli("org", "set", org)
+    assert code == 1 and out is None and "Traceback" not in err
+    assert json.loads(err)["error"]["message"].startswith("nothing to change: pass --concurrency")
+
+
 def test_organizations_are_named_by_id_or_name_in_every_command(cli: Any, real_redis: redis.Redis) -> None:
     code, created, _ = cli("org", "create", "acme", "--credits", "100")
     assert code == 0

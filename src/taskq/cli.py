@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskq.errors import Code, TaskqError
+from taskq.errors import Code, TaskqError, ValidationFailed
 from taskq.logs import configure as configure_logging
 from taskq.settings import Settings, load_settings
 
@@ -161,6 +161,8 @@ def cmd_org_set(args: argparse.Namespace, settings: Settings) -> int:
     changes = {k: v for k, v in limits if v is not None}
     if args.notify_canceled is not None:
         changes["notify_canceled"] = 1 if args.notify_canceled == "yes" else 0
+    if not changes:
+        raise ValidationFailed("nothing to change: pass --concurrency, --queue-limit or --notify-canceled")
     store = _store(settings)
     org_id = _org(store, args.org)
     store.update_org(org_id, **changes)
