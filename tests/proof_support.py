@@ -4,6 +4,7 @@ receiver that can be switched off, and reads of task records. A plain module, no
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -362,6 +363,7 @@ class HookReceiver:
             fd, name = tempfile.mkstemp(prefix="taskq-hooks-", suffix=".jsonl")
             os.close(fd)
             self.log = Path(name)
+            atexit.register(self._remove_files)
         self.go = self.log.with_suffix(".go")
         self.go.unlink(missing_ok=True)
         argv = [
@@ -400,6 +402,11 @@ class HookReceiver:
                 self.process.kill()
                 self.process.wait(10)
             self.process = None
+
+    def _remove_files(self) -> None:
+        for path in (self.log, self.go):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     @property
     def hits(self) -> list[Hit]:
