@@ -375,6 +375,7 @@ class HookReceiver:
             str(self.go),
         ]
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+        atexit.register(self.stop)  # a test that fails before its stop() leaves no receiver behind
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(self.secrets).encode())
         self.process.stdin.close()
