@@ -42,9 +42,14 @@ GET_PATHS = [
     f"/v1/async/batch/{_batch['batchId']}",
     f"/v1/async/batch/{_batch['batchId']}/results",
     "/v1/async/tasks",
+    "/v1/async/schedules",
+    "/v1/async/schedules/sch_unknown",
+    "/v1/countries",
+    "/v1/states",
 ]
 #: Every query parameter any of them reads, and one none reads.
-PARAMS = ["limit", "cursor", "status", "taskType", "priority", "batchId", "createdAfter", "other"]
+PARAMS = ["limit", "cursor", "status", "taskType", "priority", "batchId", "createdAfter", "model", "country",
+          "other"]  # fmt: skip
 
 
 def get(path: str, params: dict[str, str]) -> Any:
@@ -57,7 +62,8 @@ def test_every_get_endpoint_of_the_app_is_covered() -> None:
     }
     admin = {"/metrics", "/dashboard", "/dashboard/data"}
     covered = {"/v1/async/task/<task_id>", "/v1/async/task/<task_id>/deliveries",
-               "/v1/async/batch/<batch_id>", "/v1/async/batch/<batch_id>/results"}  # fmt: skip
+               "/v1/async/batch/<batch_id>", "/v1/async/batch/<batch_id>/results",
+               "/v1/async/schedules/<schedule_id>"}  # fmt: skip
     assert {r for r in rules if not r.startswith(tuple(admin))} - covered <= set(GET_PATHS)
 
 

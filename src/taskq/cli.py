@@ -241,16 +241,16 @@ def _schedule_commands(sub: Any) -> None:
         dest="schedule_command", required=True
     )
     listing = schedule.add_parser("list", help="every organization's schedules, soonest next run first")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=int, default=100, help="most schedules to list (default 100)")
     listing.set_defaults(handler=cmd_schedule_list)
     show = schedule.add_parser("show", help="a schedule with its tasks and recent runs")
-    show.add_argument("schedule_id")
+    show.add_argument("schedule_id", help="schedule id")
     show.set_defaults(handler=cmd_schedule_show)
     pause = schedule.add_parser("pause", help="stop a schedule firing")
-    pause.add_argument("schedule_id")
+    pause.add_argument("schedule_id", help="schedule id")
     pause.set_defaults(handler=cmd_schedule_pause, paused=True)
     resume = schedule.add_parser("resume", help="fire again, from the next occurrence after now")
-    resume.add_argument("schedule_id")
+    resume.add_argument("schedule_id", help="schedule id")
     resume.set_defaults(handler=cmd_schedule_pause, paused=False)
 
 
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     lane_status.set_defaults(handler=cmd_lane_status)
     lane_pause = lanes.add_parser("pause", help="stop claiming a provider's tasks (they stay queued)")
     lane_pause.add_argument("provider", help="task type, e.g. CHATGPT")
-    lane_pause.add_argument("--reason", default="paused by the operator")
+    lane_pause.add_argument("--reason", default="paused by the operator", help="why, shown in `lane status`")
     lane_pause.add_argument("--seconds", type=float, help="resume by itself after this long (default: never)")
     lane_pause.set_defaults(handler=cmd_lane_pause)
     lane_resume = lanes.add_parser("resume", help="run a provider again: clear pauses, quota, refused keys")
@@ -384,8 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     lane_resume.set_defaults(handler=cmd_lane_resume)
 
     extend(sub)
+    _describe(parser)
     _add_stack_flag(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """A command registered with help= only gets that text as its --help description too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if not child.description and summaries.get(name):
+                    text = str(summaries[name])
+                    child.description = f"{text[0].upper()}{text[1:]}."
+                _describe(child)
 
 
 def _add_stack_flag(parser: argparse.ArgumentParser) -> None:
