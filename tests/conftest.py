@@ -18,6 +18,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: TASKQ_TEST_REDIS_URL when given, else a private server this test process starts and stops.
 EXTERNAL_REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL") or None
 REAL_REDIS_URL = EXTERNAL_REDIS_URL or session_server().url
+#: No taskq process a test starts looks at the Redis on 6379 (without TASKQ_REDIS_URL it would check
+#: whether that one is free to use): tests that need a "local" Redis name a private one.
+os.environ.setdefault("TASKQ_LOCAL_REDIS_URL", "redis://127.0.0.1:1/0")
 
 ALL_KEYS = {
     "openai_api_key": "sk-test",

@@ -4,6 +4,7 @@ receiver that can be switched off, and reads of task records. A plain module, no
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -12,12 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from aiohttp import web
 
 from taskq.embedded import server_binary
 from taskq.keys import Shard
-from taskq.ops.receiver import verify
 from taskq.providers import simulator
 from taskq.providers.simulator_bodies import Ask
 from taskq.providers.simulator_faults import failure
@@ -57,13 +57,73 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll until check() is truthy; return the seconds it took."""
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    stuck: Callable[[], str] | None = None,
+) -> float:
+    """Poll until check() is truthy; return the seconds it took.
+
+    On timeout the message says what was still stuck: stuck() (e.g. `stuck_work`) describes it.
+    """
     start = time.monotonic()
     while not check():
-        assert time.monotonic() - start < timeout, f"timed out after {timeout:g} s waiting for {what}"
+        if time.monotonic() - start >= timeout:
+            detail = f"; still stuck: {stuck()}" if stuck is not None else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def stuck_work(
+    client: redis.Redis, shard: Shard, org: str | None = None, ids: list[str] | None = None, sample: int = 5
+) -> str:
+    """What a shard still holds: the org's counters, tasks queued (per lane), leased, delayed, webhook
+    deliveries waiting and being sent, with a few ids of each and their state (for timeout messages);
+    with ids, how many of those tasks are in each (status, webhook state) and a few unfinished ones."""
+    parts = []
+    if ids:
+        rows = task_fields(client, shard, ids, ["status", "wh_state", "d_log"])
+        counts = Counter((status, wh_state) for status, wh_state, _ in rows)
+        odd = [(i, r) for i, r in zip(ids, rows, strict=True) if r[:2] != ["COMPLETED", "delivered"]][:sample]
+        shown = "; ".join(
+            f"{i} {r[0]}/{r[1]} last attempt {(r[2] or '').rsplit(chr(10), 1)[-1]}" for i, r in odd
+        )
+        parts.append(f"tasks by (status, webhook state) {dict(counts)} (e.g. {shown})")
+    if org is not None:
+        parts.append(f"org counters {org_counters(client, shard, org)}")
+    for lane in sorted(client.scan_iter(match=shard.lane("*", "*"), count=1000)):
+        ids = client.zrange(lane, 0, sample - 1)
+        parts.append(f"queued in {lane}: {client.zcard(lane)} (e.g. {_task_states(client, shard, ids)})")
+    now = time.time() * 1000
+    for name, key in (("leased", shard.proc), ("delayed", shard.delayed)):
+        entries = client.zrange(key, 0, sample - 1, withscores=True)
+        ids = [i for i, _ in entries]
+        due = ", ".join(f"{i} due in {(score - now) / 1000:.1f} s" for i, score in entries)
+        parts.append(f"{name}: {client.zcard(key)} ({due}; {_task_states(client, shard, ids)})")
+    for name, key in (("webhooks waiting", shard.wh_due), ("webhooks being sent", shard.wh_proc)):
+        entries = client.zrange(key, 0, sample - 1, withscores=True)
+        shown = []
+        for delivery, score in entries:
+            hash_key, prefix = shard.delivery_record(delivery)
+            state, attempts, log = client.hmget(
+                hash_key, [prefix + "state", prefix + "attempts", prefix + "log"]
+            )
+            last = (log or "").rsplit("\n", 1)[-1]
+            due = (score - now) / 1000
+            shown.append(
+                f"{delivery} {state} after {attempts} attempts, next in {due:.1f} s, last attempt {last}"
+            )
+        parts.append(f"{name}: {client.zcard(key)} ({'; '.join(shown)})")
+    return "; ".join(parts)
+
+
+def _task_states(client: redis.Redis, shard: Shard, ids: list[Any]) -> str:
+    fields = task_fields(client, shard, ids, ["status", "attempts", "error"])
+    return ", ".join(f"{i} {status} attempts={attempts} {error or ''}".rstrip()
+                     for i, (status, attempts, error) in zip(ids, fields, strict=True))  # fmt: skip
 
 
 class Processes:
@@ -280,67 +340,88 @@ class Hit:
 class HookReceiver:
     """Webhook receiver on 127.0.0.1 that can be stopped (port closed) and started again on the same port.
 
-    It verifies each Standard Webhooks signature with the organization's secrets and answers 204
-    (400 when the signature does not verify). HTTP/1.0: no kept-alive connection outlives stop().
+    A process of its own (tests/support/hook_receiver.py) that verifies each Standard Webhooks
+    signature with the organization's secrets, answers 204 (400 when the signature does not verify)
+    closing the connection, so no kept-alive connection outlives stop(), and logs every request to a
+    file that `hits` reads. In the test process, a receiver starved under load: a thread per
+    connection (http.server) answered after the senders' 2 s and even 10 s timeouts.
     """
 
     secrets: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
-    hits: list[Hit] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-    thread: threading.Thread | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    go: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> HookReceiver:
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
-        self.thread = threading.Thread(target=self.server.serve_forever, name="hooks", daemon=True)
-        self.thread.start()
+    def prepare(self) -> HookReceiver:
+        """Start the process without opening the port (start() opens it within milliseconds)."""
+        if self.log is None:
+            fd, name = tempfile.mkstemp(prefix="taskq-hooks-", suffix=".jsonl")
+            os.close(fd)
+            self.log = Path(name)
+            atexit.register(self._remove_files)
+        self.go = self.log.with_suffix(".go")
+        self.go.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.support.hook_receiver",
+            str(self.port),
+            str(self.log),
+            str(self.go),
+        ]
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+        atexit.register(self.stop)  # a test that fails before its stop() leaves no receiver behind
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(self.secrets).encode())
+        self.process.stdin.close()
         return self
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+    def start(self) -> HookReceiver:
+        if self.process is None:
+            self.prepare()
+        assert self.go is not None
+        self.go.touch()
+        wait_for(self._listening, 30, "the webhook receiver to listen")
+        return self
 
-    def record(self, headers: dict[str, str], body: bytes) -> bool:
-        reason = verify(self.secrets, headers, body)
-        event = json.loads(body) if reason is None else None
-        task = (event or {}).get("task") or {}
-        hit = Hit(time.time(), headers.get("webhook-id", ""), task.get("id"), reason is None, event)
-        with self.lock:
-            self.hits.append(hit)
-        return reason is None
+    def _listening(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "the webhook receiver exited"
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+    def _remove_files(self) -> None:
+        for path in (self.log, self.go):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    @property
+    def hits(self) -> list[Hit]:
+        if self.log is None or not self.log.exists():
+            return []
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.endswith("}")]
+        return [Hit(h["at"], h["webhookId"], h["taskId"], h["verified"], h["event"]) for h in lines]
 
     def event_ids_by_task(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = defaultdict(set)
-        with self.lock:
-            for hit in self.hits:
-                if hit.verified and hit.task_id:
-                    out[hit.task_id].add(hit.webhook_id)
+        for hit in self.hits:
+            if hit.verified and hit.task_id:
+                out[hit.task_id].add(hit.webhook_id)
         return dict(out)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
-                ok = receiver.record({k.lower(): v for k, v in self.headers.items()}, body)
-                self.send_response(204 if ok else 400)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
 
 
 def task_fields(client: redis.Redis, shard: Shard, ids: Iterable[str], names: list[str]) -> list[list[Any]]:

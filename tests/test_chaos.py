@@ -1,8 +1,9 @@
-"""Chaos: kill -9 a random `taskq worker` every few seconds while tasks stream in: nothing lost or twice.
+"""Chaos: kill -9 a random `taskq worker` every few seconds while tasks stream in: every task completes
+once and is charged once; its webhook arrives at least once, always with the same webhook-id.
 
-Default (CI) size: 1,500 tasks submitted over 12 s, a kill every 2.5 s, about 35 s in all. The size the
-issue asks for: TASKQ_CHAOS_TASKS=5000 TASKQ_CHAOS_SECONDS=30 pytest tests/test_chaos.py -s
-(TASKQ_CHAOS_KILL_EVERY sets the kill interval in seconds).
+Default (CI) size: 1,500 tasks submitted over 12 s, a kill every 2.5 s, about 35 s in all. Full size:
+TASKQ_CHAOS_TASKS=5000 TASKQ_CHAOS_SECONDS=30 pytest tests/test_chaos.py -s (TASKQ_CHAOS_KILL_EVERY sets
+the kill interval in seconds).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.proof_support import (
     org_counters,
     session_members,
     start_simulator,
+    stuck_work,
     task_fields,
     wait_for,
     worker_env,
@@ -42,6 +44,8 @@ KILL_EVERY = env_float("TASKQ_CHAOS_KILL_EVERY", 2.5)
 WORKERS = 3
 BOOT_SECONDS = 3.0  # a restarted `taskq worker` imports, forks its RQ worker and starts a drain meanwhile
 COST = 5  # CHATGPT
+WEBHOOK_TIMEOUT = 10  # a delivery's lease is this + 5 s: a killed worker's sends go out again then
+WEBHOOK_SCHEDULE = [0.5, 1, 2, 4] + [8] * 8
 CREDITS = 10**9
 
 
@@ -57,9 +61,14 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
     receiver = HookReceiver(store.webhook_secrets(org)).start()
     try:
         sim = start_simulator(procs, "uniform:0.3,1.0")
+        # The receiver shares a loaded machine (CI, a CPU burner) with three workers and this process:
+        # a send can take seconds, and the default webhook schedule waits 150-300 s after a second
+        # failed attempt. What this test proves is exactly-once outcomes under kill -9, so a send gets
+        # WEBHOOK_TIMEOUT seconds and a failed one is retried within seconds.
         env = worker_env(
             REAL_REDIS_URL, sim, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
-            TASKQ_MAX_ATTEMPTS="10", TASKQ_WEBHOOK_TIMEOUT_SECONDS="2", TASKQ_WEBHOOK_LEASE_SECONDS="3",
+            TASKQ_MAX_ATTEMPTS="10", TASKQ_WEBHOOK_TIMEOUT_SECONDS=str(WEBHOOK_TIMEOUT),
+            TASKQ_WEBHOOK_LEASE_SECONDS="3", TASKQ_WEBHOOK_SCHEDULE_SECONDS=json.dumps(WEBHOOK_SCHEDULE),
             TASKQ_SHUTDOWN_GRACE_SECONDS="2",
         )  # fmt: skip
         argv = ["worker", "--processes", "1", "--concurrency", "200"]
@@ -112,23 +121,46 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
             hooks = real_redis.zcard(shard.wh_due) + real_redis.zcard(shard.wh_proc)
             return c["queued"] + c["inflight"] == 0 and hooks == 0
 
-        wait_for(all_done, 60 + TASKS / 50, "every task and webhook to finish", interval=0.2)
+        wait_for(all_done, 60 + TASKS / 50, "every task and webhook to finish", interval=0.2,
+                 stuck=lambda: stuck_work(real_redis, shard, org))  # fmt: skip
         settled = time.monotonic() - chaos_over
         codes = [procs.stop(w) for w in workers]
     finally:
         receiver.stop()
         procs.close()
 
-    records = task_fields(real_redis, shard, ids, ["status", "charged", "cost", "attempts", "wh_state"])
+    records = task_fields(
+        real_redis, shard, ids, ["status", "charged", "cost", "attempts", "wh_state", "d_log"]
+    )
     attempts = [int(r[3]) for r in records]
     retried = sum(1 for a in attempts if a > 1)
     events = receiver.event_ids_by_task()
-    duplicates = sum(1 for hit in receiver.hits if hit.verified) - len(events)
+    sends = Counter(hit.task_id for hit in receiver.hits if hit.verified)
+    unanswered = {task_id: unanswered_attempts(r[5]) for task_id, r in zip(ids, records, strict=True)}
+    after_kill = after_silence = 0
+    for task_id, count in sends.items():
+        lost = unanswered.get(task_id or "", (0, 0))[0]
+        after_kill += min(count - 1, lost)
+        after_silence += max(0, count - 1 - lost)
+    duplicates = sum(sends.values()) - len(events)
+    no_answer = Counter(
+        line["error"]
+        for r in records
+        for line in map(json.loads, filter(None, (r[5] or "").split("\n")))
+        if line["outcome"] != "lost" and line["status"] is None
+    )
     print(
         f"\nchaos: {TASKS} tasks over {SECONDS:g} s, {kills} kill -9 of a whole `taskq worker`; "
         f"{retried} tasks ran more than once (max attempts {max(attempts)}); settled {settled:.1f} s "
-        f"after the chaos ended; {duplicates} duplicate webhook sends (same id)"
+        f"after the chaos ended; {duplicates} duplicate webhook sends (same id): {after_kill} after a kill "
+        f"({after_kill / max(kills, 1):.1f} per kill), {after_silence} after a send that got no answer "
+        f"{dict(no_answer)}"
     )
+    # At least once: the receiver sees an event again only after an attempt whose answer the sender
+    # never saw (its worker was killed before recording it, or the send timed out).
+    assert all(count - 1 <= sum(unanswered.get(t or "", (0, 0))) for t, count in sends.items()), [
+        (t, count, unanswered.get(t or "")) for t, count in sends.items() if count > 1
+    ]
     assert kills >= 3 and retried > 0, "the chaos must have hit tasks in flight"
     assert len(set(ids)) == TASKS
     assert {(r[0], r[1], r[2], r[4]) for r in records} == {("COMPLETED", str(COST), str(COST), "delivered")}
@@ -146,3 +178,11 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
     first: dict[str, Any] = {h.task_id: h.event for h in receiver.hits if h.task_id}
     assert {e["credits"]["creditsCharged"] for e in first.values() if e} == {COST}
     assert all(code in (0, -15) for code in codes), codes
+
+
+def unanswered_attempts(log: str | None) -> tuple[int, int]:
+    """From a delivery's attempt log: (attempts lost with their sender, attempts sent without an answer)."""
+    lines = [json.loads(line) for line in (log or "").split("\n") if line]
+    lost = sum(1 for line in lines if line["outcome"] == "lost")
+    silent = sum(1 for line in lines if line["outcome"] != "lost" and line["status"] is None)
+    return lost, silent

@@ -2,9 +2,10 @@
 delivered, and the attempt log (GET /v1/async/task/{id}/deliveries) shows the retry schedule: each gap
 between attempts lies within the jittered bounds of its schedule entry, and the gaps grow.
 
-Defaults (CI): 40 tasks, receiver down 2.5 s, schedule [0.2, 0.4, 0.8, 1.6, 3.2]; about 10 s. Larger:
-TASKQ_RECEIVER_TASKS=2000 TASKQ_RECEIVER_DOWN_SECONDS=4 pytest tests/test_receiver_outage.py -s
-(the outage must stay under the schedule's 6.2 s minimum total, or deliveries run out of attempts).
+Defaults (CI): 40 tasks, receiver down 4 s, schedule [0.25, 0.5, 1, 2, 4, 8, 16]; about 15 s. Larger:
+TASKQ_RECEIVER_TASKS=2000 TASKQ_RECEIVER_DOWN_SECONDS=5 pytest tests/test_receiver_outage.py -s
+(the outage must stay under the schedule's 15.9 s minimum total, or deliveries run out of attempts).
+A gap may exceed its schedule entry by SLACK: the worker shares a loaded machine; it is never shorter.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.proof_support import (
     SimulatorThread,
     env_float,
     env_int,
+    stuck_work,
     task_fields,
     wait_for,
     worker_env,
@@ -37,9 +39,9 @@ from tests.proof_support import (
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 TASKS = env_int("TASKQ_RECEIVER_TASKS", 40)
-DOWN = env_float("TASKQ_RECEIVER_DOWN_SECONDS", 2.5)
-SCHEDULE = [0.2, 0.4, 0.8, 1.6, 3.2]
-SLACK = 0.35  # claim polling (up to 0.1 s), the send and the record, on a busy 2-core CI machine
+DOWN = env_float("TASKQ_RECEIVER_DOWN_SECONDS", 4.0)
+SCHEDULE = [0.25, 0.5, 1, 2, 4, 8, 16]
+SLACK = 1.0  # claim polling (up to 0.1 s), the send and the record, on a loaded 2-core CI machine
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
     org, key = store.create_org("hooks", credits=1_000_000, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
     http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
-    receiver = HookReceiver(store.webhook_secrets(org))  # its port stays closed for now
+    receiver = HookReceiver(store.webhook_secrets(org)).prepare()  # its port stays closed for now
     with SimulatorThread() as sim:
         env = worker_env(REAL_REDIS_URL, sim.url, TASKQ_WEBHOOK_SCHEDULE_SECONDS=json.dumps(SCHEDULE),
                          TASKQ_REAPER_INTERVAL_SECONDS="0.5", TASKQ_WEBHOOK_TIMEOUT_SECONDS="2")  # fmt: skip
@@ -77,7 +79,7 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
         assert r.json["summary"]["succeeded"] == TASKS
         ids = [item["task"]["id"] for item in r.json["results"]]
         wait_for(lambda: all(s == "COMPLETED" for [s] in task_fields(real_redis, shard, ids, ["status"])),
-                 30, "the tasks to complete")  # fmt: skip
+                 60, "the tasks to complete", stuck=lambda: stuck_work(real_redis, shard, org))  # fmt: skip
         down_since = time.monotonic()
         time.sleep(DOWN)
         receiver.start()
@@ -87,7 +89,8 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
             def delivered() -> bool:
                 return all(s == "delivered" for [s] in task_fields(real_redis, shard, ids, ["wh_state"]))
 
-            caught_up = wait_for(delivered, sum(SCHEDULE) + 10, "every event to be delivered")
+            caught_up = wait_for(delivered, sum(SCHEDULE) + 30, "every event to be delivered",
+                                 stuck=lambda: stuck_work(real_redis, shard, org, ids))  # fmt: skip
         finally:
             receiver.stop()
 
@@ -100,7 +103,7 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
         assert [a["outcome"] for a in attempts] == ["retry"] * (len(attempts) - 1) + ["delivered"]
         assert all(a["statusCode"] is None and "Connect" in a["error"] for a in attempts[:-1])
         assert attempts[-1]["statusCode"] == 204
-        assert len(attempts) >= 4  # attempts 1-4 all fall within the first 1.4 s of the outage
+        assert len(attempts) >= 4  # attempts 1-4 fall within the first 1.75 s (+ 3 SLACK) of the outage
         at = [seconds(a["at"]) for a in attempts]
         gaps = [b - a for a, b in itertools.pairwise(at)]
         for n, gap in enumerate(gaps):

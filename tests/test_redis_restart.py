@@ -38,6 +38,7 @@ from tests.proof_support import (
     env_float,
     org_counters,
     start_intake,
+    stuck_work,
     task_fields,
     wait_for,
     worker_env,
@@ -136,7 +137,8 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
                 return c["queued"] + c["inflight"] == 0
 
             try:
-                settled = wait_for(finished, 90, "every task to finish", interval=0.2)
+                settled = wait_for(finished, 90, "every task to finish", interval=0.2,
+                                   stuck=lambda: stuck_work(client, shard, org))  # fmt: skip
             except AssertionError:  # say why: the counters, what every drain waits on, the logs
                 print("counters:", org_counters(client, shard, org), "worker alive:", worker.poll() is None)
                 worker.send_signal(signal.SIGTTIN)  # each drain logs its asyncio tasks

@@ -52,9 +52,17 @@ def settled(store: Store, org: str) -> Callable[[], bool]:
 
 
 def run_drain(
-    settings: Settings, until: Callable[[], bool], *, concurrency: int = 50, timeout: float = 20
+    settings: Settings,
+    until: Callable[[], bool],
+    *,
+    concurrency: int = 50,
+    timeout: float = 20,
+    stuck: Callable[[], str] | None = None,
 ) -> Any:
-    """Run one drain in this process until `until()` holds, then stop it gracefully; return its stats."""
+    """Run one drain in this process until `until()` holds, then stop it gracefully; return its stats.
+
+    With stuck given, a drain that ends before `until()` holds fails the test with stuck()'s account.
+    """
 
     async def main() -> dict[str, int]:
         stop = asyncio.Event()
@@ -64,6 +72,12 @@ def run_drain(
         while not until() and loop.time() < end and not job.done():
             await asyncio.sleep(0.05)
         stop.set()
+        if stuck is not None and not until():
+            detail = stuck()
+            stats = await job
+            raise AssertionError(
+                f"the drain ended after {timeout:g} s before it was done ({stats}): {detail}"
+            )
         return await job
 
     return asyncio.run(main())

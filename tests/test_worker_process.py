@@ -18,7 +18,7 @@ from rq import Queue, Worker
 
 from taskq.store import Store
 from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.proof_support import session_members
+from tests.proof_support import session_members, stuck_work, wait_for
 from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
 from tests.test_worker_support import Upstream
 
@@ -55,13 +55,9 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         proc.wait(10)
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> float:
-    """Poll until check() is truthy; return the seconds it took."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - start
+def stuck(store: Store, org: str) -> Callable[[], str]:
+    """What a timed-out wait prints: the org's queued, leased and delayed tasks."""
+    return lambda: stuck_work(store.client, store.org(org).shard, org)
 
 
 def attempts(store: Store, org: str, ids: list[str]) -> list[tuple[str, int]]:
@@ -79,13 +75,17 @@ def test_killed_worker_loses_nothing_and_its_tasks_complete_once(
     with Upstream(latency=3.0) as upstream:
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"k{i}") for i in range(n)])
         victim = spawn(["-c", DRAIN], upstream, TASKQ_WORKER_CONCURRENCY="500")
-        wait_for(lambda: counters(wstore, org)["inflight"] == n, 15, "all tasks leased")
+        wait_for(
+            lambda: counters(wstore, org)["inflight"] == n, 30, "all tasks leased", stuck=stuck(wstore, org)
+        )
         victim.send_signal(signal.SIGKILL)
         victim.wait(5)
         killed_at = time.monotonic()
         spawn(["-c", DRAIN], upstream, TASKQ_WORKER_CONCURRENCY="500")
-        requeue = wait_for(lambda: all(a >= 2 for _, a in attempts(wstore, org, ids)), 20, "requeue")
-        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 20, "done")
+        requeue = wait_for(lambda: all(a >= 2 for _, a in attempts(wstore, org, ids)), 30, "requeue",
+                           stuck=stuck(wstore, org))  # fmt: skip
+        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 30, "done",
+                 stuck=stuck(wstore, org))  # fmt: skip
         finished = time.monotonic() - killed_at
         print(f"\nkill -9 with {n} leased: requeued and re-leased in {requeue:.2f}s, done in {finished:.2f}s")
     assert {status for status, _ in attempts(wstore, org, ids)} == {"COMPLETED"}
@@ -106,7 +106,12 @@ def test_sigterm_to_taskq_worker_finishes_or_releases_everything_and_exits_0(
         pool = spawn(["-m", "taskq", "worker", "--processes", "1", "--concurrency", "100"], upstream,
                      TASKQ_RATE_SLOW_START="false")  # fmt: skip
         rq = redis.Redis.from_url(REAL_REDIS_URL)
-        wait_for(lambda: counters(wstore, org)["inflight"] == 50, 20, "all tasks in flight")
+        wait_for(
+            lambda: counters(wstore, org)["inflight"] == 50,
+            30,
+            "all tasks in flight",
+            stuck=stuck(wstore, org),
+        )
         [worker] = Worker.all(connection=rq)  # visible to `rq info`
         assert worker.get_state() == "busy"
         pool.send_signal(signal.SIGTERM)
@@ -138,7 +143,8 @@ def test_rq_respawns_a_killed_worker_process_with_a_fresh_drain(
         os.kill(first.pid, signal.SIGKILL)
         wait_for(lambda: any(w.name != first.name for w in Worker.all(connection=rq)), 20, "a new worker")
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"r{i}") for i in range(100)])
-        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 30, "done")
+        wait_for(lambda: counters(wstore, org)["queued"] + counters(wstore, org)["inflight"] == 0, 30, "done",
+                 stuck=stuck(wstore, org))  # fmt: skip
         pool.send_signal(signal.SIGTERM)
         wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
     assert {status for status, _ in attempts(wstore, org, ids)} == {"COMPLETED"}
@@ -161,7 +167,8 @@ def test_ttin_to_taskq_worker_logs_what_each_drain_waits_on_and_work_goes_on(
         pool.send_signal(signal.SIGTTIN)
         wait_for(lambda: b"by where they wait" in log_path.read_bytes(), 10, "the drain's task dump")
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"t{i}") for i in range(20)])
-        wait_for(lambda: {s for s, _ in attempts(wstore, org, ids)} == {"COMPLETED"}, 20, "more work done")
+        wait_for(lambda: {s for s, _ in attempts(wstore, org, ids)} == {"COMPLETED"}, 30, "more work done",
+                 stuck=stuck(wstore, org))  # fmt: skip
         assert pool.poll() is None, "TTIN stopped the worker"
         pool.send_signal(signal.SIGTERM)
         wait_for(lambda: pool.poll() is not None, 15, "taskq worker to exit")
@@ -181,7 +188,12 @@ def test_workers_of_a_killed_pool_release_their_tasks_and_exit(
     with Upstream() as upstream:
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"slow:60:{i}") for i in range(10)])
         pool = spawn(["-m", "taskq", "worker", "--processes", "2", "--concurrency", "50"], upstream)
-        wait_for(lambda: counters(wstore, org)["inflight"] == 10, 20, "all tasks in flight")
+        wait_for(
+            lambda: counters(wstore, org)["inflight"] == 10,
+            30,
+            "all tasks in flight",
+            stuck=stuck(wstore, org),
+        )
         os.kill(pool.pid, signal.SIGKILL)
         pool.wait(10)
         took = wait_for(lambda: session_members(pool.pid) == [], 30, "the pool's workers to exit")

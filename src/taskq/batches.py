@@ -160,14 +160,30 @@ def batch_results(store: Store, org: Org, batch_id: str, cursor: str | None, lim
     return ResultsPage(lines, str(next_index) if next_index is not None else None)
 
 
+#: Most digits a numeric query parameter may have (positions and limits fit in 18).
+MAX_DIGITS = 18
+
+
+def digits(raw: str) -> int | None:
+    """The value of a query parameter written in ASCII digits only (at most MAX_DIGITS), else None.
+
+    str.isdigit() alone also accepts superscripts (which int() refuses) and other scripts' digits
+    (which int() reads): neither is a number a client of this API writes.
+    """
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS):
+        return None
+    return int(raw)
+
+
 def _cursor(cursor: str | None) -> int:
     if cursor in (None, ""):
         return 0
-    if not cursor.isdigit():
+    value = digits(cursor)
+    if value is None:
         raise ValidationFailed(
             "Invalid cursor", [{"field": "cursor", "message": "must come from nextCursor"}]
         )
-    return int(cursor)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
+from taskq import keys
 from taskq.embedded import EmbeddedServer, answers
 from taskq.settings import Settings
 
-LOCAL_URL = "redis://127.0.0.1:6379/0"
 SENTINEL_PORT = 26379
 #: How long a question to one sentinel may take before the next one is asked.
 SENTINEL_TIMEOUT_SECONDS = 1.0
@@ -83,16 +83,45 @@ class SentinelURL:
 
 
 def resolve_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
-    """The Redis URL to use, starting the embedded server when none is configured or answering locally."""
+    """The Redis URL to use when none is configured: the local Redis (TASKQ_LOCAL_REDIS_URL, 6379) only
+    if it is empty or already holds taskq's data, else the embedded server (started if need be)."""
     if settings.redis_url:
         return settings.redis_url, None
-    if answers(LOCAL_URL):
-        return LOCAL_URL, None
+    local = settings.local_redis_url
+    if answers(local):
+        found = foreign_data(local)
+        if found is None:
+            return local, None
+        print(
+            f"taskq: the Redis at {local} holds {found}; taskq does not write beside another "
+            f"application's data, so it uses its embedded Redis. To use that Redis anyway, set "
+            f"TASKQ_REDIS_URL (e.g. {local} or another database of it).",
+            file=sys.stderr,
+        )
     server = EmbeddedServer(settings.embedded_redis_port, os.path.join(settings.data_dir, "redis"))
     if answers(server.url):
         print(f"taskq: using the embedded Redis already running at {server.url}", file=sys.stderr)
         return server.url, None
     return server.start().url, server
+
+
+def foreign_data(url: str) -> str | None:
+    """None when taskq may use the Redis at url: it holds no keys at all, or taskq's own (its registry
+    of organizations in url's database); else what it holds, for the operator (key names sampled)."""
+    client = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+    try:
+        spaces = {name: int(info["keys"]) for name, info in client.info("keyspace").items()}
+        if not any(spaces.values()) or client.exists(keys.ORGS):
+            return None
+        db = f"db{client.connection_pool.connection_kwargs.get('db', 0)}"
+        sample = list(client.scan(0, count=100)[1][:3]) if spaces.get(db) else []
+    except redis.RedisError as exc:
+        return f"an answer taskq cannot read ({exc})"
+    finally:
+        client.close()
+    held = ", ".join(f"{count} keys in {name}" for name, count in sorted(spaces.items()) if count)
+    example = f" (e.g. {', '.join(repr(k) for k in sample)})" if sample else ""
+    return f"{held}{example}, none of them taskq's"
 
 
 def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     durability_replicas: int = Field(default=1, ge=1)
     durability_timeout_ms: int = Field(default=1000, ge=1)
     data_dir: str = ".taskq"
+    # Without redis_url: the local Redis taskq may use if it is empty or already holds taskq's data.
+    local_redis_url: str = "redis://127.0.0.1:6379/0"
+    # The card of the running `taskq up` (default: data_dir/stack.json here or in a parent directory).
+    stack_file: str | None = None
 
     # Intake
     intake_threads: int = 512  # `taskq serve` threads per process: each waiting synchronous call holds one

@@ -38,8 +38,14 @@ def key_digest(api_key: str) -> str:
 
 def header_digest(header: str | None) -> str:
     """The digest of the API key in an Authorization header; Unauthorized when missing or malformed."""
-    if not header or not header.startswith("Bearer "):
-        raise Unauthorized("Missing API key: send Authorization: Bearer <key>", code=Code.MISSING_API_KEY)
+    if not header:
+        raise Unauthorized("Missing API key: send `Authorization: Bearer <key>`", code=Code.MISSING_API_KEY)
+    if not header.startswith("Bearer "):
+        raise Unauthorized(
+            "Missing API key: the Authorization header has no Bearer scheme; "
+            "use `Authorization: Bearer <key>`",
+            code=Code.MISSING_API_KEY,
+        )
     api_key = header[len("Bearer ") :].strip()
     if not API_KEY_RE.match(api_key):
         raise Unauthorized(

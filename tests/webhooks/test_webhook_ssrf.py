@@ -62,6 +62,13 @@ NO_ALLOW: list[Network] = []
         ("64:ff9b::10.0.0.1", "NAT64 10.0.0.1, a private"),
         ("64:ff9b::127.0.0.1", "NAT64 127.0.0.1, a loopback"),
         ("64:ff9b:1::1", "local-use NAT64"),
+        ("2002:7f00:1::", "6to4 127.0.0.1, a loopback"),
+        ("2002:a9fe:a9fe::1", "6to4 169.254.169.254, a link-local"),
+        ("2002:c0a8:101:1::5", "6to4 192.168.1.1, a private"),
+        # Teredo: 2001:0:<server IPv4>:<flags>:<port>:<client IPv4 XOR ffff:ffff>
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo 127.0.0.1, a loopback"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "Teredo 10.0.0.1, a private"),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "not a globally routable"),  # Teredo, client 8.8.8.8
     ],
 )
 def test_non_public_addresses_are_refused_with_a_reason(address: str, reason: str) -> None:
@@ -71,8 +78,12 @@ def test_non_public_addresses_are_refused_with_a_reason(address: str, reason: st
 
 
 @pytest.mark.parametrize(
-    "address", ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "64:ff9b::8.8.8.8"]
-)
+    "address",
+    [
+        "8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "64:ff9b::8.8.8.8",
+        "2002:808:808::1",  # 6to4 of 8.8.8.8
+    ],
+)  # fmt: skip
 def test_public_addresses_pass(address: str) -> None:
     check_address(address, NO_ALLOW)
 
@@ -101,6 +112,13 @@ def test_a_mapped_address_is_allowed_only_through_its_ipv4() -> None:
     check_address("::ffff:8.8.8.8", parse_networks(["8.8.8.0/24"]))
     with pytest.raises(UnsafeTarget):
         check_address("::ffff:127.0.0.1", parse_networks(["::ffff:0:0/96"]))
+
+
+def test_a_url_with_a_6to4_or_teredo_literal_around_loopback_is_refused() -> None:
+    for host in ("2002:7f00:1::", "2001:0:4136:e378:8000:63bf:80ff:fffe"):
+        with pytest.raises(UnsafeTarget, match=r"127\.0\.0\.1, a loopback"):
+            check_url(f"http://[{host}]/", NO_ALLOW, require_https=False)
+    check_url("http://[2002:7f00:1::]/", parse_networks(["127.0.0.0/8"]), require_https=False)
 
 
 def test_an_invalid_allow_list_entry_is_reported() -> None:

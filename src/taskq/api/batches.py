@@ -12,7 +12,7 @@ from taskq import batches
 from taskq.api import authenticate, settings, store
 from taskq.api.errors import HttpError
 from taskq.api.tasks import result_item
-from taskq.batches import TaskFilter, batch_results, batch_view, list_tasks
+from taskq.batches import TaskFilter, batch_results, batch_view, digits, list_tasks
 from taskq.errors import ValidationFailed
 from taskq.schemas.tasks import TaskType
 
@@ -22,12 +22,12 @@ MAX_PAGE = 500
 
 
 def _limit(default: int = 100) -> int:
-    raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    value = digits(request.args.get("limit", str(default)))
+    if value is None or not 1 <= value <= MAX_PAGE:
         raise ValidationFailed(
             "Invalid limit", [{"field": "limit", "message": f"an integer from 1 to {MAX_PAGE}"}]
         )
-    return int(raw)
+    return value
 
 
 @bp.get("/batch/<batch_id>")
@@ -55,8 +55,9 @@ def _task_filter() -> TaskFilter:
     task_type = args.get("taskType")
     if task_type is not None and task_type not in TaskType.__members__:
         errors.append({"field": "taskType", "message": "one of " + ", ".join(TaskType.__members__)})
-    priority = args.get("priority")
-    if priority is not None and not (priority.isdigit() and 1 <= int(priority) <= 10):
+    raw_priority = args.get("priority")
+    priority = digits(raw_priority) if raw_priority is not None else None
+    if raw_priority is not None and (priority is None or not 1 <= priority <= 10):
         errors.append({"field": "priority", "message": "an integer from 1 to 10"})
     created_after = None
     if args.get("createdAfter"):
@@ -64,13 +65,11 @@ def _task_filter() -> TaskFilter:
             created_after = int(
                 datetime.fromisoformat(args["createdAfter"].replace("Z", "+00:00")).timestamp() * 1000
             )
-        except ValueError:
+        except (ValueError, OverflowError):
             errors.append({"field": "createdAfter", "message": "an ISO-8601 date-time"})
     if errors:
         raise ValidationFailed("Invalid query parameters", errors)
-    return TaskFilter(
-        status, task_type, int(priority) if priority else None, args.get("batchId"), created_after
-    )
+    return TaskFilter(status, task_type, priority, args.get("batchId"), created_after)
 
 
 @bp.post("/batch/<batch_id>/cancel")

@@ -31,7 +31,15 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    up = sub.add_parser("up", help="run the whole local stack: Redis, intake, workers (and a simulator)")
+    up = sub.add_parser(
+        "up",
+        help="run the whole local stack: Redis, intake, workers (and a simulator)",
+        description="Run the whole local stack in the foreground until Ctrl-C: Redis (TASKQ_REDIS_URL; else "
+        "a local Redis on 6379 only if it is empty or already holds taskq's data; else an embedded server "
+        "with its AOF in .taskq/), the intake, worker processes, webhook delivery and, with --simulate, "
+        "the provider simulator. Prints a ready-to-use organization and API key and writes "
+        ".taskq/stack.json, which the other commands read.",
+    )
     up.add_argument("--simulate", action="store_true", help="point every provider at a local simulator")
     up.add_argument("--port", type=int, default=8000, help="intake port (default 8000)")
     up.add_argument("--workers", type=int, metavar="P", help="worker processes")
@@ -43,7 +51,15 @@ def register(sub: Any) -> None:
     )
     up.set_defaults(handler=_guarded("up", "up"))
 
-    submit = sub.add_parser("submit", help="submit a JSONL or JSON-array file of tasks in batches")
+    submit = sub.add_parser(
+        "submit",
+        help="submit a JSONL or JSON-array file of tasks in batches",
+        description="Submit a JSONL or JSON-array file of tasks in batches. Writes the admitted task ids "
+        "to FILE.ids, one line per input task in input order, a blank line where a task was rejected. "
+        "Exit code 0 when every task was admitted (and, with --wait, completed); 1 when some were "
+        "rejected (or, with --wait, failed or still pending at --timeout); 2 when nothing could be "
+        "submitted (no stack, unreadable file, bad flags).",
+    )
     submit.add_argument("file", help="tasks: one JSON object per line, or one JSON array")
     _target_flags(submit)
     submit.add_argument("--ids-out", help="admitted task ids, one per input line (default FILE.ids)")
@@ -53,7 +69,12 @@ def register(sub: Any) -> None:
     submit.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
     submit.set_defaults(handler=_guarded("submit", "submit"))
 
-    demo = sub.add_parser("demo", help="submit a realistic batch to a running stack and verify its webhooks")
+    demo = sub.add_parser(
+        "demo",
+        help="submit a realistic batch to a running stack and verify its webhooks",
+        description="Submit a batch of every task type (and a few invalid tasks) to a running stack, "
+        "receive its webhooks on a local receiver, and print latency, failures and verified webhooks.",
+    )
     _target_flags(demo)
     demo.add_argument("--org-id", help="organization of the key, to read its webhook secrets")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")

@@ -15,7 +15,23 @@ STACK_FILE = "stack.json"
 
 
 def stack_path(settings: Settings) -> Path:
+    """Where this `taskq up` writes its card."""
     return Path(settings.data_dir) / STACK_FILE
+
+
+def find_stack_file(settings: Settings) -> Path:
+    """The card to read: TASKQ_STACK_FILE (--stack) if set, else data_dir/stack.json in this directory
+    or the nearest parent that has one (commands work from anywhere in the project), else here."""
+    if settings.stack_file:
+        return Path(settings.stack_file)
+    relative = stack_path(settings)
+    if relative.is_absolute():
+        return relative
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / relative).is_file():
+            return directory / relative
+    return here / relative
 
 
 def write_stack(settings: Settings, info: dict[str, Any]) -> Path:
@@ -31,12 +47,21 @@ def write_stack(settings: Settings, info: dict[str, Any]) -> Path:
     return path
 
 
-def read_stack(settings: Settings) -> dict[str, Any] | None:
+def read_stack(settings: Settings, path: Path | None = None) -> dict[str, Any] | None:
     try:
-        info: dict[str, Any] = json.loads(stack_path(settings).read_text())
+        info: dict[str, Any] = json.loads((path or stack_path(settings)).read_text())
     except (OSError, ValueError):
         return None
     return info
+
+
+def running_stack(settings: Settings) -> tuple[Path, dict[str, Any] | None]:
+    """The card found (see find_stack_file) and its content if its `taskq up` is still running."""
+    path = find_stack_file(settings)
+    info = read_stack(settings, path)
+    if info is not None and not _running(info.get("pid")):
+        info = None  # left behind by a `taskq up` that was killed
+    return path, info
 
 
 def remove_stack(settings: Settings, pid: int) -> None:
@@ -69,14 +94,13 @@ class Target:
 
 def resolve_target(settings: Settings, url: str | None, api_key: str | None) -> Target:
     """Flags first, then TASKQ_URL / TASKQ_API_KEY, then the card of a running `taskq up`."""
-    stack = read_stack(settings)
-    if stack is not None and not _running(stack.get("pid")):
-        stack = None  # left behind by a `taskq up` that was killed
+    path, stack = running_stack(settings)
     url = url or os.environ.get("TASKQ_URL") or (stack or {}).get("url")
     api_key = api_key or os.environ.get("TASKQ_API_KEY") or (stack or {}).get("apiKey")
     if not url or not api_key:
+        where = "" if settings.stack_file else f" (nor {stack_path(settings)} in a parent directory)"
         raise OpsError(
-            f"no stack found at {stack_path(settings)}: start one with `taskq up`, "
-            "or pass --url and --api-key (or set TASKQ_URL and TASKQ_API_KEY)"
+            f"no running stack found at {path}{where}: start one with `taskq up`, name its stack file "
+            "with --stack, or pass --url and --api-key (or set TASKQ_URL and TASKQ_API_KEY)"
         )
     return Target(url.rstrip("/"), api_key, stack)

@@ -152,13 +152,21 @@ class Stack:
             "dashboardUrl": dashboard_link(url, self.admin_token),
             "webhookSecrets": org.webhook_secrets,
             "redisUrl": redis_url,
-            "redis": "embedded" if self.embedded else "external",
+            "redis": self.redis_kind(redis_url),
             "simulatorUrl": sim_url,
             "workers": {"processes": self.processes, "concurrency": self.concurrency},
             "pid": os.getpid(),
             "processes": {name: child.proc.pid for name, child in self.children.items()},
             "logs": str(logs),
         }
+
+    def redis_kind(self, url: str) -> str:
+        """How the stack came to this Redis, for the banner."""
+        if self.settings.redis_url:
+            return "TASKQ_REDIS_URL"
+        if url == self.settings.local_redis_url:
+            return "local, held nothing or only taskq's data"
+        return "embedded"
 
     @property
     def processes(self) -> int:
@@ -203,7 +211,10 @@ class Stack:
                 continue
             print(f"taskq up: stopping {name} (pid {child.proc.pid})", file=sys.stderr, flush=True)
             code = stop(child, graces[name], self.force)
-            clean &= code in (0, -signal.SIGTERM)
+            if code not in (0, -signal.SIGTERM):
+                clean = False
+                how = "was killed" if code == -signal.SIGKILL else f"exited with code {code}"
+                print(f"taskq up: {name} {how} (grace {graces[name]:g} s)", file=sys.stderr, flush=True)
         if self.embedded is not None:
             print("taskq up: stopping the embedded Redis (data kept in its AOF)", file=sys.stderr)
             self.embedded.stop()

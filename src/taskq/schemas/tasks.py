@@ -143,8 +143,16 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
             continue
         if loc and loc[0] in PAYLOAD_MODELS:  # the discriminator's branch name is not a field
             loc = loc[1:]
-        errors.append(FieldError(".".join(str(part) for part in loc) or "body", err["msg"]))
+        errors.append(FieldError(".".join(str(part) for part in loc) or "body", _message(err)))
     return errors
+
+
+def _message(err: Any) -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own words."""
+    raised = err.get("ctx", {}).get("error")
+    if err["type"] in ("value_error", "assertion_error") and raised is not None and str(raised):
+        return str(raised)
+    return str(err["msg"])
 
 
 _BATCH: TypeAdapter[list[Any]] = TypeAdapter(list[_TASK_UNION])

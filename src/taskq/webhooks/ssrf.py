@@ -62,6 +62,11 @@ _BLOCKED_V6 = _table(
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _COMPAT = ipaddress.IPv6Network("::/96")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")  # 2002:AABB:CCDD::/48 carries IPv4 AA.BB.CC.DD
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # the client's IPv4 is the last 32 bits, inverted
+#: Tunnel forms: real IPv6 destinations (a relay reaches the IPv4 inside), refused when that IPv4 is,
+#: and otherwise judged as any IPv6 address.
+_TUNNELS = ("6to4", "Teredo")
 
 
 def parse_networks(cidrs: Iterable[str]) -> list[Network]:
@@ -87,6 +92,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4A
         return "IPv4-compatible", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address in _NAT64:
         return "NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _SIXTOFOUR:
+        return "6to4", ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+    if address in _TEREDO:
+        return "Teredo", ipaddress.IPv4Address((int(address) & 0xFFFFFFFF) ^ 0xFFFFFFFF)
     return None
 
 
@@ -94,16 +103,19 @@ def _why_blocked(address: Address, allow: Sequence[Network]) -> str | None:
     embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
     if embedded is not None:
         kind, ipv4 = embedded
-        # A NAT64 address is a real IPv6 destination (the gateway), so its own form may be
-        # allow-listed; mapped and compatible forms are only ever judged as their IPv4.
-        if _allowed(ipv4, allow) or (kind == "NAT64" and _allowed(address, allow)):
+        # A NAT64 or tunnel address is a real IPv6 destination (a gateway or relay reaches the IPv4
+        # inside), so its own form may be allow-listed; mapped and compatible forms are only ever
+        # judged as their IPv4.
+        routed = kind == "NAT64" or kind in _TUNNELS
+        if _allowed(ipv4, allow) or (routed and _allowed(address, allow)):
             return None
         inner = _why_blocked(ipv4, ())
         if inner is not None:
             return f"which is {kind} {ipv4}, {inner}"
         # No public DNS answer is a mapped address: refuse it rather than guess how the
         # socket layer will route it.
-        return None if kind == "NAT64" else f"an {kind} address (allow-list {ipv4} to use it)"
+        if kind not in _TUNNELS:
+            return None if kind == "NAT64" else f"an {kind} address (allow-list {ipv4} to use it)"
     if _allowed(address, allow):
         return None
     table = _BLOCKED_V4 if address.version == 4 else _BLOCKED_V6

@@ -10,7 +10,12 @@ from taskq.settings import Settings
 
 
 def register(sub: Any) -> None:
-    worker = sub.add_parser("worker", help="run worker processes (RQ worker pool of asyncio drains)")
+    worker = sub.add_parser(
+        "worker",
+        help="run worker processes (RQ worker pool of asyncio drains)",
+        description="Run P RQ-supervised worker processes, each keeping K provider calls in flight, until "
+        "SIGTERM (calls in flight get TASKQ_SHUTDOWN_GRACE_SECONDS, then are released).",
+    )
     worker.add_argument("--processes", type=int, help="RQ worker processes (TASKQ_WORKER_PROCESSES)")
     worker.add_argument("--concurrency", type=int, help="provider calls in flight per process")
     worker.add_argument("--drain-seconds", type=float, help="how long one drain job runs before RQ recycles")
