@@ -48,7 +48,7 @@ class SentinelURL:
         userinfo, _, rest = rest.rpartition("@")
         hosts, _, path = rest.partition("/")
         parts = [p for p in path.split("?", 1)[0].split("/") if p]
-        if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit())):
             raise ValueError(
                 f"not a sentinel URL: {url!r}; expected redis+sentinel://host:26379[,host2:26379]/service[/db]"
             )
@@ -57,7 +57,7 @@ class SentinelURL:
             name, sep, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
             if not sep:
                 name, port = host, str(SENTINEL_PORT)
-            if not port.isdigit() or not name:
+            if not (port.isascii() and port.isdigit()) or not name:
                 raise ValueError(f"bad sentinel address {host!r} in {url!r}")
             sentinels.append((name.strip("[]"), int(port)))
         username, _, password = userinfo.partition(":") if userinfo else ("", "", "")

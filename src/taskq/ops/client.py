@@ -41,7 +41,7 @@ def _error(response: httpx.Response) -> ApiError:
 
 def _delay(response: httpx.Response | None, attempt: int) -> float:
     retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-    if retry_after.isdigit():
+    if retry_after.isascii() and retry_after.isdigit():
         return min(float(retry_after), 60.0)
     return float(min(2**attempt, 30))
 

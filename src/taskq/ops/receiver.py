@@ -21,7 +21,7 @@ def verify(secrets: list[str], headers: dict[str, str], body: bytes, now: float 
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
     signatures = headers.get("webhook-signature", "").split()
-    if not msg_id or not stamp.isdigit() or not signatures:
+    if not msg_id or not (stamp.isascii() and stamp.isdigit()) or not signatures:
         return "missing webhook-id, webhook-timestamp or webhook-signature"
     if abs((time.time() if now is None else now) - int(stamp)) > TOLERANCE_SECONDS:
         return f"timestamp {stamp} is more than {TOLERANCE_SECONDS} s away from now"
