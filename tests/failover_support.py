@@ -11,6 +11,7 @@ workers took to resume after the promotion.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -137,8 +138,11 @@ def run_failover(
         shard = store.org(org).shard
         hooks = HookReceiver(secrets=store.webhook_secrets(org)).start()
         with SimulatorThread("0.02") as sim:
+            # A send that fails while the primary is gone (or times out on a loaded machine) is retried
+            # within seconds, not on the default schedule's 300 s second step.
             env = worker_env(group.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
-                             TASKQ_DURABILITY=durability)  # fmt: skip
+                             TASKQ_DURABILITY=durability, TASKQ_WEBHOOK_TIMEOUT_SECONDS="10",
+                             TASKQ_WEBHOOK_SCHEDULE_SECONDS=json.dumps([0.5, 1, 2, 4] + [8] * 8))  # fmt: skip
             intake = start_intake(procs, env, workers=1)
             procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)
             submitter = KeyedSubmitter(intake, key, hooks.url)

@@ -195,6 +195,9 @@ def test_two_workers_on_a_cluster_run_everything_once_in_priority_order_and_surv
         "TASKQ_UPSTREAM_BASE_URL": f"http://127.0.0.1:{sim_port}", "TASKQ_LEASE_SECONDS": "3",
         "TASKQ_REAPER_INTERVAL_SECONDS": "1", "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.5",
         "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **ENV_KEYS,
+        # Strict priority across task types: a slow-starting lane would let a lower-priority task of the
+        # other type go first (flow control's design: a paced lane holds back only its own tasks).
+        "TASKQ_RATE_SLOW_START": "false",
     }  # fmt: skip
     workers = [processes("worker", "--processes", "1", "--concurrency", "200", env=env) for _ in range(2)]
     wait_for(lambda: intake.busy(orgs) == 0, 40, "the first 3,000 tasks")

@@ -48,7 +48,8 @@ class SentinelURL:
         userinfo, _, rest = rest.rpartition("@")
         hosts, _, path = rest.partition("/")
         parts = [p for p in path.split("?", 1)[0].split("/") if p]
-        if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit())):
+        bad_db = len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit())
+        if not hosts or not parts or len(parts) > 2 or bad_db:
             raise ValueError(
                 f"not a sentinel URL: {url!r}; expected redis+sentinel://host:26379[,host2:26379]/service[/db]"
             )

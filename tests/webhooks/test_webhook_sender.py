@@ -242,5 +242,5 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
     assert parse_retry_after(None, now) is None
-    for digits in ("²", "٣", "１"):  # a receiver's non-ASCII digits: ignored, never an error
+    for digits in ("²", "٣", "\uff11"):  # a receiver's non-ASCII digits: ignored, never an error
         assert parse_retry_after(digits, now) is None
