@@ -53,6 +53,17 @@ async def pause(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def first_done(*aws: Any) -> None:
+    """Wait until the first of these awaitables is done; cancel the others."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def stop_tasks(tasks: list[asyncio.Task[Any]], timeout: float) -> list[asyncio.Task[Any]]:
     """Cancel these tasks and wait up to `timeout` for them to end; return those that did not.
 

@@ -39,6 +39,7 @@ from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.worker.clients import (
     AsyncScheduler,
+    first_done,
     pause,
     redis_client,
     reraise_cancellation,
@@ -185,7 +186,7 @@ class Drain:
             free = self.concurrency - len(self.leases.held)
             if free <= 0:
                 self.slot_freed.clear()
-                await _first(self.slot_freed.wait(), self.stop.wait())
+                await first_done(self.slot_freed.wait(), self.stop.wait())
                 continue
             try:
                 more = await self._claim(free)
@@ -196,7 +197,7 @@ class Drain:
                     log.warning("claiming failed %d time(s) in a row (%s); retrying with backoff while %d "
                                 "calls run", failures, exc, len(self.leases.held))  # fmt: skip
                 delay = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
-                await _first(asyncio.sleep(delay * self.rng.uniform(0.5, 1.0)), self.stop.wait())
+                await first_done(asyncio.sleep(delay * self.rng.uniform(0.5, 1.0)), self.stop.wait())
                 continue
             if failures:
                 log.warning("claiming works again after %d failed attempts", failures)
@@ -260,7 +261,7 @@ class Drain:
             return
         if self._reopens is not None and self._reopens < wait:
             nap = self._reopens if due_in is None else min(self._reopens, due_in)
-            await _first(asyncio.sleep(nap), self.stop.wait())
+            await first_done(asyncio.sleep(nap), self.stop.wait())
             return
         if self._cluster:
             # The wake lists live in different slots: one BLPOP per shard, the first token wins.
@@ -270,7 +271,7 @@ class Drain:
         # Redis times a BLPOP out at its own clock tick (up to 100 ms late): a due task wakes the drain
         # by a timer of its own instead.
         timer = [asyncio.sleep(due_in)] if due_in is not None and due_in < wait else []
-        await _first(*waits, *timer, self.stop.wait())
+        await first_done(*waits, *timer, self.stop.wait())
 
     async def _next_due_in(self) -> float | None:
         """Seconds until the earliest waiting task of any shard comes due, or None when none waits."""
@@ -397,17 +398,6 @@ class Drain:
         for task, _ in leftovers:
             if await self.ops.run(release(task, now=now_ms(), retention=self.settings.retention_seconds)):
                 self.stats["released"] += 1
-
-
-async def _first(*aws: Any) -> None:
-    """Wait until the first of these awaitables is done; cancel the others."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def drain(

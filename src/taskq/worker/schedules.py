@@ -20,7 +20,7 @@ from taskq import keys, schedules
 from taskq.connection import connect
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
-from taskq.worker.clients import pause, reraise_cancellation
+from taskq.worker.clients import first_done, pause, reraise_cancellation
 
 log = logging.getLogger("taskq.worker")
 
@@ -59,7 +59,7 @@ async def run_schedules(client: Any, settings: Settings, stop: asyncio.Event) ->
                 wait = CLUSTER_POLL_SECONDS if wait is None else min(wait, CLUSTER_POLL_SECONDS)
             if wait == 0:
                 continue
-            await _first_of(_changed(changes, wait), stop.wait())
+            await first_done(_changed(changes, wait), stop.wait())
     finally:
         if firing is not None and not firing.done():
             await asyncio.wait([firing], timeout=FIRING_WAIT_SECONDS)
@@ -83,13 +83,3 @@ async def _changed(changes: Any, wait: float | None) -> None:
     except Exception:  # the connection broke: redis-py reconnects (and resubscribes) at the next read
         reraise_cancellation()
         await pause(ERROR_PAUSE_SECONDS)
-
-
-async def _first_of(*aws: Any) -> None:
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
