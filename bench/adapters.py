@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 def start_simulator(port: int, latency: float) -> subprocess.Popen[bytes]:
-    code = f"from taskq.providers.simulator import serve; serve('127.0.0.1', {port}, '{latency}', 0.0)"
+    code = f"from taskq.simulator.app import serve; serve('127.0.0.1', {port}, '{latency}', 0.0)"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
     for _ in range(100):

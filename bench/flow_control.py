@@ -42,7 +42,7 @@ LATENCY = "uniform:0.2,0.8"
 @contextmanager
 def limited_simulator(rate: float, quota: int = 0, revoked: tuple[str, ...] = ()) -> Any:
     port = free_port()
-    code = ("from taskq.providers.simulator import serve; "
+    code = ("from taskq.simulator.app import serve; "
             f"serve('127.0.0.1', {port}, '{LATENCY}', 0.0, rate_limit={rate}, quota={quota}, "
             f"revoked={revoked!r})")  # fmt: skip
     proc = spawn(["-c", code])

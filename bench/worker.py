@@ -227,7 +227,7 @@ def receiver() -> Any:
 @contextmanager
 def simulator(latency: str) -> Any:
     port = free_port()
-    code = f"from taskq.providers.simulator import serve; serve('127.0.0.1', {port}, '{latency}', 0.0)"
+    code = f"from taskq.simulator.app import serve; serve('127.0.0.1', {port}, '{latency}', 0.0)"
     proc = spawn(["-c", code])
     url = f"http://127.0.0.1:{port}"
     SIM_PIDS[url] = proc.pid

@@ -28,9 +28,9 @@ from aiohttp import web
 
 from taskq.embedded import server_binary
 from taskq.keys import Shard
-from taskq.providers import simulator
-from taskq.providers.simulator_bodies import Ask
-from taskq.providers.simulator_faults import failure
+from taskq.simulator import app as simulator
+from taskq.simulator.bodies import Ask
+from taskq.simulator.faults import failure
 
 PROVIDER_ENV = {
     "TASKQ_OPENAI_API_KEY": "sk-test",

@@ -13,7 +13,7 @@ import redis
 from aiohttp import web
 
 from taskq.flow import fingerprint
-from taskq.providers.simulator import create_app as simulator_app
+from taskq.simulator.app import create_app as simulator_app
 from taskq.store import Store
 from tests.conftest import auth, make_settings
 from tests.proof_support import stuck_work, task_fields

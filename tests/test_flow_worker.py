@@ -11,9 +11,9 @@ import redis
 
 from taskq import flow
 from taskq.flow import fingerprint
-from taskq.providers.simulator import STATE
-from taskq.providers.simulator import create_app as simulator_app
 from taskq.settings import Settings
+from taskq.simulator.app import STATE
+from taskq.simulator.app import create_app as simulator_app
 from taskq.store import Store
 from tests.conftest import make_settings
 from tests.test_end_to_end import Served

@@ -121,7 +121,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq.providers.simulator import serve
+    from taskq.simulator.app import serve
 
     serve(args.host, args.port, args.latency, args.error_rate, rate_limit=args.rate_limit, quota=args.quota,
           revoked=tuple(args.revoke_key))  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from taskq.providers import ADAPTERS, PAYLOAD_MODELS, ProviderConfig, ProviderError
-from taskq.providers.simulator import create_app
+from taskq.simulator.app import create_app
 
 BODIES = Path(__file__).parent / "bodies"
 

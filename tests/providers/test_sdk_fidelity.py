@@ -21,7 +21,7 @@ from perplexity.generated.api import CompletionResponseOutput
 from pydantic import BaseModel
 
 from taskq.providers import ADAPTERS, PAYLOAD_MODELS, ProviderConfig
-from taskq.providers.simulator_bodies import Ask, success
+from taskq.simulator.bodies import Ask, success
 
 SDK_TYPES: dict[str, type[BaseModel]] = {
     "CHATGPT": Response,

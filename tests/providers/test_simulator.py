@@ -14,7 +14,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from taskq.errors import Code
 from taskq.providers import ADAPTERS, PAYLOAD_MODELS, ProviderConfig, ProviderError
-from taskq.providers.simulator import parse_latency
+from taskq.simulator.app import parse_latency
 
 MODELS = {"CHATGPT": "gpt-5-mini", "GEMINI": "gemini-2.5-flash", "PERPLEXITY": "sonar", "GROK": "grok-4-fast"}
 PAYLOADS: dict[str, dict[str, Any]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from taskq.providers.simulator_bodies import Ask, Reply, json_reply
+from taskq.simulator.bodies import Ask, Reply, json_reply
 
 _HTML_401 = (
     "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n"

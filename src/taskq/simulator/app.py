@@ -42,8 +42,8 @@ from typing import Any
 
 from aiohttp import web
 
-from taskq.providers.simulator_bodies import Ask, Reply, success
-from taskq.providers.simulator_faults import failure, rate_limited
+from taskq.simulator.bodies import Ask, Reply, success
+from taskq.simulator.faults import failure, rate_limited
 
 log = logging.getLogger("taskq.simulator")
 
