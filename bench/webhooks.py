@@ -25,7 +25,7 @@ from support import machine, private_redis
 from taskq.keys import Shard, first_delivery
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
-from taskq.worker.delivery import run_deliveries
+from taskq.worker.webhook_loop import run_deliveries
 
 TARGET_PER_S = 1_000
 

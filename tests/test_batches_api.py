@@ -132,8 +132,8 @@ def test_sweeper_trims_each_org_listing_of_its_shard_once_a_minute(real_redis: A
 
     import redis.asyncio
 
+    from taskq.asyncops import AsyncScheduler
     from taskq.store import Store
-    from taskq.worker.clients import AsyncScheduler
     from taskq.worker.leases import sweep_once
     from tests.conftest import REAL_REDIS_URL
 

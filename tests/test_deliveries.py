@@ -26,7 +26,7 @@ from taskq.scripts import Scripts, merge_shared
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.webhooks.signing import generate_secret
-from taskq.worker.delivery import run_deliveries
+from taskq.worker.webhook_loop import run_deliveries
 from tests.conftest import REAL_REDIS_URL, make_settings
 
 pytestmark = pytest.mark.redis

@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 
 from taskq import keys
 from taskq.api import create_app
+from taskq.asyncops import AsyncScheduler
 from taskq.deliveries import attempt_log, stored
 from taskq.logs import configure
 from taskq.scripts import Op
 from taskq.store import Store
-from taskq.worker.clients import AsyncScheduler
 from taskq.worker.drain import Drain
 from taskq.worker.http import http_client
 from taskq.worker.upstreams import provider_configs

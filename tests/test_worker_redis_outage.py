@@ -21,8 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskq.settings import Settings
 from taskq.store import Store
-from taskq.worker.clients import pause, reraise_cancellation, stop_tasks
 from taskq.worker.drain import drain
+from taskq.worker.loops import pause, reraise_cancellation, stop_tasks
 from tests.conftest import IN_CI, make_settings
 from tests.proof_support import RedisServer, stuck_work, wait_for
 from tests.test_scheduler_support import admit_tasks, counters, request, status_of

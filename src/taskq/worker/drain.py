@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq import flow, keys
+from taskq.asyncops import AsyncScheduler
 from taskq.durability import AsyncCommitter, Policy
 from taskq.errors import Unconfirmed
 from taskq.keys import Shard
@@ -37,22 +38,15 @@ from taskq.scheduler import MUST_FAIL, Claimed, Refusal, claim, release
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
-from taskq.worker.clients import (
-    AsyncScheduler,
-    first_done,
-    pause,
-    redis_client,
-    reraise_cancellation,
-    steady_gc,
-    stop_tasks,
-)
+from taskq.worker.clients import redis_client, steady_gc
 from taskq.worker.debug import DUMP_SIGNAL, dump_tasks
-from taskq.worker.delivery import run_deliveries
 from taskq.worker.execute import context, execute
 from taskq.worker.http import http_client
 from taskq.worker.leases import Leases, reap_forever
+from taskq.worker.loops import first_done, pause, reraise_cancellation, stop_tasks
 from taskq.worker.schedules import run_schedules
 from taskq.worker.upstreams import provider_configs
+from taskq.worker.webhook_loop import run_deliveries
 
 log = logging.getLogger("taskq.worker")
 
@@ -179,7 +173,7 @@ class Drain:
     async def _claim_loop(self, deadline: float) -> None:
         failures = 0  # claims in a row that Redis did not answer
         while not self.stop.is_set() and time.monotonic() < deadline:
-            reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
+            reraise_cancellation()  # one a Redis call swallowed (see loops.pause)
             self._check_parent()  # before every claim, not only at lease renewals
             if self.stop.is_set():
                 break

@@ -9,12 +9,13 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from taskq import keys
+from taskq.asyncops import AsyncScheduler
 from taskq.keys import Shard, shard_of
 from taskq.scheduler import REAP_LIMIT, TRIM_LIMIT, Claimed, lost, reap, renew, trim_listing
 from taskq.settings import Settings
 from taskq.store import now_ms
-from taskq.worker.clients import AsyncScheduler, pause, reraise_cancellation
 from taskq.worker.execute import context
+from taskq.worker.loops import pause, reraise_cancellation
 
 log = logging.getLogger("taskq.worker")
 

@@ -20,7 +20,7 @@ from taskq import keys, schedules
 from taskq.connection import connect
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
-from taskq.worker.clients import first_done, pause, reraise_cancellation
+from taskq.worker.loops import first_done, pause, reraise_cancellation
 
 log = logging.getLogger("taskq.worker")
 

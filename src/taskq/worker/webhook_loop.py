@@ -1,4 +1,16 @@
-"""The webhook delivery loop: claim due deliveries, sign, send and record them, hundreds in flight."""
+"""The webhook loop: claim due deliveries, sign, send and record them, hundreds in flight.
+
+Three parts make a webhook delivery, each with one job:
+
+- ``taskq.deliveries``: the Redis side (claim, record, reap; the delivery history), script ops;
+- ``taskq.webhooks``: the HTTP side of one attempt (signing, the SSRF guard, the sender, the retry
+  delay), which knows nothing of Redis or settings, so the intake can import signing and ssrf;
+- this module: the loop joining them in the worker, with the settings, the shards, the durable
+  commits and the asyncio op runner.
+
+The loop lives in the worker, not in ``taskq.webhooks``, because it needs Redis and the settings,
+which the import contracts keep out of ``taskq.webhooks``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from taskq import deliveries
+from taskq.asyncops import AsyncScheduler
 from taskq.deliveries import Claimed, Decision
 from taskq.durability import AsyncCommitter
 from taskq.keys import Shard
@@ -22,7 +35,7 @@ from taskq.store import now_ms
 from taskq.webhooks import signing
 from taskq.webhooks.sender import Attempt, WebhookSender, next_delay
 from taskq.webhooks.ssrf import parse_networks
-from taskq.worker.clients import AsyncScheduler, reraise_cancellation
+from taskq.worker.loops import reraise_cancellation
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +124,7 @@ class _DeliveryLoop:
         next_reap = 0.0
         try:
             while not stop.is_set():
-                reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
+                reraise_cancellation()  # one a Redis call swallowed (see loops.pause)
                 self.wake.clear()
                 if time.monotonic() >= next_reap:
                     await self._reap()
