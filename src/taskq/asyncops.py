@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from taskq.redistypes import AsyncRedis
 from taskq.scripts import Op, Scripts, merge_shared, source
 
 R = TypeVar("R")
@@ -38,7 +39,7 @@ class AsyncScheduler:
     Nothing waits for a batch to fill: an op submitted to an idle scheduler leaves at once.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: AsyncRedis) -> None:
         self.client = client
         self.scripts = Scripts(client)
         self._cluster = isinstance(client, RedisCluster)

@@ -25,6 +25,7 @@ import redis
 from taskq.admission import provider_errors
 from taskq.errors import Code, ConcurrencyLimitExceeded, InsufficientCredits, TaskqError
 from taskq.pricing import credits_for
+from taskq.redistypes import Redis, plain_client
 from taskq.scheduler import SYNC_PRIORITY, cancel
 from taskq.schemas.tasks import FieldError, TaskRequest
 from taskq.settings import Settings
@@ -139,10 +140,10 @@ def wait(
     """Block until the call finishes (its Outcome), its client closes `watch` (GONE), or `timeout`
     seconds pass (None). One BLPOP on the call's reply list; no polling."""
     key = org.shard.reply(task_id)
-    client = store.client
-    if type(client) is not redis.Redis or client.connection is not None:
-        return _wait_in_steps(client, key, timeout, watch)
-    pool = client.connection_pool
+    plain = plain_client(store.client)
+    if plain is None:  # cluster, fake, single-connection
+        return _wait_in_steps(store.client, key, timeout, watch)
+    pool = plain.connection_pool
     conn: Any = pool.get_connection()
     try:
         conn.send_command("BLPOP", key, max(0.01, round(timeout, 3)))
@@ -173,7 +174,7 @@ def wait(
 
 
 def _wait_in_steps(
-    client: Any, key: str, timeout: float, watch: socket.socket | None
+    client: Redis, key: str, timeout: float, watch: socket.socket | None
 ) -> Outcome | str | None:
     """``wait`` on clients without one plain connection to block on (cluster, fakeredis): BLPOPs of at
     most a second, looking at the client socket in between."""

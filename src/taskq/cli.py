@@ -7,11 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.errors import Code, TaskqError, ValidationFailed
 from taskq.logs import configure as configure_logging
 from taskq.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from taskq.store import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -38,7 +41,7 @@ class AmbiguousOrg(TaskqError):
     code = Code.VALIDATION_ERROR
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings) -> Store:
     """The store of the configured Redis, the running stack's, or a local one taskq may use (never
     starting a server for a one-off command)."""
     from taskq.connection import connect, foreign_data
@@ -61,7 +64,7 @@ def _store(settings: Settings) -> Any:
     return Store(connect(url, cluster=settings.redis_cluster), settings.shards)
 
 
-def _org(store: Any, ref: str) -> str:
+def _org(store: Store, ref: str) -> str:
     """The id of the organization named by ref: its id, or its name if exactly one has that name."""
     from taskq.errors import NotFound
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
@@ -15,6 +15,7 @@ from redis.sentinel import Sentinel
 
 from taskq import keys
 from taskq.embedded import EmbeddedServer, answers
+from taskq.redistypes import Redis
 from taskq.settings import Settings
 
 SENTINEL_PORT = 26379
@@ -125,7 +126,7 @@ def foreign_data(url: str) -> str | None:
     return f"{held}{example}, none of them taskq's"
 
 
-def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
+def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Redis:
     """A decoded-responses client for url: a cluster client for redis+cluster:// URLs or cluster=True;
     for redis+sentinel:// URLs a client of the current primary, which asks the sentinels again after
     a failover (its broken connections raise ConnectionError, the next command reconnects)."""
@@ -133,10 +134,10 @@ def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     options.update(kwargs)
     if is_sentinel_url(url):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call]
-        return sentinel.master_for(parsed.service, **parsed.primary_options(), **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
+        return cast(Redis, sentinel.master_for(parsed.service, **parsed.primary_options(), **options))
     if cluster or is_cluster_url(url):
         plain = url.replace("+cluster", "", 1)
         options.pop("health_check_interval", None)
-        return RedisCluster.from_url(plain, **options)
-    return redis.Redis.from_url(url, **options)
+        return cast(Redis, RedisCluster.from_url(plain, **options))
+    return cast(Redis, redis.Redis.from_url(url, **options))

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from taskq.errors import NotFound, ValidationFailed
 from taskq.keys import DELIVERY_FIELDS, Shard
+from taskq.redistypes import Pipeline, Redis
 from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
 from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store, now_ms
@@ -226,13 +227,13 @@ def _fields(values: list[Any]) -> dict[str, str]:
     return {name: _text(v) for name, v in zip(DELIVERY_FIELDS, values, strict=True) if v is not None}
 
 
-def _read(client: Any, shard: Shard, delivery_id: str) -> Any:
+def _read(client: Redis | Pipeline, shard: Shard, delivery_id: str) -> Any:
     """HMGET of a delivery's record, wherever it lives (on a client, or queued on a pipeline)."""
     key, prefix = shard.delivery_record(delivery_id)
     return client.hmget(key, [prefix + name for name in DELIVERY_FIELDS])
 
 
-def stored(client: Any, shard: Shard, delivery_id: str) -> dict[str, str]:
+def stored(client: Redis, shard: Shard, delivery_id: str) -> dict[str, str]:
     """One delivery's record (keys.DELIVERY_FIELDS); {} once it has expired."""
     return _fields(_read(client, shard, delivery_id))
 

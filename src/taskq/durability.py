@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq import keys
 from taskq.errors import Unconfirmed
+from taskq.redistypes import AsyncPipeline, AsyncRedis, Pipeline, Redis
 from taskq.settings import Settings
 
 log = logging.getLogger("taskq.durability")
@@ -57,7 +58,7 @@ class Policy:
         replicas = f" and {self.replicas} replica{'s' if self.replicas > 1 else ''}" if self.replicas else ""
         return f"the Redis append-only file{replicas}"
 
-    def queue(self, pipe: Any) -> None:
+    def queue(self, pipe: Pipeline | AsyncPipeline) -> None:
         """The commit: the marker write, then the waits for it, on the pipeline's one connection."""
         pipe.incr(keys.COMMIT_MARK)
         pipe.execute_command("WAITAOF", self.local, 0, self.timeout_ms)
@@ -93,7 +94,7 @@ class Committer:
     came, and any successful commit from that one on covers it.
     """
 
-    def __init__(self, client: Any, policy: Policy) -> None:
+    def __init__(self, client: Redis, policy: Policy) -> None:
         self.client = client
         self.policy = policy
         self._cond = threading.Condition()
@@ -149,7 +150,7 @@ class AsyncCommitter:
     every caller queued before it left (as AsyncScheduler.run_batched shares round trips).
     """
 
-    def __init__(self, client: Any, policy: Policy) -> None:
+    def __init__(self, client: AsyncRedis, policy: Policy) -> None:
         self.client = client
         self.policy = policy
         self._waiting: list[asyncio.Future[None]] = []
@@ -190,7 +191,7 @@ class AsyncCommitter:
         self.policy.check(await pipe.execute())
 
 
-def check_server(client: Any, settings: Settings) -> list[str]:
+def check_server(client: Redis, settings: Settings) -> list[str]:
     """Refuse (DurabilityUnsupported) a server that cannot give the durability asked for; return
     warnings about what it can give only later (replicas not yet connected) or slowly.
 
@@ -210,7 +211,7 @@ def check_server(client: Any, settings: Settings) -> list[str]:
         return [f"{setting}: could not check the server now ({exc}); every commit is checked"]
 
 
-def _check(client: Any, policy: Policy, setting: str) -> list[str]:
+def _check(client: Redis, policy: Policy, setting: str) -> list[str]:
     info = client.info("server")
     name = "Valkey" if "valkey_version" in info else "Redis"
     server = f"{name} {info.get('valkey_version') or info['redis_version']}"
@@ -250,7 +251,7 @@ def _check(client: Any, policy: Policy, setting: str) -> list[str]:
     return warnings
 
 
-def committer(client: Any, settings: Settings) -> Committer | None:
+def committer(client: Redis, settings: Settings) -> Committer | None:
     """The intake's committer for these settings after checking the server, None for ``none``."""
     policy = Policy.of(settings)
     if policy is None:

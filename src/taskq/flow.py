@@ -18,10 +18,11 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from taskq.keys import Shard
 from taskq.providers import SPECS
+from taskq.redistypes import Redis
 from taskq.settings import Settings
 
 #: Mirrors flow_lib.lua (slow start, AIMD), so status() shows the rate a claim would use.
@@ -95,11 +96,20 @@ def recovered(task_type: str, fp: str) -> list[str]:
     return [f"{task_type}/{fp}:{name}" for name in ("quota", "pause", "why")]
 
 
+class Sharded(Protocol):
+    """What the operator's functions need of a ``taskq.store.Store`` (which this layer cannot import)."""
+
+    @property
+    def client(self) -> Redis: ...
+    @property
+    def shards(self) -> int: ...
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _shards(store: Any) -> list[Shard]:
+def _shards(store: Sharded) -> list[Shard]:
     return [Shard(i) for i in range(store.shards)]
 
 
@@ -111,18 +121,18 @@ def _check(provider: str) -> str:
     raise ValidationFailed(f"unknown provider {provider!r}; one of {', '.join(SPECS)}")
 
 
-def pause(store: Any, provider: str, reason: str, until: float | None = None) -> dict[str, Any]:
+def pause(store: Sharded, provider: str, reason: str, until: float | None = None) -> dict[str, Any]:
     """Stop claiming tasks of this provider (task type) on every worker, until `until` (epoch seconds)
     or until resumed. Its tasks stay QUEUED; calls in flight finish."""
     ttype = _check(provider)
     until_ms = FOREVER_MS if until is None else int(until * 1000)
     for shard in _shards(store):
-        fields = {f"{ttype}:pause": until_ms, f"{ttype}:why": reason or "paused"}
+        fields: dict[str, str | int] = {f"{ttype}:pause": until_ms, f"{ttype}:why": reason or "paused"}
         store.client.hset(shard.flow, mapping=fields)
     return {"provider": ttype, "paused": True, "until": None if until is None else until, "why": reason}
 
 
-def resume(store: Any, provider: str) -> dict[str, Any]:
+def resume(store: Sharded, provider: str) -> dict[str, Any]:
     """Run this provider again now: clears the operator's pause and every key's pause, exhausted quota
     and refused-key mark (learned rates stay). Returns what was cleared."""
     ttype = _check(provider)
@@ -179,7 +189,7 @@ def _slot_state(slot: Mapping[str, str], lane_paused: bool, now: int) -> str:
     return "running"
 
 
-def status(store: Any) -> list[dict[str, Any]]:
+def status(store: Sharded) -> list[dict[str, Any]]:
     """Every lane a worker announced or that has state: per key its state, configured and learned rate,
     the rate in force, calls in the last second, 429s, paused-until and the provider's message."""
     now = _now_ms()

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from taskq import flow, keys
 from taskq.keys import Shard
+from taskq.redistypes import Redis
 
 #: Upper bounds (ms) of the provider latency histogram; the Lua scripts count into the same buckets.
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
@@ -31,12 +32,12 @@ def lua_buckets() -> str:
     return "{" + ", ".join(str(b) for b in LATENCY_BUCKETS_MS) + "}"
 
 
-def count_rejections(client: Any, shard: Shard, code: str, count: int) -> None:
+def count_rejections(client: Redis, shard: Shard, code: str, count: int) -> None:
     """Count admissions refused before the Lua call (schema, provider, webhook target)."""
     client.hincrby(shard.metrics, f"rejected:{code}", count)
 
 
-def totals(client: Any, shards: int) -> dict[str, int]:
+def totals(client: Redis, shards: int) -> dict[str, int]:
     """The T:metrics counters summed over every shard."""
     summed: dict[str, int] = defaultdict(int)
     for index in range(shards):
@@ -45,7 +46,7 @@ def totals(client: Any, shards: int) -> dict[str, int]:
     return dict(summed)
 
 
-def minute_series(client: Any, shards: int, minutes: int = 30) -> list[dict[str, int]]:
+def minute_series(client: Redis, shards: int, minutes: int = 30) -> list[dict[str, int]]:
     """Admitted/completed/failed per minute for the last `minutes` minutes, oldest first."""
     now_minute = int(time.time() // 60)
     pipe = client.pipeline(transaction=False)
@@ -63,7 +64,7 @@ def minute_series(client: Any, shards: int, minutes: int = 30) -> list[dict[str,
     return series
 
 
-def gauges(client: Any, shards: int) -> dict[str, Any]:
+def gauges(client: Redis, shards: int) -> dict[str, Any]:
     """Queue depth per priority and per org, in flight per provider, webhook backlog."""
     orgs = sorted(client.smembers(keys.ORGS))
     from taskq.keys import shard_of
@@ -99,7 +100,7 @@ def gauges(client: Any, shards: int) -> dict[str, Any]:
 class RedisCollector(Collector):
     """Prometheus collector reading taskq's counters from Redis at scrape time."""
 
-    def __init__(self, client: Any, shards: int) -> None:
+    def __init__(self, client: Redis, shards: int) -> None:
         self.client = client
         self.shards = shards
 
@@ -170,7 +171,7 @@ class RedisCollector(Collector):
 class _Shards:
     """What taskq.flow.status reads: a client and the shard count."""
 
-    def __init__(self, client: Any, shards: int) -> None:
+    def __init__(self, client: Redis, shards: int) -> None:
         self.client, self.shards = client, shards
 
 

@@ -19,6 +19,7 @@ import orjson
 
 from taskq.errors import Code, NotFound, TaskqError
 from taskq.keys import Shard
+from taskq.redistypes import Redis
 from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
 from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store
@@ -284,7 +285,7 @@ def _body(record: TaskRecord) -> str:
 class Scheduler:
     """Runs scheduler ops on a synchronous client (tests, CLI, benchmarks)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Redis) -> None:
         self.client = client
         self.scripts = Scripts(client)
 

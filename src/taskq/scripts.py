@@ -14,11 +14,10 @@ from functools import cache
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
-from redis import Redis
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from taskq.keys import lua_preamble
+from taskq.redistypes import Script, ScriptHost, plain_client
 
 INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
 
@@ -91,7 +90,7 @@ def source(name: str) -> str:
 class Scripts:
     """The registered scripts of one Redis client; redis-py reloads them after a NOSCRIPT."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: ScriptHost) -> None:
         self._client = client
         self._scripts: dict[str, Script] = {}
 
@@ -109,13 +108,12 @@ class Scripts:
         with any other client the call runs here and the function returns its reply.
         """
         script = self[name]
-        client: Any = self._client
-        if type(client) is not Redis or client.connection is not None:  # cluster, fake, single-connection
+        plain = plain_client(self._client)
+        if plain is None:  # cluster, fake, single-connection
             done = script(keys=keys, args=args)
             return lambda: done
-        plain: Any = client  # narrowed to Redis above, whose methods are untyped
         pool = plain.connection_pool
-        conn: Any = pool.get_connection()
+        conn: Any = pool.get_connection()  # redis-py leaves its connections untyped
         try:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except BaseException:
@@ -125,7 +123,7 @@ class Scripts:
 
         def reply() -> Any:
             try:
-                return plain.parse_response(conn, "EVALSHA")
+                return plain.parse_response(conn, "EVALSHA")  # type: ignore[no-untyped-call]
             except NoScriptError:
                 pass  # the server lost its scripts (restart, SCRIPT FLUSH): nothing ran; load and run
             except BaseException:

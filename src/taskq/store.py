@@ -15,6 +15,7 @@ from typing import Any
 from taskq import keys
 from taskq.errors import Code, NotFound, Unauthorized
 from taskq.keys import TASK_FIELDS, Shard, shard_of
+from taskq.redistypes import Redis
 from taskq.schemas.tasks import TaskRecord
 from taskq.scripts import Scripts
 
@@ -74,7 +75,7 @@ class Org:
 class Store:
     """Reads and writes of org and task records; one instance per process, shared by requests."""
 
-    def __init__(self, client: Any, shards: int = 1) -> None:
+    def __init__(self, client: Redis, shards: int = 1) -> None:
         self.client = client
         self.shards = shards
         self.scripts = Scripts(client)

@@ -16,6 +16,7 @@ from taskq.api.errors import error_response
 from taskq.calls import quick_uuid
 from taskq.connection import connect, resolve_url
 from taskq.errors import Code, RateLimited, Unconfirmed
+from taskq.redistypes import Redis
 from taskq.settings import Settings, load_settings
 from taskq.store import Store, header_digest
 
@@ -54,7 +55,7 @@ def redis_bug(exc: redis.RedisError) -> bool:
     )
 
 
-def create_app(settings: Settings | None = None, *, client: Any = None) -> Flask:
+def create_app(settings: Settings | None = None, *, client: Redis | None = None) -> Flask:
     """Build the intake app; tests pass settings and a client (fakeredis or a real Redis)."""
     settings = settings or load_settings()
     if client is None:

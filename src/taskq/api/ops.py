@@ -24,6 +24,7 @@ from taskq import flow, keys, schedules
 from taskq.api import settings, store
 from taskq.errors import Code, TaskqError, Unauthorized
 from taskq.metrics import RedisCollector, gauges, minute_series, totals
+from taskq.redistypes import Redis
 
 bp = Blueprint("ops", __name__)
 
@@ -106,7 +107,7 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _workers(client: Any) -> list[dict[str, Any]]:
+def _workers(client: Redis) -> list[dict[str, Any]]:
     """Worker processes from their heartbeats; entries silent for long are forgotten."""
     now = int(time.time() * 1000)
     rows = []

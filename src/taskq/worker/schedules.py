@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from taskq import keys, schedules
 from taskq.connection import connect
+from taskq.redistypes import AsyncRedis
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.worker.loops import first_done, pause, reraise_cancellation
@@ -30,7 +31,7 @@ ERROR_PAUSE_SECONDS = 1.0
 FIRING_WAIT_SECONDS = 10.0
 
 
-async def run_schedules(client: Any, settings: Settings, stop: asyncio.Event) -> None:
+async def run_schedules(client: AsyncRedis, settings: Settings, stop: asyncio.Event) -> None:
     """Fire due schedules until stop is set. ``client`` is the drain's redis.asyncio client."""
     cluster = isinstance(client, RedisCluster)
     store = Store(connect(settings.redis_url or "redis://127.0.0.1:6379/0", cluster=cluster), settings.shards)

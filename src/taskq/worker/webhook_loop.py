@@ -30,6 +30,7 @@ from taskq.asyncops import AsyncScheduler
 from taskq.deliveries import Claimed, Decision
 from taskq.durability import AsyncCommitter
 from taskq.keys import Shard
+from taskq.redistypes import AsyncRedis
 from taskq.settings import Settings
 from taskq.store import now_ms
 from taskq.webhooks import signing
@@ -61,7 +62,7 @@ def per_host_limit(settings: Settings) -> int:
 
 
 async def run_deliveries(
-    redis_async: Any,
+    redis_async: AsyncRedis,
     settings: Settings,
     stop: asyncio.Event,
     *,
@@ -99,7 +100,7 @@ def _context(item: Claimed) -> dict[str, Any]:
 class _DeliveryLoop:
     def __init__(
         self,
-        client: Any,
+        client: AsyncRedis,
         settings: Settings,
         sender: WebhookSender,
         shards: list[Shard],
