@@ -99,8 +99,8 @@ def measure(
 ) -> dict[str, list[float]]:
     """Run `rounds` rounds of taskq over HTTP and RQ enqueue_many on one private Redis; figures per round."""
     rows: dict[str, list[float]] = {
-        "p50": [], "p99": [], "rate": [], "rq_p50": [], "rq_rate": [], "ratio": [], "c_rate": []
-    }  # fmt: skip
+        k: [] for k in ("p50", "p99", "rate", "rq_p50", "rq_rate", "ratio", "c_rate")
+    }
     with private_redis() as url:
         port = free_port()
         env = {"TASKQ_REDIS_URL": url, "TASKQ_UPSTREAM_BASE_URL": "http://127.0.0.1:9", **KEYS}

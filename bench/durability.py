@@ -48,8 +48,12 @@ def measure(
     try:
         for mode in MODES:
             port = free_port()
-            env = {"TASKQ_REDIS_URL": primary.url, "TASKQ_UPSTREAM_BASE_URL": "http://127.0.0.1:9",
-                   "TASKQ_DURABILITY": mode, **admission.KEYS}  # fmt: skip
+            env = {
+                "TASKQ_REDIS_URL": primary.url,
+                "TASKQ_UPSTREAM_BASE_URL": "http://127.0.0.1:9",
+                "TASKQ_DURABILITY": mode,
+                **admission.KEYS,
+            }
             argv = ["-m", "taskq", "serve", "--port", str(port), "--workers", "2"]
             servers[mode] = (spawn(argv, env), port)
         for _, port in servers.values():
@@ -83,8 +87,16 @@ def report(rows: dict[str, Any], title: str) -> str:
     lines = []
     for mode in MODES:
         r = rows[mode]
-        lines.append([mode, median_spread(r["rate"]), median_spread(r["rate_ratio"]), median_spread(r["p50"]),
-                      median_spread(r["c_rate"]), median_spread(r["c_rate_ratio"])])  # fmt: skip
+        lines.append(
+            [
+                mode,
+                median_spread(r["rate"]),
+                median_spread(r["rate_ratio"]),
+                median_spread(r["p50"]),
+                median_spread(r["c_rate"]),
+                median_spread(r["c_rate_ratio"]),
+            ]
+        )
     header = ["TASKQ_DURABILITY", "tasks/s, 1 client", "x none", "p50 ms/batch", "tasks/s, 4 clients"]
     header.append("x none")
     return table(title, header, lines)

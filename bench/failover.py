@@ -38,14 +38,29 @@ def main() -> None:
             workdir = Path(tempfile.mkdtemp(prefix="taskq-bench-failover-"))
             result = run_failover(mode, workdir, args.load, args.after, stall=args.stall)
             print(result.line(), flush=True)
-            rows.append([f"{mode} (round {round_no + 1})", f"{result.acked:,}",
-                         f"{result.acked_before_kill:,}", str(result.lost),
-                         f"{result.statuses.get('COMPLETED', 0):,} of {result.admitted:,}",
-                         f"{result.promotion_s:.1f}", f"{result.intake_resume_s:.1f}",
-                         f"{result.worker_resume_s:.1f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{mode} (round {round_no + 1})",
+                    f"{result.acked:,}",
+                    f"{result.acked_before_kill:,}",
+                    str(result.lost),
+                    f"{result.statuses.get('COMPLETED', 0):,} of {result.admitted:,}",
+                    f"{result.promotion_s:.1f}",
+                    f"{result.intake_resume_s:.1f}",
+                    f"{result.worker_resume_s:.1f}",
+                ]
+            )
     print(f"machine: {machine()}")
-    header = ["TASKQ_DURABILITY", "acknowledged", "before the kill", "lost", "completed", "promotion s",
-              "intake resumed s", "workers resumed s"]  # fmt: skip
+    header = [
+        "TASKQ_DURABILITY",
+        "acknowledged",
+        "before the kill",
+        "lost",
+        "completed",
+        "promotion s",
+        "intake resumed s",
+        "workers resumed s",
+    ]
     how = "SIGSTOP until promoted, then SIGCONT" if args.stall else "kill -9"
     print(table(f"Sentinel failover under load (1 primary, 1 replica, 3 sentinels; {how})", header, rows))
     print(f"took {time.monotonic() - started:.0f} s")

@@ -42,9 +42,11 @@ LATENCY = "uniform:0.2,0.8"
 @contextmanager
 def limited_simulator(rate: float, quota: int = 0, revoked: tuple[str, ...] = ()) -> Any:
     port = free_port()
-    code = ("from taskq.simulator.app import serve; "
-            f"serve('127.0.0.1', {port}, '{LATENCY}', 0.0, rate_limit={rate}, quota={quota}, "
-            f"revoked={revoked!r})")  # fmt: skip
+    code = (
+        "from taskq.simulator.app import serve; "
+        f"serve('127.0.0.1', {port}, '{LATENCY}', 0.0, rate_limit={rate}, quota={quota}, "
+        f"revoked={revoked!r})"
+    )
     proc = spawn(["-c", code])
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(url + "/healthz").status_code == 200)
@@ -232,14 +234,18 @@ def main() -> None:
     for mode in opts.runs.split(","):
         if mode == "quota":
             q = quota_run(opts.tasks, opts.concurrency, opts.quota, opts.watch)
-            print(f"quota exhausted after {opts.quota} calls per key, watched {opts.watch:g} s: "
-                  f"CHATGPT {q['chatgpt']}, lane {q['state']} ({q['why']}); "
-                  f"GEMINI {q['gemini']}, lane {q['gemini_lane']}")  # fmt: skip
+            print(
+                f"quota exhausted after {opts.quota} calls per key, watched {opts.watch:g} s: "
+                f"CHATGPT {q['chatgpt']}, lane {q['state']} ({q['why']}); "
+                f"GEMINI {q['gemini']}, lane {q['gemini_lane']}"
+            )
             continue
         if mode == "revoked":
             r = revoked_run(opts.tasks, opts.concurrency)
-            print(f"pool of two keys, one revoked: {r['statuses']} in {r['wall']:.1f} s; "
-                  f"{r['refused']} of {r['calls']} upstream calls were 401s")  # fmt: skip
+            print(
+                f"pool of two keys, one revoked: {r['statuses']} in {r['wall']:.1f} s; "
+                f"{r['refused']} of {r['calls']} upstream calls were 401s"
+            )
             continue
         r = run(mode, opts.tasks, opts.concurrency, opts.rate, opts.pools)
         where = f"{opts.pools} pools x 2 processes" if opts.pools else "1 process"

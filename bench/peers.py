@@ -330,8 +330,9 @@ def workload(url: str, latency: str, k: int, n: int, peers: dict[str, Any]) -> l
     return rows
 
 
-def report(rows_wanted: str = "zero,latency", repeat: int = 1, peer_names: str = "bullmq,arq",
-           scale: float = 1.0) -> str:  # fmt: skip
+def report(
+    rows_wanted: str = "zero,latency", repeat: int = 1, peer_names: str = "bullmq,arq", scale: float = 1.0
+) -> str:
     """Install the peers, run the workloads, return the table."""
     want = {p.strip() for p in peer_names.split(",") if p.strip()}
     peers: dict[str, Any] = {}

@@ -124,8 +124,14 @@ def taskq_ops(
     monitor = Monitor(url).__enter__() if watch else None
     cpu = redis_cpu(client)
     for start in range(0, n, batch):
-        body = [{"taskType": "CHATGPT", "payload": {"prompt": f"ops {i}", "country": "US"},
-                 "webhook": {"url": hook}} for i in range(start, min(n, start + batch))]  # fmt: skip
+        body = [
+            {
+                "taskType": "CHATGPT",
+                "payload": {"prompt": f"ops {i}", "country": "US"},
+                "webhook": {"url": hook},
+            }
+            for i in range(start, min(n, start + batch))
+        ]
         headers = {"Authorization": f"Bearer {key}"}
         if batch == 1:  # one at a time: the single-task endpoint (no batch record)
             r = http.post("/v1/async/task", json=body[0], headers=headers)

@@ -53,8 +53,10 @@ class HookBench(worker.Bench):
 
         ids: list[str] = []
         for start in range(0, n, 500):
-            batch: list[Any] = [TaskRequest(TaskType.CHATGPT, worker._payload(i), 1, None, self.hook or None)
-                                for i in range(start, min(n, start + 500))]  # fmt: skip
+            batch: list[Any] = [
+                TaskRequest(TaskType.CHATGPT, worker._payload(i), 1, None, self.hook or None)
+                for i in range(start, min(n, start + 500))
+            ]
             ids += [o.task["id"] for o in admit(self.store, self.settings, self.store.org(org), batch)]  # type: ignore[union-attr]
         return ids
 
@@ -65,8 +67,11 @@ class HookBench(worker.Bench):
 
 @contextmanager
 def receiver() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "webhooks.py"), "--serve"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "webhooks.py"), "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         yield f"http://127.0.0.1:{int(proc.stdout.readline())}/hook"
@@ -185,8 +190,10 @@ def main() -> None:
             a_runs = repeat(ROUNDS, lambda: (b.drain_run(sim1, 4000, 1000), b.rq_run(adapter_jobs)))
         with worker.simulator("0") as sim0, receiver() as hook:
             b.hook = hook
-            b_runs = repeat(ROUNDS, lambda: (pipeline_run(b, sim0, 6000, 200),
-                                             b.rq_run([("bench.worker.noop_job", [])] * 2000)))  # fmt: skip
+            b_runs = repeat(
+                ROUNDS,
+                lambda: (pipeline_run(b, sim0, 6000, 200), b.rq_run([("bench.worker.noop_job", [])] * 2000)),
+            )
             c_runs = repeat(ROUNDS, lambda: (idle_claim(b, sim0), rq_idle_claim(url)))
             with worker.simulator("600") as slow:
                 d_runs = repeat(max(2, ROUNDS - 1), lambda: recovery(b, slow, sim0))

@@ -68,9 +68,11 @@ def row_delay(b: Bench, sim: str, samples: int) -> list[list[Any]]:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     late = [d - 5000 for d in delayed]
-    figures = (f"claimed {min(delayed) / 1000:.3f}-{max(delayed) / 1000:.3f} s after admission "
-               f"(median {statistics.median(delayed) / 1000:.3f}): {min(late)}-{max(late)} ms after due, "
-               f"{samples} tasks")  # fmt: skip
+    figures = (
+        f"claimed {min(delayed) / 1000:.3f}-{max(delayed) / 1000:.3f} s after admission "
+        f"(median {statistics.median(delayed) / 1000:.3f}): {min(late)}-{max(late)} ms after due, "
+        f"{samples} tasks"
+    )
     anchor = f"undelayed: {min(now_lags)}-{max(now_lags)} ms, median {statistics.median(now_lags):.0f} ms"
     return [["delaySeconds 5 on an idle stack", figures, anchor, "5.000-5.100 s"]]
 

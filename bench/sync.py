@@ -42,8 +42,13 @@ class Stack:
 
     def __init__(self, url: str, sim: str, serve_args: list[str]) -> None:
         self.port = free_port()
-        env = {"TASKQ_REDIS_URL": url, "TASKQ_UPSTREAM_BASE_URL": sim, "TASKQ_OPENAI_API_KEY": "sk-bench",
-               "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.5", "TASKQ_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            "TASKQ_REDIS_URL": url,
+            "TASKQ_UPSTREAM_BASE_URL": sim,
+            "TASKQ_OPENAI_API_KEY": "sk-bench",
+            "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.5",
+            "TASKQ_LOG_LEVEL": "WARNING",
+        }
         self.intake = spawn(["-m", "taskq", "serve", "--port", str(self.port), *serve_args], env)
         self.drain = spawn_out(["-c", DRAIN, "1000"], env)
         self.base = f"http://127.0.0.1:{self.port}"

@@ -140,8 +140,12 @@ class Bench:
         org = self.new_org()
         proc = spawn_out(["-c", DRAIN, str(k)], self.drain_env(sim, **env))
         time.sleep(2.0)  # imports and first idle wait
-        others = {"sim": SIM_PIDS.get(sim, 0), "redis": self.redis_pid, "drain": proc.pid,
-                  "receiver": RECEIVER_PIDS.get(self.hook, 0)}  # fmt: skip
+        others = {
+            "sim": SIM_PIDS.get(sim, 0),
+            "redis": self.redis_pid,
+            "drain": proc.pid,
+            "receiver": RECEIVER_PIDS.get(self.hook, 0),
+        }
         cpu0 = {name: proc_cpu(pid) for name, pid in others.items()}
         t0 = time.monotonic()
         ids = self.admit(org, n)

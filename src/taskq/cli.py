@@ -126,8 +126,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
     from taskq.simulator.app import serve
 
-    serve(args.host, args.port, args.latency, args.error_rate, rate_limit=args.rate_limit, quota=args.quota,
-          revoked=tuple(args.revoke_key))  # fmt: skip
+    serve(
+        args.host,
+        args.port,
+        args.latency,
+        args.error_rate,
+        rate_limit=args.rate_limit,
+        quota=args.quota,
+        revoked=tuple(args.revoke_key),
+    )
     return 0
 
 
@@ -314,8 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     sim.add_argument("--latency", default="0", help="seconds, or uniform:A,B or exp:MEAN")
     sim.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with an error")
-    sim.add_argument("--rate-limit", type=float, default=0.0,
-                     help="requests/s each flavor and key allows; above it the flavor's own 429")  # fmt: skip
+    sim.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="requests/s each flavor and key allows; above it the flavor's own 429",
+    )
     sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
     sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
     sim.set_defaults(handler=cmd_simulator)
@@ -331,10 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help=f"starting balance (0 to {MAX_CREDITS:,})",
     )
-    create.add_argument("--concurrency", type=_bounded(1, MAX_CONCURRENCY),
-                        help="most tasks running at once (default TASKQ_DEFAULT_CONCURRENCY)")  # fmt: skip
-    create.add_argument("--queue-limit", type=_bounded(1, MAX_QUEUE_LIMIT),
-                        help="most tasks queued at once (default TASKQ_DEFAULT_QUEUE_LIMIT)")  # fmt: skip
+    create.add_argument(
+        "--concurrency",
+        type=_bounded(1, MAX_CONCURRENCY),
+        help="most tasks running at once (default TASKQ_DEFAULT_CONCURRENCY)",
+    )
+    create.add_argument(
+        "--queue-limit",
+        type=_bounded(1, MAX_QUEUE_LIMIT),
+        help="most tasks queued at once (default TASKQ_DEFAULT_QUEUE_LIMIT)",
+    )
     create.set_defaults(handler=cmd_org_create)
     show = _command(org, "show", "an organization's credits, queue and limits")
     show.add_argument("org", help=ORG_HELP)
@@ -345,8 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--queue-limit", type=_bounded(1, MAX_QUEUE_LIMIT), help="most tasks queued at once")
     update.add_argument("--notify-canceled", choices=["yes", "no"], help="send webhooks for CANCELED tasks")
     update.set_defaults(handler=cmd_org_set)
-    rotate = _command(org, "rotate-webhook-secret", "new webhook secret; the old one keeps signing for "
-                      "TASKQ_WEBHOOK_SECRET_OVERLAP_SECONDS")  # fmt: skip
+    rotate = _command(
+        org,
+        "rotate-webhook-secret",
+        "new webhook secret; the old one keeps signing for TASKQ_WEBHOOK_SECRET_OVERLAP_SECONDS",
+    )
     rotate.add_argument("org", help=ORG_HELP)
     rotate.set_defaults(handler=cmd_rotate_secret)
     secret = _command(org, "webhook-secret", "print the active webhook secrets (newest first)")
@@ -417,10 +437,11 @@ def _add_stack_flag(parser: argparse.ArgumentParser) -> None:
         _add_stack_flag(child)
     if not children and parser.prog not in ("taskq", "taskq up", "taskq simulator"):
         parser.add_argument(
-            "--stack", metavar="FILE",
+            "--stack",
+            metavar="FILE",
             help="stack file of the running `taskq up` to use (default: .taskq/stack.json here or in a "
             "parent directory)",
-        )  # fmt: skip
+        )
 
 
 def extend(sub: Any) -> None:

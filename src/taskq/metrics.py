@@ -192,8 +192,11 @@ def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Any]:
             at = [lane["provider"], key["key"]]
             key_state = "paused-by-operator" if lane["state"] == "paused-by-operator" else key["state"]
             state.add_metric([*at, key_state], 1)
-            for family, value in ((configured, key["configuredRate"]), (learned, key["learnedRate"]),
-                                  (in_force, key["rate"])):  # fmt: skip
+            for family, value in (
+                (configured, key["configuredRate"]),
+                (learned, key["learnedRate"]),
+                (in_force, key["rate"]),
+            ):
                 if value is not None:
                     family.add_metric(at, value)
             per_s.add_metric(at, key["callsPerSecond"])

@@ -70,14 +70,26 @@ class Claimed:
     ) -> TaskRecord:
         """The task as it will read once this terminal transition is stored."""
         return TaskRecord(
-            id=self.id, org=self.org, task_type=self.task_type, status=status.value, priority=self.priority,
-            created_ms=self.created_ms, payload_json=self.payload_json,
-            idempotency_key=self.idempotency_key or None, webhook_url=self.webhook_url or None,
-            cost=self.cost, charged=self.cost if status == TaskStatus.COMPLETED else 0,
-            attempts=self.attempts, started_ms=self.started_ms, finished_ms=now, result_json=result,
-            error_json=error, batch=self.batch or None, delivered_ms=None,
+            id=self.id,
+            org=self.org,
+            task_type=self.task_type,
+            status=status.value,
+            priority=self.priority,
+            created_ms=self.created_ms,
+            payload_json=self.payload_json,
+            idempotency_key=self.idempotency_key or None,
+            webhook_url=self.webhook_url or None,
+            cost=self.cost,
+            charged=self.cost if status == TaskStatus.COMPLETED else 0,
+            attempts=self.attempts,
+            started_ms=self.started_ms,
+            finished_ms=now,
+            result_json=result,
+            error_json=error,
+            batch=self.batch or None,
+            delivered_ms=None,
             delivery_state="pending" if self.webhook_url else None,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,13 +280,19 @@ def after_error(
     if not retryable:
         return fail(task, code, message, now=now, retention=retention)
     if task.attempts >= max_attempts:
-        return fail(task, code, f"{message} (gave up after {task.attempts} attempts)", now=now,
-                    retention=retention)  # fmt: skip
+        return fail(
+            task, code, f"{message} (gave up after {task.attempts} attempts)", now=now, retention=retention
+        )
     delay = backoff(task.attempts, base=base, cap=cap, hint=retry_after, rng=rng)
     due = now + int(delay * 1000)
     if deadline is not None and due >= deadline:
-        return fail(task, Code.DEADLINE_EXCEEDED, f"{deadline_message}; last attempt: {message}",
-                    now=now, retention=retention)  # fmt: skip
+        return fail(
+            task,
+            Code.DEADLINE_EXCEEDED,
+            f"{deadline_message}; last attempt: {message}",
+            now=now,
+            retention=retention,
+        )
     return retry(task, due=due, now=now, retention=retention, code=code, message=message)
 
 

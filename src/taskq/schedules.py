@@ -90,8 +90,13 @@ def _check_tasks(
                     FieldError("runAt", "a schedule's tasks take delaySeconds (from each firing), not runAt")
                 ]
             elif checked.idempotency_key and len(checked.idempotency_key) > 255 - IDEM_SUFFIX_CHARS:
-                found = [FieldError("idempotencyKey", f"at most {255 - IDEM_SUFFIX_CHARS} characters in a "
-                                    "schedule (each firing appends its time)")]  # fmt: skip
+                found = [
+                    FieldError(
+                        "idempotencyKey",
+                        f"at most {255 - IDEM_SUFFIX_CHARS} characters in a "
+                        "schedule (each firing appends its time)",
+                    )
+                ]
         errors += [FieldError(f"tasks.{index}.{e.field}", e.message) for e in found]
     return errors
 
@@ -247,15 +252,30 @@ def create(
     now = now_ms()
     schedule_id = str(uuid.uuid4())
     fields: dict[str, Any] = {
-        "name": spec.name, "cron": spec.cron or "", "every": (spec.everySeconds or 0) * 1000 or "",
-        "tz": spec.timezone or "UTC", "anchor": now, "tasks": json.dumps(spec.tasks),
+        "name": spec.name,
+        "cron": spec.cron or "",
+        "every": (spec.everySeconds or 0) * 1000 or "",
+        "tz": spec.timezone or "UTC",
+        "anchor": now,
+        "tasks": json.dumps(spec.tasks),
         "count": len(spec.tasks),
-        "hook": spec.batch_webhook_url or "", "created": now, "updated": now, "firing": "", "until": "",
-    }  # fmt: skip
+        "hook": spec.batch_webhook_url or "",
+        "created": now,
+        "updated": now,
+        "firing": "",
+        "until": "",
+    }
     next_at = recurrence({k: str(v) for k, v in fields.items()}).after(now)
     _save(store, org, schedule_id, "create", next_at, bool(spec.paused), fields)
-    return view(schedule_id, {**{k: str(v) for k, v in fields.items()}, "next": str(next_at),
-                              "paused": "1" if spec.paused else "0", "org": org.id})  # fmt: skip
+    return view(
+        schedule_id,
+        {
+            **{k: str(v) for k, v in fields.items()},
+            "next": str(next_at),
+            "paused": "1" if spec.paused else "0",
+            "org": org.id,
+        },
+    )
 
 
 def update(

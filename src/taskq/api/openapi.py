@@ -507,8 +507,11 @@ def _monitor_paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     refused = {"content": {"application/json": {"schema": _ref("Error")}}, "headers": CONCURRENCY_HEADERS}
     for path, task_type in PATHS.items():
-        result = {"type": "object", "required": ["success", "result"],
-                  "properties": {"success": {"const": True}, "result": {"type": "object"}}}  # fmt: skip
+        result = {
+            "type": "object",
+            "required": ["success", "result"],
+            "properties": {"success": {"const": True}, "result": {"type": "object"}},
+        }
         paths[f"/v1/monitor/{path}"] = {
             "post": {
                 "operationId": "monitor" + "".join(part.title() for part in path.split("/")),
@@ -527,8 +530,12 @@ def _monitor_paths() -> dict[str, Any]:
                 },
             }
         }
-    goto = {"type": "object", "additionalProperties": False, "required": ["url"],
-            "properties": {"url": {"type": "string", "format": "uri", "maxLength": 4096}}}  # fmt: skip
+    goto = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url"],
+        "properties": {"url": {"type": "string", "format": "uri", "maxLength": 4096}},
+    }
     link = {"type": "object", "properties": {"url": {"type": "string"}, "redirectLink": {"type": "string"}}}
     resolved = {"type": "object", "properties": {"success": {"const": True}, "result": link}}
     paths["/v1/monitor/google/goto"] = {

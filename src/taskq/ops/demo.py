@@ -172,8 +172,11 @@ def summary(results: list[dict[str, Any]], deliveries: list[Delivery], expected:
 
 
 #: The synchronous call the demo makes first: POST /v1/monitor/chatgpt, answered with its result.
-SYNC_CALL = {"prompt": "Which project management tools do remote teams like best?", "country": "US",
-             "include": {"markdown": True}}  # fmt: skip
+SYNC_CALL = {
+    "prompt": "Which project management tools do remote teams like best?",
+    "country": "US",
+    "include": {"markdown": True},
+}
 
 
 def sync_call(client: ApiClient) -> bool:
@@ -183,10 +186,12 @@ def sync_call(client: ApiClient) -> bool:
     took = (time.monotonic() - started) * 1000
     result = response.json()["result"]
     h = response.headers
-    print(f"synchronous call POST /v1/monitor/chatgpt: {response.status_code} in {took:.0f} ms, "
-          f"{len(result.get('sources') or [])} sources, charged {h.get('X-Credits-Charged')} credits "
-          f"({h.get('X-Credits-Remaining')} left), concurrency {h.get('X-Concurrency-Current')}/"
-          f"{h.get('X-Concurrency-Limit')}")  # fmt: skip
+    print(
+        f"synchronous call POST /v1/monitor/chatgpt: {response.status_code} in {took:.0f} ms, "
+        f"{len(result.get('sources') or [])} sources, charged {h.get('X-Credits-Charged')} credits "
+        f"({h.get('X-Credits-Remaining')} left), concurrency {h.get('X-Concurrency-Current')}/"
+        f"{h.get('X-Concurrency-Limit')}"
+    )
     print(f"  {str(result.get('text', ''))[:100]!r}")
     return response.status_code == 200 and bool(result.get("text"))
 

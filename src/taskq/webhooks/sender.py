@@ -217,8 +217,9 @@ class WebhookSender:
         if self._transport is None:
             raise RuntimeError("WebhookSender is used outside `async with`")
         target = self._checked.get(url) or self._check(url)
-        request = httpx.Request("POST", target, headers=headers, content=body,
-                                extensions={"timeout": self._timeouts})  # fmt: skip
+        request = httpx.Request(
+            "POST", target, headers=headers, content=body, extensions={"timeout": self._timeouts}
+        )
         response = await self._transport.handle_async_request(request)
         # The body is never read: a small one is already buffered (the connection is reused),
         # a large one is dropped with its connection instead of downloaded.

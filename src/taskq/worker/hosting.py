@@ -170,8 +170,12 @@ class DrainWorker(Worker):
 def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> type[DrainWorker]:
     """A DrainWorker subclass carrying this run's sizing (workers are forked, so nothing is pickled)."""
     timeout = int(drain_seconds + settings.longest_provider_timeout() + settings.shutdown_grace_seconds + 120)
-    attrs = {"concurrency": concurrency, "drain_seconds": drain_seconds, "job_timeout": timeout,
-             "rq_redis_url": rq_url(settings)}  # fmt: skip
+    attrs = {
+        "concurrency": concurrency,
+        "drain_seconds": drain_seconds,
+        "job_timeout": timeout,
+        "rq_redis_url": rq_url(settings),
+    }
     return type("DrainWorker", (DrainWorker,), attrs)
 
 

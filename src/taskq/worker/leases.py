@@ -52,8 +52,9 @@ class Leases:
                 entry = self.held.get(task_id)
                 # Settling meanwhile (the reply raced its outcome): the outcome's own fence decides.
                 if entry is not None and task_id not in self.settling:
-                    log.warning("lease of task %s lost; abandoning its call", task_id,
-                                extra=context(entry[0]))  # fmt: skip
+                    log.warning(
+                        "lease of task %s lost; abandoning its call", task_id, extra=context(entry[0])
+                    )
                     entry[1].cancel()
                     gone += 1
         return gone

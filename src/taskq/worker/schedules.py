@@ -53,8 +53,12 @@ async def run_schedules(client: AsyncRedis, settings: Settings, stop: asyncio.Ev
                 await pause(ERROR_PAUSE_SECONDS)
                 continue
             for run in runs:
-                log.info("schedule fired: %s admitted, %s refused", run["admitted"], run["refused"],
-                         extra={"batch_id": run["batchId"]})  # fmt: skip
+                log.info(
+                    "schedule fired: %s admitted, %s refused",
+                    run["admitted"],
+                    run["refused"],
+                    extra={"batch_id": run["batchId"]},
+                )
             wait = None if wake is None else max(0.0, (wake - now_ms()) / 1000)
             if changes is None:
                 wait = CLUSTER_POLL_SECONDS if wait is None else min(wait, CLUSTER_POLL_SECONDS)

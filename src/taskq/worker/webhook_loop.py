@@ -200,8 +200,9 @@ class _DeliveryLoop:
         except Exception:
             reraise_cancellation()
             # Most likely Redis went away: the lease expires and the reaper sends it again.
-            log.exception("webhook delivery %s (attempt %d) not recorded", item.id, item.attempt,
-                          extra=_context(item))  # fmt: skip
+            log.exception(
+                "webhook delivery %s (attempt %d) not recorded", item.id, item.attempt, extra=_context(item)
+            )
 
     async def _deliver(self, shard: Shard, item: Claimed) -> None:
         attempt = await self._send(item)
@@ -216,16 +217,28 @@ class _DeliveryLoop:
             return
         # The host only: a url's path or query may carry the receiver's own token.
         level = logging.INFO if decision == "retry" else logging.WARNING
-        log.log(level, "webhook delivery %s to %s: %s (%s)", item.id, _host(item.url), attempt.error, outcome,
-                extra=_context(item))  # fmt: skip
+        log.log(
+            level,
+            "webhook delivery %s to %s: %s (%s)",
+            item.id,
+            _host(item.url),
+            attempt.error,
+            outcome,
+            extra=_context(item),
+        )
 
     async def _record(
         self, shard: Shard, item: Claimed, decision: Decision, next_ms: int, line: str = ""
     ) -> None:
         op = deliveries.record_op(
-            shard, item, decision, now=now_ms(), next_ms=next_ms, line=line,
+            shard,
+            item,
+            decision,
+            now=now_ms(),
+            next_ms=next_ms,
+            line=line,
             retention_seconds=self.settings.retention_seconds,
-        )  # fmt: skip
+        )
         await self.ops.run_batched(op)
 
     def _defer_seconds(self, sends: dict[str, float]) -> float:

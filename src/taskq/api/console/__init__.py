@@ -20,8 +20,14 @@ from taskq.api.errors import STATUS, HttpError
 from taskq.errors import Code, TaskqError
 from taskq.schemas.tasks import iso_ms
 
-bp = Blueprint("console", __name__, url_prefix="/dashboard", template_folder="../templates",
-               static_folder="../static", static_url_path="/static")  # fmt: skip
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/dashboard",
+    template_folder="../templates",
+    static_folder="../static",
+    static_url_path="/static",
+)
 
 PAGE = 50
 NOTICE_SALT = "taskq-console-notice"

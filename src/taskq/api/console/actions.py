@@ -52,8 +52,10 @@ def cancel_batch(batch_id: str) -> Any:
     checked_form()
     org = _owned_batch(batch_id)
     done = batches.cancel_batch(store(), org, batch_id, retention=settings().retention_seconds)
-    message = (f"{done.canceled} canceled, {done.cancel_requested} to stop at their next safe point, "
-               f"{done.already_finished} already finished")  # fmt: skip
+    message = (
+        f"{done.canceled} canceled, {done.cancel_requested} to stop at their next safe point, "
+        f"{done.already_finished} already finished"
+    )
     return back("console.batch", message, batch_id=batch_id)
 
 

@@ -25,8 +25,9 @@ def overview() -> Any:
     if token is not None:
         return signed_in_page(token)
     page_csrf = csrf()
-    return render_template("console/overview.html", csrf=page_csrf, nav="overview", notice=notice(),
-                           **overview_sections())  # fmt: skip
+    return render_template(
+        "console/overview.html", csrf=page_csrf, nav="overview", notice=notice(), **overview_sections()
+    )
 
 
 def org_names() -> dict[str, str]:
@@ -78,11 +79,17 @@ def provider_lanes(data: dict[str, Any]) -> list[dict[str, Any]]:
         lane = flow_rows.get(t.value, {})
         paused = lane.get("state") == "paused-by-operator"
         verb = "resume" if paused else "pause"
-        rows.append({
-            "type": t.value, "inflight": int(inflight.get(t.value, 0)), "paused": paused,
-            "state": lane.get("state", "running"), "why": lane.get("why", ""), "keys": lane.get("keys", []),
-            "action": url_for(f"console.lane_{verb}", provider=t.value),
-        })  # fmt: skip
+        rows.append(
+            {
+                "type": t.value,
+                "inflight": int(inflight.get(t.value, 0)),
+                "paused": paused,
+                "state": lane.get("state", "running"),
+                "why": lane.get("why", ""),
+                "keys": lane.get("keys", []),
+                "action": url_for(f"console.lane_{verb}", provider=t.value),
+            }
+        )
     return rows
 
 
@@ -100,8 +107,8 @@ def _filter_args() -> tuple[TaskFilter, str | None, dict[str, str]]:
         raise ValidationFailed(f"Unknown task type {task_type!r}")
     if priority is not None and not (priority.isascii() and priority.isdigit() and 1 <= int(priority) <= 10):
         raise ValidationFailed("Priority is a number from 1 to 10")
-    shown = {k: v for k, v in {"status": status, "type": task_type, "priority": priority, "batch": batch,
-                               "org": org}.items() if v}  # fmt: skip
+    filters = {"status": status, "type": task_type, "priority": priority, "batch": batch, "org": org}
+    shown = {k: v for k, v in filters.items() if v}
     return TaskFilter(status, task_type, int(priority) if priority else None, batch), org, shown
 
 
@@ -121,10 +128,18 @@ def tasks() -> Any:
     paging: dict[str, Any] = {**shown, "cursor": page.next_cursor}
     next_url = url_for("console.tasks", **paging) if page.next_cursor else None
     return render_template(
-        "console/tasks.html", csrf=page_csrf, nav="tasks", rows=page.rows, names=names, shown=shown,
-        statuses=STATUSES, types=[t.value for t in TaskType], next_url=next_url,
-        paged=bool(request.args.get("cursor")), status_link=lambda s: _status_link(shown, s),
-    )  # fmt: skip
+        "console/tasks.html",
+        csrf=page_csrf,
+        nav="tasks",
+        rows=page.rows,
+        names=names,
+        shown=shown,
+        statuses=STATUSES,
+        types=[t.value for t in TaskType],
+        next_url=next_url,
+        paged=bool(request.args.get("cursor")),
+        status_link=lambda s: _status_link(shown, s),
+    )
 
 
 def _status_link(shown: dict[str, str], status: str | None) -> str:
@@ -160,13 +175,23 @@ def task(task_id: str) -> Any:
     history = deliveries.history(store(), org, task_id)
     log = store().client.hget(org.shard.task(task_id), ATTEMPT_LOG)
     return render_template(
-        "console/task.html", csrf=page_csrf, nav="tasks", t=record, org=org.id,
-        org_name=org_names().get(org.id), summary=summary_view(record), payload=_pretty(record.payload_json),
-        result=_pretty(record.result_json), error=_pretty(record.error_json), attempts=attempts(record, log),
-        history=history, started=iso_ms(record.started_ms) if record.started_ms else None,
+        "console/task.html",
+        csrf=page_csrf,
+        nav="tasks",
+        t=record,
+        org=org.id,
+        org_name=org_names().get(org.id),
+        summary=summary_view(record),
+        payload=_pretty(record.payload_json),
+        result=_pretty(record.result_json),
+        error=_pretty(record.error_json),
+        attempts=attempts(record, log),
+        history=history,
+        started=iso_ms(record.started_ms) if record.started_ms else None,
         finished=iso_ms(record.finished_ms) if record.finished_ms else None,
-        terminal=record.status in TERMINAL, notice=notice(),
-    )  # fmt: skip
+        terminal=record.status in TERMINAL,
+        notice=notice(),
+    )
 
 
 def _pretty(raw: str | None) -> str | None:
@@ -194,10 +219,18 @@ def batch(batch_id: str) -> Any:
         rows.append({"index": index, **shown, "id": task_id})
     admitted = sum(1 for t in view["taskIds"] if t)
     return render_template(
-        "console/batch.html", csrf=page_csrf, nav="tasks", b=view, org=org.id,
-        org_name=org_names().get(org.id), rows=rows, offset=offset, page=PAGE, admitted=admitted,
+        "console/batch.html",
+        csrf=page_csrf,
+        nav="tasks",
+        b=view,
+        org=org.id,
+        org_name=org_names().get(org.id),
+        rows=rows,
+        offset=offset,
+        page=PAGE,
+        admitted=admitted,
         notice=notice(),
-    )  # fmt: skip
+    )
 
 
 # Search and workers -------------------------------------------------------------------------------
@@ -215,5 +248,6 @@ def search() -> Any:
 @bp.get("/workers")
 def workers() -> Any:
     page_csrf = csrf()
-    return render_template("console/workers.html", csrf=page_csrf, nav="workers",
-                           workers=ops._workers(store().client))  # fmt: skip
+    return render_template(
+        "console/workers.html", csrf=page_csrf, nav="workers", workers=ops._workers(store().client)
+    )
