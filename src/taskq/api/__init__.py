@@ -18,7 +18,7 @@ from taskq.connection import connect, resolve_url
 from taskq.errors import Code, RateLimited, Unconfirmed
 from taskq.redistypes import Redis
 from taskq.settings import Settings, load_settings
-from taskq.store import Store, header_digest
+from taskq.store import Org, Store, header_digest
 
 
 class FastJSON(DefaultJSONProvider):
@@ -158,7 +158,7 @@ def store() -> Store:
     return value
 
 
-def authenticate() -> Any:
+def authenticate() -> Org:
     """Resolve the caller's organization and count the request against its key's rate limit."""
     digest = header_digest(request.headers.get("Authorization"))
     limit = settings().rate_limit_per_second

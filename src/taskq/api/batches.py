@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
 
 from taskq import batches
 from taskq.api import authenticate, settings, store
@@ -31,12 +31,12 @@ def _limit(default: int = 100) -> int:
 
 
 @bp.get("/batch/<batch_id>")
-def get_batch(batch_id: str) -> Any:
+def get_batch(batch_id: str) -> ResponseReturnValue:
     return batch_view(store(), authenticate(), batch_id)
 
 
 @bp.get("/batch/<batch_id>/results")
-def get_batch_results(batch_id: str) -> Any:
+def get_batch_results(batch_id: str) -> ResponseReturnValue:
     org = authenticate()
     page = batch_results(store(), org, batch_id, request.args.get("cursor"), _limit())
     body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in page.lines)
@@ -73,7 +73,7 @@ def _task_filter() -> TaskFilter:
 
 
 @bp.post("/batch/<batch_id>/cancel")
-def cancel_batch(batch_id: str) -> Any:
+def cancel_batch(batch_id: str) -> ResponseReturnValue:
     """Cancel the rest of a batch: QUEUED tasks now, PROCESSING ones at their next safe point."""
     done = batches.cancel_batch(store(), authenticate(), batch_id, retention=settings().retention_seconds)
     return {
@@ -86,7 +86,7 @@ def cancel_batch(batch_id: str) -> Any:
 
 
 @bp.post("/batch/<batch_id>/retry-failed")
-def retry_failed(batch_id: str) -> Any:
+def retry_failed(batch_id: str) -> ResponseReturnValue:
     """Submit the FAILED tasks of a batch again, as a new batch (credits and queue limit apply)."""
     try:
         retried = batches.retry_failed(store(), settings(), authenticate(), batch_id)
@@ -106,7 +106,7 @@ def retry_failed(batch_id: str) -> Any:
 
 
 @bp.get("/tasks")
-def get_tasks() -> Any:
+def get_tasks() -> ResponseReturnValue:
     org = authenticate()
     flt = _task_filter()
     return list_tasks(store(), org, flt, request.args.get("cursor"), _limit(50))

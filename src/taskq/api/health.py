@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 
 from taskq.api import store
 from taskq.api.errors import error_response
@@ -15,12 +14,12 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz() -> Any:
+def healthz() -> ResponseReturnValue:
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-def readyz() -> Any:
+def readyz() -> ResponseReturnValue:
     try:
         store().client.ping()
         scripts = store().scripts.load_all()

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 
 from taskq import __version__
 from taskq.api.errors import STATUS
@@ -595,5 +596,5 @@ def document() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-def openapi() -> Any:
+def openapi() -> ResponseReturnValue:
     return document()

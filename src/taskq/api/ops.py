@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -171,6 +172,6 @@ def dashboard_data() -> dict[str, Any]:
 
 
 @bp.get("/dashboard/data")
-def dashboard_json() -> Any:
+def dashboard_json() -> ResponseReturnValue:
     require_admin()
     return dashboard_data()

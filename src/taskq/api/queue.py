@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 
 from taskq.api import authenticate, settings, store
 from taskq.scheduler import clear_queue
@@ -13,16 +12,16 @@ bp = Blueprint("queue", __name__, url_prefix="/v1")
 
 
 @bp.get("/async/status")
-def status() -> Any:
+def status() -> ResponseReturnValue:
     return store().status(authenticate())
 
 
 @bp.delete("/async/queue")
-def clear() -> Any:
+def clear() -> ResponseReturnValue:
     org = authenticate()
     return {"success": True, "cleared": clear_queue(store(), org, retention=settings().retention_seconds)}
 
 
 @bp.get("/credits")
-def credits() -> Any:
+def credits() -> ResponseReturnValue:
     return store().credits(authenticate())

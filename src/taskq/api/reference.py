@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
 
 from taskq.api import authenticate
 from taskq.errors import ValidationFailed
@@ -21,7 +21,7 @@ _ALIASES = {"google_news": "googlenews"}
 
 
 @bp.get("/countries")
-def countries() -> Any:
+def countries() -> ResponseReturnValue:
     """Supported ISO 3166-1 alpha-2 codes: of one model (?model=chatgpt), or all without one."""
     authenticate()
     model = request.args.get("model")
@@ -36,7 +36,7 @@ def countries() -> Any:
 
 
 @bp.get("/states")
-def states() -> Any:
+def states() -> ResponseReturnValue:
     """US states for state-level targeting as [{code, name}]; other countries have none (empty)."""
     authenticate()
     country = request.args.get("country", "US")  # the reference client's states() sends no country

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 
 from taskq import schedules
 from taskq.api import authenticate, settings, store
@@ -13,7 +15,7 @@ from taskq.api.tasks import _webhook_check, read_json
 bp = Blueprint("schedules", __name__, url_prefix="/v1/async/schedules")
 
 
-def _check(body: Any) -> Any:
+def _check(body: Any) -> Callable[[str], str | None]:
     """Webhook targets of the schedule's tasks and its batch webhook, checked as the batch endpoint does."""
     tasks = body.get("tasks") if isinstance(body, dict) else None
     hook = body.get("batchWebhook") if isinstance(body, dict) else None
@@ -22,24 +24,24 @@ def _check(body: Any) -> Any:
 
 
 @bp.post("")
-def create_schedule() -> Any:
+def create_schedule() -> ResponseReturnValue:
     org = authenticate()
     body = read_json(status=400)
     return {"success": True, "schedule": schedules.create(store(), settings(), org, body, _check(body))}
 
 
 @bp.get("")
-def list_schedules() -> Any:
+def list_schedules() -> ResponseReturnValue:
     return {"success": True, "schedules": schedules.list_for(store(), authenticate())}
 
 
 @bp.get("/<schedule_id>")
-def get_schedule(schedule_id: str) -> Any:
+def get_schedule(schedule_id: str) -> ResponseReturnValue:
     return {"success": True, "schedule": schedules.get(store(), authenticate(), schedule_id)}
 
 
 @bp.patch("/<schedule_id>")
-def update_schedule(schedule_id: str) -> Any:
+def update_schedule(schedule_id: str) -> ResponseReturnValue:
     org = authenticate()
     body = read_json(status=400)
     view = schedules.update(store(), settings(), org, schedule_id, body, _check(body))
@@ -47,6 +49,6 @@ def update_schedule(schedule_id: str) -> Any:
 
 
 @bp.delete("/<schedule_id>")
-def delete_schedule(schedule_id: str) -> Any:
+def delete_schedule(schedule_id: str) -> ResponseReturnValue:
     schedules.delete(store(), authenticate(), schedule_id)
     return {"success": True, "id": schedule_id, "deleted": True}

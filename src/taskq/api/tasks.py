@@ -6,9 +6,11 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
 
 from taskq import scheduler
 from taskq.admission import Accepted, Outcome, admit, validate, validate_batch
@@ -22,7 +24,7 @@ from taskq.settings import Settings
 bp = Blueprint("tasks", __name__, url_prefix="/v1/async")
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
@@ -85,7 +87,7 @@ def _start_check(
     return done, box
 
 
-def _webhook_check(raw: object, extra: str = "") -> Any:
+def _webhook_check(raw: object, extra: str = "") -> Callable[[str], str | None]:
     """Admission-time webhook target checks for a whole request, resolved concurrently under one
     deadline, so names that resolve slowly cannot hold an intake thread (the sender checks again)."""
     from taskq.webhooks import ssrf
@@ -154,7 +156,7 @@ def result_item(outcome: Outcome) -> dict[str, Any]:
 
 
 @bp.post("/task/batch")
-def create_batch() -> Any:
+def create_batch() -> ResponseReturnValue:
     org = authenticate()
     cfg = settings()
     raw = read_raw()
@@ -198,7 +200,7 @@ def _batch_items_slow(raw: bytes, cfg: Settings) -> tuple[list[TaskRequest | lis
 
 
 @bp.post("/task")
-def create_task() -> Any:
+def create_task() -> ResponseReturnValue:
     org = authenticate()
     body = read_json(status=400)
     item = _checked(body, _webhook_check(body), settings())
@@ -212,13 +214,13 @@ def create_task() -> Any:
 
 
 @bp.get("/task/<task_id>")
-def get_task(task_id: str) -> Any:
+def get_task(task_id: str) -> ResponseReturnValue:
     org = authenticate()
     return task_view(store().task(org, task_id))
 
 
 @bp.post("/task/<task_id>/cancel")
-def cancel_task(task_id: str) -> Any:
+def cancel_task(task_id: str) -> ResponseReturnValue:
     """Cancel a QUEUED task now, or a PROCESSING one at its next safe point (taskq's addition)."""
     org = authenticate()
     record = store().task(org, task_id)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 
 from taskq import deliveries
 from taskq.api import authenticate, store
@@ -14,13 +13,13 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/async")
 
 
 @bp.get("/task/<task_id>/deliveries")
-def list_deliveries(task_id: str) -> Any:
+def list_deliveries(task_id: str) -> ResponseReturnValue:
     org = authenticate()
     return deliveries.history(store(), org, task_id)
 
 
 @bp.post("/task/<task_id>/webhook/redeliver")
-def redeliver(task_id: str) -> Any:
+def redeliver(task_id: str) -> ResponseReturnValue:
     org = authenticate()
     try:
         delivery_id, event_id = deliveries.redeliver(store(), org, task_id)

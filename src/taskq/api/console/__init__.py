@@ -12,6 +12,7 @@ import hmac
 from typing import Any
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -100,7 +101,7 @@ def _signed_in(target: str) -> BaseResponse:
 
 
 @bp.post("/login")
-def login() -> Any:
+def login() -> ResponseReturnValue:
     ops.admin_token()
     if not ops.token_matches(request.form.get("token", "")):
         return make_response(render_template("console/login.html", error="Invalid admin token", next=""), 401)
@@ -108,7 +109,7 @@ def login() -> Any:
 
 
 @bp.post("/logout")
-def logout() -> Any:
+def logout() -> ResponseReturnValue:
     checked_form()
     response = redirect(url_for("console.overview"), 303)
     response.delete_cookie(ops.SESSION_COOKIE, path="/")

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import make_response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from taskq import batches, deliveries, lookup
 from taskq.api import ops, store
@@ -20,7 +21,7 @@ from taskq.store import task_fields
 
 
 @bp.get("")
-def overview() -> Any:
+def overview() -> ResponseReturnValue:
     token = request.args.get("token")
     if token is not None:
         return signed_in_page(token)
@@ -113,7 +114,7 @@ def _filter_args() -> tuple[TaskFilter, str | None, dict[str, str]]:
 
 
 @bp.get("/tasks")
-def tasks() -> Any:
+def tasks() -> ResponseReturnValue:
     page_csrf = csrf()
     flt, org, shown = _filter_args()
     names = org_names()
@@ -166,7 +167,7 @@ def attempts(record: TaskRecord, log: str | None) -> list[dict[str, Any]]:
 
 
 @bp.get("/tasks/<task_id>")
-def task(task_id: str) -> Any:
+def task(task_id: str) -> ResponseReturnValue:
     page_csrf = csrf()
     found = lookup.find_task(store(), task_id)
     if found is None:
@@ -200,7 +201,7 @@ def _pretty(raw: str | None) -> str | None:
 
 # Batches ------------------------------------------------------------------------------------------
 @bp.get("/batches/<batch_id>")
-def batch(batch_id: str) -> Any:
+def batch(batch_id: str) -> ResponseReturnValue:
     page_csrf = csrf()
     org = lookup.find_batch(store(), batch_id)
     if org is None:
@@ -235,7 +236,7 @@ def batch(batch_id: str) -> Any:
 
 # Search and workers -------------------------------------------------------------------------------
 @bp.get("/search")
-def search() -> Any:
+def search() -> ResponseReturnValue:
     page_csrf = csrf()
     query = request.args.get("q", "").strip()
     if lookup.find_task(store(), query) is not None:
@@ -246,7 +247,7 @@ def search() -> Any:
 
 
 @bp.get("/workers")
-def workers() -> Any:
+def workers() -> ResponseReturnValue:
     page_csrf = csrf()
     return render_template(
         "console/workers.html", csrf=page_csrf, nav="workers", workers=ops._workers(store().client)
