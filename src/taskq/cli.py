@@ -246,7 +246,7 @@ def cmd_schedule_pause(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _schedule_commands(sub: Any) -> None:
+def _schedule_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     schedule = sub.add_parser("schedule", help="recurring schedules").add_subparsers(
         dest="schedule_command", required=True
     )
@@ -289,7 +289,9 @@ def cmd_lane_resume(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _command(sub: Any, name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str = ""
+) -> argparse.ArgumentParser:
     """A subcommand whose --help starts with what it does (summary, then the longer description)."""
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}".strip()
@@ -444,7 +446,7 @@ def _add_stack_flag(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def extend(sub: Any) -> None:
+def extend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands of the worker runtime, simulator and operator tools (registered in their modules)."""
     for module in ("taskq.worker.commands", "taskq.ops.commands"):
         try:

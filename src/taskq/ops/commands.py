@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
 
 from taskq.ops import OpsError
 from taskq.settings import Settings
 
 
-def _guarded(name: str, module: str) -> Any:
+def _guarded(name: str, module: str) -> Callable[[argparse.Namespace, Settings], int]:
     """A CLI handler that imports its module on use and prints OpsError as one line (exit 2)."""
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,7 +30,7 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="API key (default: TASKQ_API_KEY, else the `taskq up` stack's)")
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
         help="run the whole local stack: Redis, intake, workers (and a simulator)",
