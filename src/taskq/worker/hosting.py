@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+from types import FrameType
 from typing import Any
 from uuid import uuid4
 
@@ -46,7 +47,7 @@ def host(settings: Settings) -> None:
     _hosted = settings
 
 
-def note_stop(signum: int, frame: Any) -> None:
+def note_stop(signum: int, frame: FrameType | None) -> None:
     """Plain signal handler for the gap between fork and the event loop taking over."""
     global _stop_early
     _stop_early = True
@@ -212,7 +213,7 @@ def serve(settings: Settings, *, processes: int, concurrency: int, drain_seconds
         serializer=JSONSerializer,
     )
 
-    def dump(signum: int, frame: Any) -> None:  # `kill -TTIN`: every drain logs its asyncio tasks
+    def dump(signum: int, frame: FrameType | None) -> None:  # `kill -TTIN`: each drain logs its asyncio tasks
         for worker in list(pool.worker_dict.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signum)
