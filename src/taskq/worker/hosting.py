@@ -197,7 +197,9 @@ def rq_url(settings: Settings) -> str:
 
 
 def rq_client(url: str) -> Any:
-    """RQ's client (bytes, as RQ expects): a plain Redis, or its primary through the sentinels."""
+    """RQ's client (bytes, as RQ expects): a plain Redis, or its primary through the sentinels.
+
+    Only RQ uses it, and ``taskq.redistypes`` describes decoded clients, so it is left untyped."""
     return connect(url, decode_responses=False)
 
 
