@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -63,8 +64,12 @@ def provider_errors(task: TaskRequest, settings: Settings) -> list[FieldError]:
     return [FieldError("taskType", f"{task.task_type.value} is not configured on this server; set {env}")]
 
 
+#: Checks a webhook url at admission: None if it may be used, else what is wrong with it.
+WebhookCheck = Callable[[str], str | None]
+
+
 def validate(
-    parsed: TaskRequest | list[FieldError], settings: Settings, webhook_check: Any = None
+    parsed: TaskRequest | list[FieldError], settings: Settings, webhook_check: WebhookCheck | None = None
 ) -> TaskRequest | list[FieldError]:
     """Run the checks that need settings: provider configured, webhook target allowed."""
     if isinstance(parsed, list):
@@ -78,7 +83,7 @@ def validate(
 
 
 def validate_batch(
-    tasks: list[TaskRequest], settings: Settings, webhook_check: Any = None
+    tasks: list[TaskRequest], settings: Settings, webhook_check: WebhookCheck | None = None
 ) -> list[TaskRequest | list[FieldError]]:
     """``validate`` for a batch that parsed in full; each task type's provider is looked up once."""
     missing: dict[TaskType, list[FieldError]] = {}

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from taskq import flow, keys
@@ -104,7 +104,7 @@ class RedisCollector(Collector):
         self.client = client
         self.shards = shards
 
-    def collect(self) -> Iterator[Any]:  # noqa: C901 - one flat mapping of fields to families
+    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one flat mapping of fields to families
         t = totals(self.client, self.shards)
         admissions = CounterMetricFamily(
             "taskq_admissions", "Tasks admitted or refused", labels=["outcome", "code"]
@@ -175,7 +175,7 @@ class _Shards:
         self.client, self.shards = client, shards
 
 
-def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Any]:
+def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Metric]:
     """Flow control per provider and key (taskq.flow.status): state, rates, calls, 429s, pauses."""
     labels = ["provider", "key"]
     gauge, counter = GaugeMetricFamily, CounterMetricFamily

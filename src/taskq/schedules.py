@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from taskq import keys
-from taskq.admission import Accepted, admit, validate
+from taskq.admission import Accepted, WebhookCheck, admit, validate
 from taskq.errors import AlreadyExists, NotFound, QueueLimitExceeded, TaskqError, ValidationFailed
 from taskq.keys import Shard
 from taskq.recurrence import BadRecurrence, Recurrence, check_cron, zone
@@ -52,8 +52,6 @@ IDEM_SUFFIX_CHARS = 25
 TIMING_FIELDS = ["org", "next", "firing", "until", "paused", "cron", "every", "tz", "anchor"]
 VIEW_FIELDS = ["org", "name", "cron", "every", "tz", "anchor", "hook", "paused", "created", "updated",
                "next", "firing", "last", "count"]  # fmt: skip
-
-WebhookCheck = Callable[[str], str | None]
 
 
 def firing_batch_id(schedule_id: str, occurrence_ms: int) -> str:

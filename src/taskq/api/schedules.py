@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from taskq import schedules
+from taskq.admission import WebhookCheck
 from taskq.api import authenticate, settings, store
 from taskq.api.tasks import _webhook_check, read_json
 
 bp = Blueprint("schedules", __name__, url_prefix="/v1/async/schedules")
 
 
-def _check(body: Any) -> Callable[[str], str | None]:
+def _check(body: Any) -> WebhookCheck:
     """Webhook targets of the schedule's tasks and its batch webhook, checked as the batch endpoint does."""
     tasks = body.get("tasks") if isinstance(body, dict) else None
     hook = body.get("batchWebhook") if isinstance(body, dict) else None

@@ -6,14 +6,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from taskq import scheduler
-from taskq.admission import Accepted, Outcome, admit, validate, validate_batch
+from taskq.admission import Accepted, Outcome, WebhookCheck, admit, validate, validate_batch
 from taskq.api import authenticate, settings, store
 from taskq.api.body import read_body
 from taskq.api.errors import HttpError, timestamp
@@ -50,7 +49,7 @@ def parse_json(raw: bytes, *, status: int) -> Any:
         ) from None
 
 
-def _checked(raw: object, webhook_check: Any, cfg: Settings) -> TaskRequest | list[FieldError]:
+def _checked(raw: object, webhook_check: WebhookCheck, cfg: Settings) -> TaskRequest | list[FieldError]:
     return validate(parse_task(raw), cfg, webhook_check)
 
 
@@ -87,7 +86,7 @@ def _start_check(
     return done, box
 
 
-def _webhook_check(raw: object, extra: str = "") -> Callable[[str], str | None]:
+def _webhook_check(raw: object, extra: str = "") -> WebhookCheck:
     """Admission-time webhook target checks for a whole request, resolved concurrently under one
     deadline, so names that resolve slowly cannot hold an intake thread (the sender checks again)."""
     from taskq.webhooks import ssrf
@@ -129,7 +128,7 @@ def _batch_webhook_url() -> str:
     )
 
 
-def _batch_webhook(check: Any) -> str:
+def _batch_webhook(check: WebhookCheck) -> str:
     url = _batch_webhook_url()
     if not url:
         return ""

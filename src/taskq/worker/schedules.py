@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from taskq import keys, schedules
 from taskq.connection import connect
-from taskq.redistypes import AsyncRedis
+from taskq.redistypes import AsyncPubSub, AsyncRedis
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.worker.loops import first_done, pause, reraise_cancellation
@@ -76,7 +76,7 @@ async def run_schedules(client: AsyncRedis, settings: Settings, stop: asyncio.Ev
         store.client.close()
 
 
-async def _changed(changes: Any, wait: float | None) -> None:
+async def _changed(changes: AsyncPubSub | None, wait: float | None) -> None:
     """Return after `wait` seconds (None: no limit), or as soon as a schedule changes. The subscription's
     own confirmation counts as a change: it arrives again after a reconnect, when changes may have been
     missed."""
