@@ -24,7 +24,7 @@ def _check(body: Any) -> Any:
 @bp.post("")
 def create_schedule() -> Any:
     org = authenticate()
-    body = read_json(status=400)
+    body = read_json()
     return {"success": True, "schedule": schedules.create(store(), settings(), org, body, _check(body))}
 
 
@@ -41,7 +41,7 @@ def get_schedule(schedule_id: str) -> Any:
 @bp.patch("/<schedule_id>")
 def update_schedule(schedule_id: str) -> Any:
     org = authenticate()
-    body = read_json(status=400)
+    body = read_json()
     view = schedules.update(store(), settings(), org, schedule_id, body, _check(body))
     return {"success": True, "schedule": view}
 

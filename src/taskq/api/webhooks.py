@@ -8,7 +8,6 @@ from flask import Blueprint
 
 from taskq import deliveries
 from taskq.api import authenticate, store
-from taskq.api.errors import HttpError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/async")
 
@@ -22,9 +21,5 @@ def list_deliveries(task_id: str) -> Any:
 @bp.post("/task/<task_id>/webhook/redeliver")
 def redeliver(task_id: str) -> Any:
     org = authenticate()
-    try:
-        delivery_id, event_id = deliveries.redeliver(store(), org, task_id)
-    except deliveries.NotRedeliverable as exc:
-        # The request is fine; the task's state does not allow it (yet): a conflict.
-        raise HttpError(exc.code, exc.message, exc.details, status=409) from None
+    delivery_id, event_id = deliveries.redeliver(store(), org, task_id)  # NotRedeliverable: 409
     return {"success": True, "deliveryId": delivery_id, "eventId": event_id}

@@ -140,7 +140,7 @@ def _sha(script: str) -> str:
 
 
 class AsyncScheduler:
-    """Runs taskq.scheduler ops on the asyncio client (the same ops the sync Scheduler runs).
+    """Runs taskq.scheduler ops on the asyncio client.
 
     ``run`` sends one op in its own round trip. ``run_batched`` is for the hot path (a task's outcome:
     ack, fail, retry): ops submitted while a round trip is under way wait for the next one and then go

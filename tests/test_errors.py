@@ -1,0 +1,69 @@
+"""The error table: every code has a class, every class a status, and errors.py's tree is the code's."""
+
+from __future__ import annotations
+
+import re
+
+from taskq import errors
+from taskq.api.errors import STATUS, status_of
+from taskq.errors import TASK_FAILURES, Code, TaskqError
+
+
+def subclasses(cls: type[TaskqError]) -> list[type[TaskqError]]:
+    found: list[type[TaskqError]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *subclasses(sub)]
+    return found
+
+
+def taskq_classes() -> list[type[TaskqError]]:
+    import taskq.api
+    import taskq.cli  # noqa: F401
+
+    return [errors.TaskqError, *(c for c in subclasses(TaskqError) if c.__module__.startswith("taskq."))]
+
+
+def test_every_error_class_is_in_errors_py_and_has_its_own_status() -> None:
+    for cls in taskq_classes():
+        assert cls.__module__ == "taskq.errors", f"{cls.__qualname__} is defined outside taskq.errors"
+        assert cls in STATUS, f"{cls.__name__} has no row in taskq.api.errors.STATUS"
+        assert 400 <= STATUS[cls] <= 599
+
+
+def test_every_code_is_raised_by_a_class_with_a_status_or_only_says_why_a_task_failed() -> None:
+    raised = {cls.code for cls in STATUS}
+    for code in Code:
+        assert (code in raised) != (code in TASK_FAILURES), code
+
+
+def test_status_of_follows_the_class_not_the_code() -> None:
+    assert status_of(errors.ValidationFailed("bad")) == 400
+    assert status_of(errors.InvalidBatch("bad")) == 422
+    assert status_of(errors.NotRedeliverable("later")) == 409
+    assert status_of(errors.MissingApiKey("none")) == 401
+    assert status_of(errors.InsufficientCredits("poor")) == 403
+
+    class Unlisted(errors.NotFound):
+        pass
+
+    assert status_of(Unlisted("gone")) == 404  # a class without a row answers as its parent
+
+
+def test_the_docstring_tree_matches_the_classes_and_their_codes() -> None:
+    doc = errors.__doc__ or ""
+    drawn: dict[str, tuple[str, str]] = {}  # class -> (parent, code)
+    parents: list[str] = []
+    for line in doc.splitlines():
+        match = re.match(r"^((?:[│ ]   )*)(?:[├└]── )?([A-Za-z]+)\s+(\(code\)|[A-Z_]+)", line)
+        if not match or not match.group(2)[0].isupper() or match.group(2).isupper():
+            continue
+        depth = len(match.group(1)) // 4 + (1 if "──" in line else 0)
+        parents[depth:] = [match.group(2)]
+        drawn[match.group(2)] = (parents[depth - 1] if depth else "", match.group(3))
+    actual = {
+        cls.__name__: (cls.__base__.__name__ if cls is not TaskqError else "", cls.code.value)
+        for cls in taskq_classes()
+        if cls.__base__ is not None
+    }
+    actual["TaskqError"] = ("", "(code)")
+    assert drawn == actual
