@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from taskq import errors
 from taskq.api.errors import STATUS, status_of
 from taskq.errors import TASK_FAILURES, Code, TaskqError
@@ -67,3 +69,17 @@ def test_the_docstring_tree_matches_the_classes_and_their_codes() -> None:
     }
     actual["TaskqError"] = ("", "(code)")
     assert drawn == actual
+
+
+def test_every_key_without_arguments_is_a_declared_attribute_of_shard() -> None:
+    from taskq.keys import TEMPLATES, Shard
+
+    fixed = {name for name, template in TEMPLATES.items() if "{" not in template.replace("{tag}", "")}
+    declared = {name for name, value in vars(Shard).items() if type(value).__name__ == "_Key"}
+    assert declared == fixed  # declared in the class body: mypy knows them, and a typo fails mypy
+    shard = Shard(7)
+    assert (shard.proc, shard.wh_due, shard.flow) == ("tq:{s7}:proc", "tq:{s7}:wh:due", "tq:{s7}:flow")
+    assert all(getattr(shard, name) == TEMPLATES[name].format(tag=shard.tag) for name in fixed)
+    misspelt = "prco"
+    with pytest.raises(AttributeError):
+        getattr(shard, misspelt)  # a misspelt key name never resolves
