@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
-from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
 from taskq.keys import lua_preamble
 
@@ -83,6 +82,12 @@ def _expand(name: str, seen: set[str]) -> str:
 
 
 @cache
+def _helpers() -> ThreadPoolExecutor:
+    """Threads that wait for script replies (Scripts.start); one per call under way, started as needed."""
+    return ThreadPoolExecutor(max_workers=256, thread_name_prefix="taskq-script")
+
+
+@cache
 def source(name: str) -> str:
     """The full text of one script: the generated key builders, then the script with its includes."""
     return lua_preamble() + _expand(name, set())
@@ -105,37 +110,11 @@ class Scripts:
         """Send one script call and return a function that waits for its reply.
 
         What the caller does in between overlaps with the script running in Redis (another core):
-        the intake builds a batch's answers while its admission runs. Plain synchronous clients only;
-        with any other client the call runs here and the function returns its reply.
+        the intake builds a batch's answers while its admission runs. The call is the script's usual
+        one (EVALSHA, loading the script after a NOSCRIPT), made from a helper thread that waits for
+        the reply; the function returns it or raises what the call raised.
         """
-        script = self[name]
-        client: Any = self._client
-        if type(client) is not Redis or client.connection is not None:  # cluster, fake, single-connection
-            done = script(keys=keys, args=args)
-            return lambda: done
-        plain: Any = client  # narrowed to Redis above, whose methods are untyped
-        pool = plain.connection_pool
-        conn: Any = pool.get_connection()
-        try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-
-        def reply() -> Any:
-            try:
-                return plain.parse_response(conn, "EVALSHA")
-            except NoScriptError:
-                pass  # the server lost its scripts (restart, SCRIPT FLUSH): nothing ran; load and run
-            except BaseException:
-                conn.disconnect()  # a reply may still be on its way: never reuse this connection
-                raise
-            finally:
-                pool.release(conn)
-            return script(keys=keys, args=args)
-
-        return reply
+        return _helpers().submit(self[name], keys=keys, args=args).result
 
     def load_all(self) -> list[str]:
         """Load every script into the server (readiness check); return their names."""
