@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import redis
 
 from taskq import errors
 from taskq.api.errors import STATUS, status_of
@@ -83,3 +84,26 @@ def test_every_key_without_arguments_is_a_declared_attribute_of_shard() -> None:
     misspelt = "prco"
     with pytest.raises(AttributeError):
         getattr(shard, misspelt)  # a misspelt key name never resolves
+
+
+@pytest.mark.redis
+def test_a_started_script_call_is_one_evalsha_reloads_after_noscript_and_raises_its_error(
+    private_redis: redis.Redis,
+) -> None:
+    from taskq.keys import Shard
+    from taskq.scripts import Scripts
+
+    shard, scripts = Shard(0), Scripts(private_redis)
+    keys = [shard.org_tasks("o"), shard.org("o")]
+    private_redis.script_flush()  # the server lost its scripts: the call loads it and runs
+    assert scripts.start("trim_listing", keys=keys, args=[shard.tag, 10])() == 0
+
+    def evalsha_calls() -> int:
+        return int(private_redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = evalsha_calls()
+    assert scripts.start("trim_listing", keys=keys, args=[shard.tag, 10])() == 0
+    assert evalsha_calls() - before == 1
+    reply = scripts.start("trim_listing", keys=keys, args=[shard.tag, "not a number"])
+    with pytest.raises(redis.ResponseError):
+        reply()
