@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import pytest
 import redis
@@ -107,3 +109,23 @@ def test_a_started_script_call_is_one_evalsha_reloads_after_noscript_and_raises_
     reply = scripts.start("trim_listing", keys=keys, args=[shard.tag, "not a number"])
     with pytest.raises(redis.ResponseError):
         reply()
+
+
+@pytest.mark.redis
+def test_a_forked_process_starts_script_calls_on_helper_threads_of_its_own(
+    private_redis: redis.Redis,
+) -> None:
+    from taskq.keys import Shard
+    from taskq.scripts import Scripts
+
+    shard = Shard(0)
+    keys, args = [shard.org_tasks("o"), shard.org("o")], [shard.tag, 10]
+    assert Scripts(private_redis).start("trim_listing", keys=keys, args=args)() == 0  # helpers started
+    where = private_redis.connection_pool.connection_kwargs
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        signal.alarm(10)  # a call waiting for a helper thread that does not exist here: killed, status -14
+        child = redis.Redis(host=where["host"], port=where["port"], decode_responses=True)
+        os._exit(0 if Scripts(child).start("trim_listing", keys=keys, args=args)() == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

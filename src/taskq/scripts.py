@@ -7,6 +7,7 @@ shared local functions, named ``*_lib.lua``; libraries are not scripts of their 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,9 @@ def _helpers() -> ThreadPoolExecutor:
     """Threads that wait for script replies (Scripts.start): one per call under way, started as needed,
     more than an intake has request threads (TASKQ_INTAKE_THREADS, 512 by default)."""
     return ThreadPoolExecutor(max_workers=1024, thread_name_prefix="taskq-script")
+
+
+os.register_at_fork(after_in_child=_helpers.cache_clear)  # a forked child has none of its parent's threads
 
 
 @cache
