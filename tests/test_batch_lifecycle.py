@@ -12,9 +12,9 @@ import pytest
 
 from taskq import scheduler
 from taskq.errors import Code
-from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskType
 from tests.conftest import auth
+from tests.support.scheduler import Scheduler
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 

@@ -106,7 +106,8 @@ def test_invalid_batch_webhook_rejects_the_whole_request(http: Any, make_org: An
 def test_trimming_expired_tasks_keeps_listing_cursors_valid(
     http: Any, make_org: Any, rclient: Any, store: Any
 ) -> None:
-    from taskq.scheduler import Scheduler, trim_listing
+    from taskq.scheduler import trim_listing
+    from tests.support.scheduler import Scheduler
 
     org_id, key = make_org()
     org = store.org(org_id)

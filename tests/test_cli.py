@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ def test_every_command_has_a_description_and_every_option_a_help_text() -> None:
             if not isinstance(action, argparse._SubParsersAction) and not action.help:
                 missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}: no help")
     assert missing == []
+
+
+def test_the_worker_simulator_and_operator_commands_are_always_there() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"worker", "simulator", "up", "submit"} <= set(commands)
+
+
+def test_a_command_module_that_fails_to_import_is_a_loud_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskq.worker
+
+    monkeypatch.delattr(taskq.worker, "commands", raising=False)
+    monkeypatch.setitem(sys.modules, "taskq.worker.commands", None)  # import fails: ModuleNotFoundError
+    with pytest.raises(ModuleNotFoundError, match=r"taskq\.worker\.commands"):
+        build_parser()
 
 
 @pytest.fixture

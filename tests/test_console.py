@@ -17,9 +17,9 @@ from taskq.api.ops import recent_rate
 from taskq.batches import TaskFilter
 from taskq.errors import Code
 from taskq.keys import ATTEMPT_LOG
-from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskType
 from tests.conftest import auth, make_settings
+from tests.support.scheduler import Scheduler
 
 TOKEN = "admin-secret"
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}

@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from taskq.admission import Accepted, admit
-from taskq.scheduler import ALL_TYPES, Scheduler, claim
+from taskq.scheduler import ALL_TYPES, claim
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
 from tests.conftest import REAL_REDIS_URL, auth
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import counters, request
 from tests.test_worker import run_drain, settled, worker_settings
 from tests.test_worker_support import Upstream

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from taskq import flow
 from taskq.flow import fingerprint
 from taskq.keys import Shard
-from taskq.scheduler import FENCED, MUST_FAIL, THROTTLED, Claims, Refusal, Scheduler, claim, throttle
+from taskq.scheduler import FENCED, MUST_FAIL, THROTTLED, Claims, Refusal, claim, throttle
 from taskq.settings import Settings
 from taskq.store import Store
 from tests.conftest import make_settings
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import admit_tasks, request, status_of
 
 SHARD = Shard(0)

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from taskq.errors import Code
-from taskq.scheduler import ALL_TYPES, Claimed, Scheduler, claim, complete, fail
+from taskq.scheduler import ALL_TYPES, Claimed, claim, complete, fail
 from taskq.store import Store
 from tests.conftest import auth, make_settings
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import admit_tasks, counters, request
 
 CHAT = {"prompt": "Which vector databases support hybrid search?", "country": "US"}

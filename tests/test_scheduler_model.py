@@ -14,9 +14,10 @@ import fakeredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskq.scheduler import Claimed, Scheduler, claim, complete, release
+from taskq.scheduler import Claimed, claim, complete, release
 from taskq.store import Store
 from tests.conftest import make_settings
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import admit_tasks, counters, request
 
 TYPES = ["CHATGPT", "GEMINI", "PERPLEXITY"]

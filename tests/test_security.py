@@ -20,13 +20,14 @@ import redis
 
 from taskq.api import create_app
 from taskq.connection import connect
-from taskq.scheduler import Scheduler, claim, complete
+from taskq.scheduler import claim, complete
 from taskq.settings import load_settings
 from taskq.store import Store, key_digest, now_ms
 from taskq.webhooks.sender import WebhookSender
 from taskq.worker.webhook_loop import run_deliveries
 from tests.conftest import ALL_KEYS, REAL_REDIS_URL, auth, make_settings
 from tests.proof_support import HookReceiver, Processes, start_intake, worker_env
+from tests.support.scheduler import Scheduler
 from tests.test_deliveries import fast_settings, finish_task, log_of, states
 
 BATCH = "/v1/async/task/batch"

@@ -192,10 +192,11 @@ def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: 
     import redis.asyncio
 
     from taskq.asyncops import AsyncScheduler
-    from taskq.scheduler import Scheduler, claim
+    from taskq.scheduler import claim
     from taskq.store import now_ms
     from taskq.worker.leases import reap_forever
     from taskq.worker.loops import stop_tasks
+    from tests.support.scheduler import Scheduler
 
     settings = make_settings(reaper_interval_seconds=5.0, lease_seconds=30.0)
     org = new_org(wstore)

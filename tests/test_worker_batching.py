@@ -13,12 +13,13 @@ import redis.asyncio as aioredis
 
 from taskq.asyncops import AsyncScheduler
 from taskq.errors import Code
-from taskq.scheduler import Claimed, Scheduler, claim, complete, fail, release
+from taskq.scheduler import Claimed, claim, complete, fail, release
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.clients import steady_gc
 from taskq.worker.http import ProviderClient
 from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.support.scheduler import Scheduler
 from tests.test_scheduler_support import admit_tasks, counters, request, status_of
 
 pytestmark = pytest.mark.redis

@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from taskq.errors import AlreadyExists, Code, QueueLimitExceeded, TaskqError, ValidationFailed
+from taskq.errors import (
+    AlreadyExists,
+    Code,
+    InsufficientCredits,
+    QueueLimitExceeded,
+    TaskqError,
+    Unauthorized,
+    ValidationFailed,
+)
 from taskq.metrics import count_rejections
 from taskq.pricing import credits_for
 from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, iso_ms
@@ -181,7 +189,7 @@ def admit(
                 {"limit": limit},
             )
         if status == "no_org":
-            raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
+            raise Unauthorized("organization record is missing")
         for (index, _, item, cost), verdict in zip(valid, result[1:], strict=True):
             if verdict != "ok":
                 outcomes[index] = _refused(index, item, cost, verdict)
@@ -209,20 +217,13 @@ def _accepted(index: int, task_id: str, item: TaskRequest, cost: int, created: s
 def _refused(index: int, item: TaskRequest, cost: int, verdict: str) -> Rejected:
     """A task the script refused: out of credits, or its idempotency key names an existing task."""
     if verdict == "credits":
-        err = TaskqError(
-            ITEM_ERROR_MESSAGES[Code.INSUFFICIENT_CREDITS],
-            {"creditsToCharge": cost},
-            code=Code.INSUFFICIENT_CREDITS,
+        return Rejected(
+            index,
+            InsufficientCredits(ITEM_ERROR_MESSAGES[Code.INSUFFICIENT_CREDITS], {"creditsToCharge": cost}),
         )
-        return Rejected(index, err)
     existing = verdict.removeprefix("dup:")
     details = {"field": "idempotencyKey", "value": item.idempotency_key, "taskId": existing}
-    return Rejected(
-        index,
-        TaskqError(
-            ITEM_ERROR_MESSAGES[Code.RESOURCE_ALREADY_EXISTS], details, code=Code.RESOURCE_ALREADY_EXISTS
-        ),
-    )
+    return Rejected(index, AlreadyExists(ITEM_ERROR_MESSAGES[Code.RESOURCE_ALREADY_EXISTS], details))
 
 
 __all__ = ["Accepted", "Outcome", "Rejected", "TaskType", "admit", "validate", "validate_batch"]

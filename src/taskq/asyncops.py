@@ -1,4 +1,4 @@
-"""Script ops on an asyncio Redis client: ``AsyncScheduler``, the asyncio twin of ``scheduler.Scheduler``.
+"""Script ops on an asyncio Redis client: ``AsyncScheduler`` runs taskq.scheduler ops, alone or batched.
 
 The ops (``taskq.scripts.Op``) are the same; this runner adds what the worker's hot path needs: ops
 submitted while a round trip is under way leave together in the next pipeline.
@@ -30,7 +30,7 @@ def _sha(script: str) -> str:
 
 
 class AsyncScheduler:
-    """Runs taskq.scheduler ops on the asyncio client (the same ops the sync Scheduler runs).
+    """Runs taskq.scheduler ops on the asyncio client.
 
     ``run`` sends one op in its own round trip. ``run_batched`` is for the hot path (a task's outcome:
     ack, fail, retry): ops submitted while a round trip is under way wait for the next one and then go

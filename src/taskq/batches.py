@@ -8,15 +8,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq.admission import Outcome, admit
-from taskq.errors import NotFound, ValidationFailed
+from taskq.errors import NotFound, NothingToRetry, ValidationFailed
 from taskq.keys import TASK_FIELDS
 from taskq.providers import PAYLOAD_MODELS
 from taskq.scheduler import cancel
-from taskq.schemas.tasks import TERMINAL, TaskRecord, TaskRequest, TaskType, event_view, iso_ms, summary_view
+from taskq.schemas.tasks import (
+    TERMINAL,
+    TaskRecord,
+    TaskRequest,
+    TaskStatus,
+    TaskType,
+    event_view,
+    iso_ms,
+    summary_view,
+)
 from taskq.settings import Settings
 from taskq.store import Org, Store, task_fields
 
-STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED")
+STATUSES = tuple(status.value for status in TaskStatus)
 VIEW_FIELDS = ["status", "charged", "org"]
 
 
@@ -90,10 +99,6 @@ def failed_tasks(store: Store, org: Org, batch_id: str) -> tuple[list[tuple[int,
     return sources, items
 
 
-class NothingToRetry(ValidationFailed):
-    """Raised when a batch has no FAILED task to submit again."""
-
-
 @dataclass(frozen=True, slots=True)
 class BatchCanceled:
     canceled: int
@@ -123,7 +128,7 @@ def retry_failed(store: Store, settings: Settings, org: Org, batch_id: str) -> R
     """Submit the FAILED tasks of a batch again as a new batch (credits and queue limit apply)."""
     sources, items = failed_tasks(store, org, batch_id)
     if not items:
-        raise NothingToRetry(f"Batch {batch_id} has no failed tasks to retry", {"batchId": batch_id})
+        raise NothingToRetry(f"Batch {batch_id} has no failed tasks to retry")
     new_batch = str(uuid.uuid4())
     outcomes = admit(store, settings, org, list(items), batch_id=new_batch)
     return Retried(new_batch, sources, outcomes)

@@ -23,7 +23,7 @@ import orjson
 import redis
 
 from taskq.admission import provider_errors
-from taskq.errors import Code, ConcurrencyLimitExceeded, InsufficientCredits, TaskqError
+from taskq.errors import ConcurrencyLimitExceeded, InsufficientCredits, TaskqError, Unauthorized
 from taskq.pricing import credits_for
 from taskq.redistypes import Redis, plain_client
 from taskq.scheduler import SYNC_PRIORITY, cancel
@@ -66,12 +66,12 @@ class Admitted:
     credits_left: int  # the balance less every reservation, this call's included, at admission
 
 
-class Refused(TaskqError):
+@dataclass(frozen=True, slots=True)
+class Refused:
     """A call refused after validation (no concurrency slot, no credits): it still reports the slots."""
 
-    def __init__(self, error: TaskqError, slots: Slots) -> None:
-        super().__init__(error.message, error.details, code=error.code)
-        self.slots = slots
+    error: TaskqError
+    slots: Slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +97,8 @@ def price(task: TaskRequest, settings: Settings) -> int:
     return credits_for(task, settings.price(task.task_type) + settings.sync_surcharge)
 
 
-def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admitted:
-    """Admit one call, or raise Refused (CONCURRENCY_LIMIT_EXCEEDED, INSUFFICIENT_CREDITS)."""
+def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admitted | Refused:
+    """Admit one call, or say why not (ConcurrencyLimitExceeded, InsufficientCredits) with the slots."""
     shard = org.shard
     task_id = quick_uuid()
     cost = price(task, settings)
@@ -119,18 +119,17 @@ def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admi
         ],
     )
     if reply[0] == "no_org":
-        raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)
+        raise Unauthorized("organization record is missing")
     if reply[0] == "concurrency":
         slots = Slots(int(reply[1]), int(reply[2]))
-        error: TaskqError = ConcurrencyLimitExceeded(
+        error = ConcurrencyLimitExceeded(
             f"Concurrency limit exceeded: {slots.limit} concurrent requests allowed",
             {"limit": slots.limit, "current": slots.current},
         )
-        raise Refused(error, slots)
+        return Refused(error, slots)
     slots = Slots(int(reply[2]), int(reply[3]))
     if reply[1] == "credits":
-        error = InsufficientCredits("Insufficient credits", {"creditsToCharge": cost})
-        raise Refused(error, slots)
+        return Refused(InsufficientCredits("Insufficient credits", {"creditsToCharge": cost}), slots)
     return Admitted(task_id, cost, slots, int(reply[4]))
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskq.errors import Code, TaskqError, ValidationFailed
+from taskq.errors import AmbiguousOrg, NoRedis, TaskqError, ValidationFailed
 from taskq.logs import configure as configure_logging
 from taskq.settings import Settings, load_settings
 
@@ -27,18 +27,6 @@ def _print(value: Any) -> None:
 MAX_CREDITS = 10**15
 MAX_CONCURRENCY = 1_000_000
 MAX_QUEUE_LIMIT = 10**12
-
-
-class NoRedis(TaskqError):
-    """Raised when a command that needs Redis finds neither a running stack nor a Redis it may use."""
-
-    code = Code.SERVICE_UNAVAILABLE
-
-
-class AmbiguousOrg(TaskqError):
-    """Raised when an organization is named by a name that several organizations share."""
-
-    code = Code.VALIDATION_ERROR
 
 
 def _store(settings: Settings) -> Store:
@@ -447,15 +435,13 @@ def _add_stack_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def extend(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Commands of the worker runtime, simulator and operator tools (registered in their modules)."""
-    for module in ("taskq.worker.commands", "taskq.ops.commands"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        mod.register(sub)
+    """Commands of the worker runtime, simulator and operator tools (registered in their modules).
+    A module that fails to import is an error here, never a command quietly missing."""
+    from taskq.ops import commands as ops_commands
+    from taskq.worker import commands as worker_commands
+
+    worker_commands.register(sub)
+    ops_commands.register(sub)
 
 
 def with_stack(args: argparse.Namespace, settings: Settings) -> Settings:

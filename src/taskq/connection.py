@@ -134,8 +134,8 @@ def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Redis:
     options.update(kwargs)
     if is_sentinel_url(url):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
-        return cast(Redis, sentinel.master_for(parsed.service, **parsed.primary_options(), **options))
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call,unused-ignore]
+        return cast(Redis, sentinel.master_for(parsed.service, **parsed.primary_options(), **options))  # type: ignore[no-untyped-call,unused-ignore]
     if cluster or is_cluster_url(url):
         plain = url.replace("+cluster", "", 1)
         options.pop("health_check_interval", None)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
-from taskq.errors import NotFound, ValidationFailed
+from taskq.errors import NotFound, NotRedeliverable
 from taskq.keys import DELIVERY_FIELDS, Shard
 from taskq.redistypes import Pipeline, Redis
 from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
@@ -28,10 +27,6 @@ Decision = Literal["delivered", "retry", "failed", "defer"]
 
 #: Most deliveries one task can have (the first plus redeliveries); bounds what a client can queue.
 MAX_DELIVERIES_PER_TASK = 20
-
-
-class NotRedeliverable(ValidationFailed):
-    """Raised when a task's webhook cannot be sent again: not finished, no url, or too many tries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +50,6 @@ def new_delivery_id() -> str:
 def event_body(task: TaskRecord) -> str:
     """The webhook body of a finished task, serialized as the completing script's outbox record is."""
     return json.dumps(event_view(task), separators=(",", ":"))
-
-
-def active_secrets(raw: str | None, at_ms: int) -> list[str]:
-    """The org's signing secrets still valid at at_ms, newest first (from the org's wh_secrets json)."""
-    return [secret for secret, expires in _secret_entries(raw or "") if expires is None or expires > at_ms]
-
-
-@lru_cache(maxsize=256)
-def _secret_entries(raw: str) -> tuple[tuple[str, int | None], ...]:
-    # Every delivery of an org carries the same json: parse it once (a rotation changes the json).
-    return tuple((e["secret"], e["expires"]) for e in (json.loads(raw) if raw else []))
 
 
 def log_line(
@@ -133,24 +117,6 @@ def record_op(
 
 def _first_state(reply: Any) -> str:
     return _text(reply[0])
-
-
-async def record(
-    scripts: Scripts,
-    shard: Shard,
-    item: Claimed,
-    decision: Decision,
-    *,
-    now: int,
-    next_ms: int = 0,
-    line: str = "",
-    retention_seconds: int,
-) -> str:
-    """Record one attempt (or a deferral); returns the delivery state, "stale" or "missing"."""
-    op = record_op(
-        shard, item, decision, now=now, next_ms=next_ms, line=line, retention_seconds=retention_seconds
-    )
-    return op.parse(await scripts[op.script](keys=op.keys, args=op.args))
 
 
 async def reap(scripts: Scripts, shard: Shard, now: int, limit: int = 1000) -> int:

@@ -148,8 +148,46 @@ def shard_of(org_id: str, shards: int) -> int:
     return zlib.crc32(org_id.encode()) % shards
 
 
+class _Key:
+    """A key of the shard that takes no argument (T:proc, T:wh:due...): a typed attribute, so a
+    misspelt name fails mypy; built from its template on first read, then kept on the instance."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if name not in TEMPLATES or _params(TEMPLATES[name]) != ["tag"]:
+            raise TypeError(f"{name}: not a key template without arguments")
+        self.name = name
+
+    def __get__(self, shard: Shard, owner: type | None = None) -> str:
+        value = shard._k(self.name)
+        shard.__dict__[self.name] = value  # a non-data descriptor: later reads find it directly
+        return value
+
+
+def _params(template: str) -> list[str]:
+    return re.findall(r"{(\w+)}", template)
+
+
 class Shard:
     """Key names of one shard."""
+
+    turn = _Key()
+    capped = _Key()
+    pinflight = _Key()
+    proc = _Key()
+    delayed = _Key()
+    seq = _Key()
+    rr = _Key()
+    fence = _Key()
+    wake = _Key()
+    wh_due = _Key()
+    wh_proc = _Key()
+    metrics = _Key()
+    failures = _Key()
+    wh_failing = _Key()
+    reaper = _Key()
+    sweeper = _Key()
+    scheds = _Key()
+    flow = _Key()
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -209,11 +247,6 @@ class Shard:
     def org_scheds(self, org: str) -> str:
         return self._k("org_scheds", org=org)
 
-    def __getattr__(self, name: str) -> str:
-        if name in TEMPLATES and "{" not in TEMPLATES[name].replace("{tag}", ""):
-            return self._k(name)
-        raise AttributeError(name)
-
 
 def api_key(digest: str) -> str:
     return API_KEY.format(digest=digest)
@@ -231,7 +264,7 @@ def lua_preamble() -> str:
     """Lua functions ``k_<name>(tag, ...)`` that build the same names as TEMPLATES, for every script."""
     lines = ["-- Generated from taskq/keys.py: the only place key names are defined."]
     for name, template in TEMPLATES.items():
-        params = re.findall(r"{(\w+)}", template)
+        params = _params(template)
         pieces = []
         for literal, field in re.findall(r"([^{]*)(?:{(\w+)})?", template):
             if literal:

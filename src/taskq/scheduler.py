@@ -2,27 +2,25 @@
 trimming of expired tasks from the org listings).
 
 Each transition is one Lua call, described here as an ``Op``: its script, keys, arguments and how to
-read the reply. ``Scheduler.run`` executes an op on a synchronous client; the asyncio worker runs the
-same ops on ``redis.asyncio`` (``taskq.worker``), so the rules live in one place.
+read the reply. The asyncio worker runs them on ``redis.asyncio`` (``taskq.worker.clients``), so the
+rules live in one place.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from taskq.errors import Code, NotFound, TaskqError
+from taskq.errors import Code, NotFound, TaskAlreadyFinished
 from taskq.keys import Shard
-from taskq.redistypes import Redis
 from taskq.schemas.tasks import TaskRecord, TaskStatus, TaskType, event_view
-from taskq.scripts import Op, Scripts
-from taskq.store import Org, Store
+from taskq.scripts import Op
+from taskq.store import Org, Store, now_ms
 
 CLEAR_CHUNK = 1000
 PROMOTE_LIMIT = 100  # due retries moved back to their lanes per claim call
@@ -31,8 +29,6 @@ REAP_LIMIT = 500  # expired leases handled per reap call
 SYNC_PRIORITY = 11
 TRIM_LIMIT = 1000  # listing entries looked at per trim call
 ALL_TYPES = [t.value for t in TaskType]
-
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +124,7 @@ def claim(
     return Op(
         "claim",
         [shard.proc, shard.delayed, shard.pinflight, shard.fence, shard.rr, shard.flow],
-        [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, flow, *ALL_TYPES],
+        [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, flow],
         lambda reply: _claims(shard, reply),
     )
 
@@ -146,7 +142,7 @@ def reap(shard: Shard, *, now: int, max_attempts: int, retention: int) -> Op[Rea
     def parse(reply: Any) -> Reaped:
         return Reaped(int(reply[0]), [Claimed.from_reply(shard, row) for row in reply[1:]])
 
-    args = [shard.tag, now, REAP_LIMIT, max_attempts, retention, *ALL_TYPES]
+    args = [shard.tag, now, REAP_LIMIT, max_attempts, retention]
     return Op("reap", [shard.proc], args, parse)
 
 
@@ -163,7 +159,7 @@ def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: i
     view = event_view(task.record(TaskStatus.COMPLETED, now))
     view["response"] = result
     body = orjson.dumps(view).decode()
-    shared = [task.shard.tag, retention, len(ALL_TYPES), *ALL_TYPES]
+    shared = [task.shard.tag, retention]
     item = [task.id, task.token, now, body, result_json]
     return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))
 
@@ -175,7 +171,7 @@ def fail(
     error = json.dumps({"code": code.value, "message": message}, separators=(",", ":"))
     body = _body(task.record(TaskStatus.FAILED, now, error=error))
     args = [task.shard.tag, task.id, task.token, now, retention, body, error]
-    return Op("fail", [task.shard.proc], [*args, "1" if only_expired else "0", *ALL_TYPES], _ok)
+    return Op("fail", [task.shard.proc], [*args, "1" if only_expired else "0"], _ok)
 
 
 def lost(task: Claimed, *, now: int, retention: int) -> Op[bool]:
@@ -190,14 +186,14 @@ def retry(
     """Back to QUEUED, waiting in the retry set until due (ms); CANCELED instead if cancel was requested.
     The error (code, message) goes in the task's attempt log."""
     error = json.dumps({"code": code.value if code else None, "message": message}, separators=(",", ":"))
-    args = [task.shard.tag, task.id, task.token, due, now, retention, error, *ALL_TYPES]
+    args = [task.shard.tag, task.id, task.token, due, now, retention, error]
     return Op("retry", [task.shard.proc, task.shard.delayed], args, _ok)
 
 
 def release(task: Claimed, *, now: int, retention: int) -> Op[bool]:
     """Give the task back unharmed: its place in line, this claim not counted as an attempt; CANCELED
     instead if its cancel was requested while it ran."""
-    args = [task.shard.tag, task.id, task.token, now, retention, *ALL_TYPES]
+    args = [task.shard.tag, task.id, task.token, now, retention]
     return Op("release", [task.shard.proc], args, _ok)
 
 
@@ -249,7 +245,7 @@ def throttle(
     limit = "" if refusal.limit is None else refusal.limit
     args = [task.shard.tag, task.id, task.token, now, retention, refusal.kind, task.key, rate, burst, wait,
             limit, refusal.message, int(give_up_seconds * 1000), int(probe_seconds * 1000), ",".join(pool),
-            "" if clock is None else clock, *ALL_TYPES]  # fmt: skip
+            "" if clock is None else clock]  # fmt: skip
     return Op("throttle", [task.shard.proc, task.shard.flow], args, int)
 
 
@@ -300,17 +296,6 @@ def _body(record: TaskRecord) -> str:
     return json.dumps(event_view(record), separators=(",", ":"))
 
 
-class Scheduler:
-    """Runs scheduler ops on a synchronous client (tests, CLI, benchmarks)."""
-
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self.scripts = Scripts(client)
-
-    def run(self, op: Op[R]) -> R:
-        return op.parse(self.scripts[op.script](keys=op.keys, args=op.args))
-
-
 def clear_queue(store: Store, org: Org, *, retention: int) -> int:
     """Remove every QUEUED task of the organization (in atomic chunks); return how many."""
     shard = org.shard
@@ -319,7 +304,7 @@ def clear_queue(store: Store, org: Org, *, retention: int) -> int:
         removed = int(
             store.scripts["clear"](
                 keys=[shard.org(org.id), shard.delayed],
-                args=[shard.tag, org.id, CLEAR_CHUNK, _now_ms(), retention, *ALL_TYPES],
+                args=[shard.tag, org.id, CLEAR_CHUNK, now_ms(), retention, *ALL_TYPES],
             )
         )
         total += removed
@@ -332,7 +317,7 @@ def cancel(store: Store, org: Org, task_ids: Sequence[str], *, retention: int) -
     terminal status (see cancel.lua)."""
     script = store.scripts["cancel"]
     pipe = store.client.pipeline(transaction=False)
-    now = _now_ms()
+    now = now_ms()
     for task_id in task_ids:
         script(keys=[org.shard.delayed], args=[org.shard.tag, task_id, org.id, now, retention], client=pipe)
     return [str(r) for r in pipe.execute()] if task_ids else []
@@ -345,13 +330,7 @@ def cancel_task(store: Store, org: Org, task_id: str, *, retention: int) -> str:
     if verdict == "missing":
         raise NotFound(f"Task {task_id} not found", {"id": task_id})
     if verdict not in ("canceled", "requested"):
-        raise TaskqError(
-            f"Task {task_id} already finished ({verdict})",
-            {"id": task_id, "status": verdict},
-            code=Code.TASK_ALREADY_FINISHED,
+        raise TaskAlreadyFinished(
+            f"Task {task_id} already finished ({verdict})", {"id": task_id, "status": verdict}
         )
     return verdict
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -7,17 +7,17 @@ shared local functions, named ``*_lib.lua``; libraries are not scripts of their 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
-from redis.exceptions import NoScriptError
-
 from taskq.keys import lua_preamble
-from taskq.redistypes import Script, ScriptHost, plain_client
+from taskq.redistypes import Script, ScriptHost
 
 INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
 
@@ -82,6 +82,16 @@ def _expand(name: str, seen: set[str]) -> str:
 
 
 @cache
+def _helpers() -> ThreadPoolExecutor:
+    """Threads that wait for script replies (Scripts.start): one per call under way, started as needed,
+    more than an intake has request threads (TASKQ_INTAKE_THREADS, 512 by default)."""
+    return ThreadPoolExecutor(max_workers=1024, thread_name_prefix="taskq-script")
+
+
+os.register_at_fork(after_in_child=_helpers.cache_clear)  # a forked child has none of its parent's threads
+
+
+@cache
 def source(name: str) -> str:
     """The full text of one script: the generated key builders, then the script with its includes."""
     return lua_preamble() + _expand(name, set())
@@ -104,36 +114,11 @@ class Scripts:
         """Send one script call and return a function that waits for its reply.
 
         What the caller does in between overlaps with the script running in Redis (another core):
-        the intake builds a batch's answers while its admission runs. Plain synchronous clients only;
-        with any other client the call runs here and the function returns its reply.
+        the intake builds a batch's answers while its admission runs. The call is the script's usual
+        one (EVALSHA, loading the script after a NOSCRIPT), made from a helper thread that waits for
+        the reply; the function returns it or raises what the call raised.
         """
-        script = self[name]
-        plain = plain_client(self._client)
-        if plain is None:  # cluster, fake, single-connection
-            done = script(keys=keys, args=args)
-            return lambda: done
-        pool = plain.connection_pool
-        conn: Any = pool.get_connection()  # redis-py leaves its connections untyped
-        try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-
-        def reply() -> Any:
-            try:
-                return plain.parse_response(conn, "EVALSHA")  # type: ignore[no-untyped-call]
-            except NoScriptError:
-                pass  # the server lost its scripts (restart, SCRIPT FLUSH): nothing ran; load and run
-            except BaseException:
-                conn.disconnect()  # a reply may still be on its way: never reuse this connection
-                raise
-            finally:
-                pool.release(conn)
-            return script(keys=keys, args=args)
-
-        return reply
+        return _helpers().submit(self[name], keys=keys, args=args).result
 
     def load_all(self) -> list[str]:
         """Load every script into the server (readiness check); return their names."""

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq import keys
-from taskq.errors import Code, NotFound, Unauthorized
+from taskq.errors import InvalidApiKeyFormat, MissingApiKey, NotFound, Unauthorized
 from taskq.keys import TASK_FIELDS, Shard, shard_of
 from taskq.redistypes import Redis
 from taskq.schemas.tasks import TaskRecord
 from taskq.scripts import Scripts
+from taskq.webhooks.signing import active_secrets, generate_secret
 
 API_KEY_RE = re.compile(r"^sk_live_[0-9a-f]{32}$")
 PRIORITIES = range(10, 0, -1)
@@ -40,30 +41,20 @@ def key_digest(api_key: str) -> str:
 def header_digest(header: str | None) -> str:
     """The digest of the API key in an Authorization header; Unauthorized when missing or malformed."""
     if not header:
-        raise Unauthorized("Missing API key: send `Authorization: Bearer <key>`", code=Code.MISSING_API_KEY)
+        raise MissingApiKey("Missing API key: send `Authorization: Bearer <key>`")
     if not header.startswith("Bearer "):
-        raise Unauthorized(
+        raise MissingApiKey(
             "Missing API key: the Authorization header has no Bearer scheme; "
-            "use `Authorization: Bearer <key>`",
-            code=Code.MISSING_API_KEY,
+            "use `Authorization: Bearer <key>`"
         )
     api_key = header[len("Bearer ") :].strip()
     if not API_KEY_RE.match(api_key):
-        raise Unauthorized(
-            "Invalid API key format: expected sk_live_ followed by 32 hex characters",
-            code=Code.INVALID_API_KEY_FORMAT,
-        )
+        raise InvalidApiKeyFormat("Invalid API key format: expected sk_live_ followed by 32 hex characters")
     return key_digest(api_key)
 
 
 def new_api_key() -> str:
     return "sk_live_" + secrets.token_hex(16)
-
-
-def new_webhook_secret() -> str:
-    import base64
-
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +90,7 @@ class Store:
             "concurrency": concurrency,
             "queue_limit": queue_limit,
             "created": now_ms(),
-            "wh_secrets": json.dumps([{"secret": new_webhook_secret(), "expires": None}]),
+            "wh_secrets": json.dumps([{"secret": generate_secret(), "expires": None}]),
         }
         if per_cycle is not None:
             fields["per_cycle"] = per_cycle
@@ -130,9 +121,7 @@ class Store:
     def webhook_secrets(self, org_id: str, at_ms: int | None = None) -> list[str]:
         """The org's active webhook secrets, newest first (two during a rotation overlap)."""
         raw = self.client.hget(self.org(org_id).shard.org(org_id), "wh_secrets")
-        entries = json.loads(raw) if raw else []
-        at = at_ms if at_ms is not None else now_ms()
-        return [e["secret"] for e in entries if e["expires"] is None or e["expires"] > at]
+        return active_secrets(raw, at_ms if at_ms is not None else now_ms())
 
     def rotate_webhook_secret(self, org_id: str, overlap_seconds: int) -> str:
         """Make a new secret current; the old ones stay valid for overlap_seconds."""
@@ -146,7 +135,7 @@ class Store:
             for e in entries
             if e["expires"] is None or e["expires"] > now
         ]
-        secret = new_webhook_secret()
+        secret = generate_secret()
         self.client.hset(key, "wh_secrets", json.dumps([{"secret": secret, "expires": None}, *kept]))
         return secret
 
@@ -184,7 +173,7 @@ class Store:
         replies = pipe.execute()
         record = json.loads(replies[0]) if replies[0] else {"org": "", "digest": "0" * 64}
         if not hmac.compare_digest(record["digest"], digest) or not record["org"]:
-            raise Unauthorized("Invalid or expired API key", code=Code.INVALID_OR_EXPIRED_API_KEY)
+            raise Unauthorized("Invalid or expired API key")
         return self.org(record["org"]), int(replies[1]) if count_key is not None else 0
 
     # Tasks ---------------------------------------------------------------------------------------

@@ -6,16 +6,14 @@ import time
 from typing import Any
 
 import orjson
-import redis
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from taskq import durability, keys
 from taskq.api import errors
-from taskq.api.errors import error_response
 from taskq.calls import quick_uuid
 from taskq.connection import connect, resolve_url
-from taskq.errors import Code, RateLimited, Unconfirmed
+from taskq.errors import RateLimited, Unconfirmed
 from taskq.redistypes import Redis
 from taskq.settings import Settings, load_settings
 from taskq.store import Org, Store, header_digest
@@ -26,33 +24,6 @@ class FastJSON(DefaultJSONProvider):
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         return orjson.dumps(obj).decode()
-
-
-#: Redis refusing work for now (memory, failover, loading, a long script, permissions, lost scripts):
-#: answered 503, like an unreachable Redis. redis-py turns some of these into classes of their own
-#: (their message then lacks the prefix), the others keep it.
-REDIS_REFUSALS = (
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.NoPermissionError,
-    redis.exceptions.NoScriptError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,
-    redis.exceptions.MovedError,
-)
-REFUSAL_PREFIXES = ("OOM", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING",
-                    "NOREPLICAS", "MISCONF", "NOPERM", "NOSCRIPT", "MOVED", "ASK")  # fmt: skip
-
-
-def redis_bug(exc: redis.RedisError) -> bool:
-    """An error answer from Redis that is not Redis refusing work: a failing taskq script or damaged
-    data, answered 500. Anything else (unreachable, timed out, refusing) is 503."""
-    return (
-        isinstance(exc, redis.ResponseError)
-        and not isinstance(exc, REDIS_REFUSALS)
-        and not str(exc).startswith(REFUSAL_PREFIXES)
-    )
 
 
 def create_app(settings: Settings | None = None, *, client: Redis | None = None) -> Flask:
@@ -96,14 +67,6 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
     app.register_blueprint(schedules.bp)
     errors.install(app)
 
-    @app.errorhandler(redis.RedisError)
-    def _redis_error(exc: redis.RedisError) -> Response:
-        if redis_bug(exc):
-            app.logger.exception("redis answered with an error")
-            return error_response(Code.INTERNAL_SERVER_ERROR, "Internal server error", status=500)
-        app.logger.error("redis unavailable: %s", exc)
-        return error_response(Code.SERVICE_UNAVAILABLE, "Service temporarily unavailable", status=503)
-
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -140,7 +103,7 @@ def _confirm_answers(app: Flask, committer: durability.Committer) -> None:
             committer.confirm()
         except Unconfirmed as exc:
             app.logger.error("answer not confirmed durable: %s", exc.__cause__ or exc.message)
-            return error_response(exc.code, exc.message, exc.details, status=503)
+            return errors.failure(exc)
         return response
 
 

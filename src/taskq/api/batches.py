@@ -10,9 +10,8 @@ from flask.typing import ResponseReturnValue
 
 from taskq import batches
 from taskq.api import authenticate, settings, store
-from taskq.api.errors import HttpError
 from taskq.api.tasks import result_item
-from taskq.batches import TaskFilter, batch_results, batch_view, digits, list_tasks
+from taskq.batches import STATUSES, TaskFilter, batch_results, batch_view, digits, list_tasks
 from taskq.errors import ValidationFailed
 from taskq.schemas.tasks import TaskType
 
@@ -50,8 +49,8 @@ def _task_filter() -> TaskFilter:
     args = request.args
     errors = []
     status = args.get("status")
-    if status is not None and status not in ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"):
-        errors.append({"field": "status", "message": "QUEUED, PROCESSING, COMPLETED, FAILED or CANCELED"})
+    if status is not None and status not in STATUSES:
+        errors.append({"field": "status", "message": ", ".join(STATUSES[:-1]) + " or " + STATUSES[-1]})
     task_type = args.get("taskType")
     if task_type is not None and task_type not in TaskType.__members__:
         errors.append({"field": "taskType", "message": "one of " + ", ".join(TaskType.__members__)})
@@ -88,10 +87,7 @@ def cancel_batch(batch_id: str) -> ResponseReturnValue:
 @bp.post("/batch/<batch_id>/retry-failed")
 def retry_failed(batch_id: str) -> ResponseReturnValue:
     """Submit the FAILED tasks of a batch again, as a new batch (credits and queue limit apply)."""
-    try:
-        retried = batches.retry_failed(store(), settings(), authenticate(), batch_id)
-    except batches.NothingToRetry as exc:
-        raise HttpError(exc.code, exc.message, status=422) from None
+    retried = batches.retry_failed(store(), settings(), authenticate(), batch_id)
     results = []
     for (source_index, source_id), outcome in zip(retried.sources, retried.outcomes, strict=True):
         results.append({**result_item(outcome), "sourceIndex": source_index, "sourceTaskId": source_id})

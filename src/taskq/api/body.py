@@ -7,8 +7,7 @@ import time
 from flask import request
 from werkzeug.exceptions import ClientDisconnected
 
-from taskq.api.errors import HttpError
-from taskq.errors import Code
+from taskq.errors import PayloadTooLarge, RequestTimeout
 
 CHUNK = 64 * 1024
 
@@ -20,7 +19,7 @@ def read_body(max_bytes: int, timeout: float) -> bytes:
     a client that trickles its body gets 408 and the connection is closed.
     """
     if request.content_length is not None and request.content_length > max_bytes:
-        raise HttpError(Code.PAYLOAD_TOO_LARGE, "Request body too large", {"max": max_bytes}, status=413)
+        raise PayloadTooLarge("Request body too large", {"max": max_bytes})
     sock = request.environ.get("gunicorn.socket")
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
@@ -37,18 +36,14 @@ def read_body(max_bytes: int, timeout: float) -> bytes:
                 return b"".join(chunks)
             total += len(chunk)
             if total > max_bytes:
-                raise HttpError(
-                    Code.PAYLOAD_TOO_LARGE, "Request body too large", {"max": max_bytes}, status=413
-                )
+                raise PayloadTooLarge("Request body too large", {"max": max_bytes})
             chunks.append(chunk)
     except (TimeoutError, ClientDisconnected) as exc:
         # werkzeug reports the socket timeout as a disconnect; the clock tells which one it was
         if isinstance(exc, ClientDisconnected) and time.monotonic() < deadline - 0.05:
             raise
         request.environ["taskq.close_connection"] = True
-        raise HttpError(
-            Code.REQUEST_TIMEOUT, f"Request body not received within {timeout:g} s", status=408
-        ) from None
+        raise RequestTimeout(f"Request body not received within {timeout:g} s") from None
     finally:
         if sock is not None:
             sock.settimeout(None)

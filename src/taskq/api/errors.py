@@ -1,45 +1,99 @@
-"""The HTTP status of every error code, and the error envelope every failure response uses."""
+"""The HTTP status of every error (one table, keyed by exception class), what Redis failures answer,
+and the error envelope every failure response uses."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from taskq import errors
 from taskq.errors import Code, TaskqError
 
-STATUS: dict[Code, int] = {
-    Code.VALIDATION_ERROR: 400,
-    Code.MISSING_API_KEY: 401,
-    Code.INVALID_API_KEY_FORMAT: 401,
-    Code.INVALID_OR_EXPIRED_API_KEY: 401,
-    Code.INSUFFICIENT_CREDITS: 403,
-    Code.FORBIDDEN: 403,
-    Code.RESOURCE_NOT_FOUND: 404,
-    Code.METHOD_NOT_ALLOWED: 405,
-    Code.RESOURCE_ALREADY_EXISTS: 409,
-    Code.TASK_ALREADY_FINISHED: 409,
-    Code.REQUEST_TIMEOUT: 408,
-    Code.PAYLOAD_TOO_LARGE: 413,
-    Code.UNSUPPORTED_MEDIA_TYPE: 415,
-    Code.QUEUE_LIMIT_EXCEEDED: 429,
-    Code.RATE_LIMIT_EXCEEDED: 429,
-    Code.CONCURRENCY_LIMIT_EXCEEDED: 429,
-    Code.REQUEST_CANCELED: 499,
-    Code.INTERNAL_SERVER_ERROR: 500,
-    Code.EXTERNAL_SERVICE_ERROR: 502,
-    Code.SERVICE_UNAVAILABLE: 503,
+#: The status of each TaskqError class; every class in taskq.errors has a row (tests/test_errors.py).
+STATUS: dict[type[TaskqError], int] = {
+    errors.TaskqError: 500,
+    errors.ValidationFailed: 400,
+    errors.InvalidBatch: 422,
+    errors.NothingToRetry: 422,
+    errors.NotRedeliverable: 409,  # the request is fine; the task's state does not allow it (yet)
+    errors.UnsafeTarget: 400,
+    errors.AmbiguousOrg: 400,
+    errors.Unauthorized: 401,
+    errors.MissingApiKey: 401,
+    errors.InvalidApiKeyFormat: 401,
+    errors.Forbidden: 403,
+    errors.InsufficientCredits: 403,
+    errors.NotFound: 404,
+    errors.MethodNotAllowed: 405,
+    errors.RequestTimeout: 408,
+    errors.AlreadyExists: 409,
+    errors.TaskAlreadyFinished: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.QueueLimitExceeded: 429,
+    errors.RateLimited: 429,
+    errors.ConcurrencyLimitExceeded: 429,
+    errors.RequestCanceled: 499,
+    errors.CallFailed: 500,
+    errors.ExternalServiceError: 502,
+    errors.Unconfirmed: 503,
+    errors.NoRedis: 503,
 }
 
-WERKZEUG_CODES: dict[int, Code] = {
-    400: Code.VALIDATION_ERROR,
-    404: Code.RESOURCE_NOT_FOUND,
-    405: Code.METHOD_NOT_ALLOWED,
-    413: Code.PAYLOAD_TOO_LARGE,
-    415: Code.UNSUPPORTED_MEDIA_TYPE,
+#: The error class whose code answers a werkzeug HTTPException of each status (the status stays werkzeug's).
+WERKZEUG: dict[int, type[TaskqError]] = {
+    400: errors.ValidationFailed,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
 }
+
+#: Redis refusing work for now (memory, failover, loading, a long script, permissions, lost scripts):
+#: answered 503, like an unreachable Redis. redis-py turns some of these into classes of their own
+#: (their message then lacks the prefix), the others keep it.
+REDIS_REFUSALS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.MovedError,
+)
+REFUSAL_PREFIXES = ("OOM", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING",
+                    "NOREPLICAS", "MISCONF", "NOPERM", "NOSCRIPT", "MOVED", "ASK")  # fmt: skip
+
+
+def status_of(exc: TaskqError) -> int:
+    """The HTTP status of an error: the row of its class, or of its nearest ancestor with one."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500  # pragma: no cover - TaskqError itself has a row
+
+
+def redis_bug(exc: redis.RedisError) -> bool:
+    """An error answer from Redis that is not Redis refusing work: a failing taskq script or damaged
+    data, answered 500. Anything else (unreachable, timed out, refusing) is 503."""
+    return (
+        isinstance(exc, redis.ResponseError)
+        and not isinstance(exc, REDIS_REFUSALS)
+        and not str(exc).startswith(REFUSAL_PREFIXES)
+    )
+
+
+def redis_status(exc: redis.RedisError) -> tuple[Code, int]:
+    """What a Redis failure answers: 500 for a taskq bug, 503 for Redis unavailable or refusing."""
+    if redis_bug(exc):
+        return Code.INTERNAL_SERVER_ERROR, 500
+    return Code.SERVICE_UNAVAILABLE, 503
 
 
 def timestamp() -> str:
@@ -54,40 +108,43 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"success": False, "error": error}
 
 
-def error_response(code: Code, message: str, details: Any = None, status: int | None = None) -> Response:
+def error_response(code: Code, message: str, details: Any = None, *, status: int) -> Response:
     response = jsonify(error_body(code.value, message, details))
-    response.status_code = status or STATUS.get(code, 400)
+    response.status_code = status
     return response
 
 
-class HttpError(TaskqError):
-    """A request-level failure whose status differs from its code's usual one (batch 422)."""
-
-    def __init__(self, code: Code, message: str, details: Any = None, *, status: int) -> None:
-        super().__init__(message, details, code=code)
-        self.status = status
+def failure(exc: TaskqError) -> Response:
+    """The envelope and status of a TaskqError."""
+    return error_response(exc.code, exc.message, exc.details, status=status_of(exc))
 
 
 def install(app: Flask) -> None:
-    """Route every failure through the envelope: ours, werkzeug's, and unexpected ones."""
+    """Route every failure through the envelope: ours, Redis's, werkzeug's, and unexpected ones."""
 
     @app.errorhandler(TaskqError)
     def _taskq(exc: TaskqError) -> Response:
-        status = exc.status if isinstance(exc, HttpError) else None
-        return error_response(exc.code, exc.message, exc.details, status)
+        return failure(exc)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_error(exc: redis.RedisError) -> Response:
+        code, status = redis_status(exc)
+        if status == 500:
+            app.logger.exception("redis answered with an error")
+            return error_response(code, "Internal server error", status=status)
+        app.logger.error("redis unavailable: %s", exc)
+        return error_response(code, "Service temporarily unavailable", status=status)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = WERKZEUG_CODES.get(
-            status, Code.VALIDATION_ERROR if status < 500 else Code.INTERNAL_SERVER_ERROR
-        )
+        cls = WERKZEUG.get(status, errors.ValidationFailed if status < 500 else errors.TaskqError)
         message = {
             404: "Resource not found",
             405: "Method not allowed",
             413: "Request body too large",
         }.get(status, exc.description or exc.name)
-        return error_response(code, message, status=status)
+        return error_response(cls.code, message, status=status)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -14,6 +14,7 @@ from taskq import calls
 from taskq.api import authenticate, settings, store
 from taskq.api.tasks import parse_json, read_raw
 from taskq.errors import (
+    CallFailed,
     Code,
     ExternalServiceError,
     RequestCanceled,
@@ -66,16 +67,14 @@ def parse_payload(task_type: TaskType, body: Any) -> TaskRequest:
 def run(task_type: TaskType) -> Any:
     org = authenticate()
     cfg = settings()
-    task = parse_payload(task_type, parse_json(read_raw(), status=400))
+    task = parse_payload(task_type, parse_json(read_raw()))
     problems = calls.check(task, cfg)
     if problems:
         raise ValidationFailed("Request validation failed", [e.to_json() for e in problems])
-    try:
-        admitted = calls.admit(store(), cfg, org, task)
-    except calls.Refused as exc:
-        g.slots = exc.slots
-        raise
+    admitted = calls.admit(store(), cfg, org, task)
     g.slots = admitted.slots
+    if isinstance(admitted, calls.Refused):
+        raise admitted.error
     task_id = admitted.task_id
     try:
         done = calls.wait(
@@ -84,7 +83,7 @@ def run(task_type: TaskType) -> Any:
         if done is None:
             verdict = calls.abandon(store(), cfg, org, task_id)
             if verdict not in TERMINAL:  # canceled now, or at its next safe point: never charged
-                raise TaskqError(timeout_message(cfg.sync_timeout_seconds), code=Code.INTERNAL_SERVER_ERROR)
+                raise CallFailed(timeout_message(cfg.sync_timeout_seconds))
             done = calls.wait(store(), org, task_id, 1.0, None)  # it finished just now: its reply is there
     except TaskqError:
         raise
@@ -95,7 +94,7 @@ def run(task_type: TaskType) -> Any:
         calls.abandon(store(), cfg, org, task_id)
         raise RequestCanceled("Request was canceled by client")
     if not isinstance(done, calls.Outcome):
-        raise TaskqError("Internal server error", code=Code.INTERNAL_SERVER_ERROR)
+        raise CallFailed("Internal server error")
     return answer(done, admitted)
 
 
@@ -121,11 +120,10 @@ def answer(done: calls.Outcome, admitted: calls.Admitted) -> Any:
     code, message = str(error.get("code", "")), str(error.get("message", ""))
     details = {"reason": code, "message": message}
     if code == Code.DEADLINE_EXCEEDED:
-        raise TaskqError(timeout_message(settings().sync_timeout_seconds), details,
-                         code=Code.INTERNAL_SERVER_ERROR)  # fmt: skip
+        raise CallFailed(timeout_message(settings().sync_timeout_seconds), details)
     if code in RETRIED:
-        raise TaskqError("Maximum retries exceeded", details, code=Code.INTERNAL_SERVER_ERROR)
-    raise TaskqError(message or "Internal server error", details, code=Code.INTERNAL_SERVER_ERROR)
+        raise CallFailed("Maximum retries exceeded", details)
+    raise CallFailed(message or "Internal server error", details)
 
 
 def _view(task_type: TaskType) -> Any:
@@ -173,7 +171,7 @@ def resolve_goto() -> Any:
     """Resolve a Google redirect link: free, takes no concurrency slot; 502 when Google won't say."""
     authenticate()
     cfg = settings()
-    body = parse_json(read_raw(), status=400)
+    body = parse_json(read_raw())
     url = body.get("url") if isinstance(body, dict) else None
     errors: list[FieldError] = []
     if not isinstance(body, dict):

@@ -12,7 +12,7 @@ from taskq import __version__
 from taskq.api.errors import STATUS
 from taskq.providers import PAYLOAD_MODELS
 from taskq.schemas.schedules import MAX_EVERY_SECONDS
-from taskq.schemas.tasks import MAX_DELAY_SECONDS
+from taskq.schemas.tasks import MAX_DELAY_SECONDS, TaskStatus
 
 bp = Blueprint("openapi", __name__)
 
@@ -181,7 +181,7 @@ def _components() -> dict[str, Any]:
             "type": "object",
             "required": ["code", "message", "timestamp"],
             "properties": {
-                "code": {"type": "string", "enum": sorted(c.value for c in STATUS)},
+                "code": {"type": "string", "enum": sorted({cls.code.value for cls in STATUS})},
                 "message": {"type": "string"},
                 "details": {},
                 "timestamp": {"type": "string", "format": "date-time"},
@@ -368,7 +368,7 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "schema": {
                             "type": "string",
-                            "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELED"],
+                            "enum": [status.value for status in TaskStatus],
                         },
                     },
                     {

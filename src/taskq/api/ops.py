@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from taskq import flow, keys, schedules
 from taskq.api import settings, store
-from taskq.errors import Code, TaskqError, Unauthorized
+from taskq.errors import Forbidden, MissingApiKey, Unauthorized
 from taskq.metrics import RedisCollector, gauges, minute_series, totals
 from taskq.redistypes import Redis
 
@@ -39,7 +39,7 @@ CHART_MINUTES = 30
 def admin_token() -> str:
     token = settings().admin_token
     if token is None:
-        raise TaskqError("Set TASKQ_ADMIN_TOKEN to enable operator endpoints", code=Code.FORBIDDEN)
+        raise Forbidden("Set TASKQ_ADMIN_TOKEN to enable operator endpoints")
     return token.get_secret_value()
 
 
@@ -92,11 +92,9 @@ def require_admin() -> None:
     if not given:
         if session_csrf() is not None:
             return
-        raise Unauthorized(
-            "Missing admin token: send Authorization: Bearer <token>", code=Code.MISSING_API_KEY
-        )
+        raise MissingApiKey("Missing admin token: send Authorization: Bearer <token>")
     if not token_matches(given):
-        raise Unauthorized("Invalid admin token", code=Code.INVALID_OR_EXPIRED_API_KEY)
+        raise Unauthorized("Invalid admin token")
 
 
 # Figures ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def _check(body: Any) -> WebhookCheck:
 @bp.post("")
 def create_schedule() -> ResponseReturnValue:
     org = authenticate()
-    body = read_json(status=400)
+    body = read_json()
     return {"success": True, "schedule": schedules.create(store(), settings(), org, body, _check(body))}
 
 
@@ -43,7 +43,7 @@ def get_schedule(schedule_id: str) -> ResponseReturnValue:
 @bp.patch("/<schedule_id>")
 def update_schedule(schedule_id: str) -> ResponseReturnValue:
     org = authenticate()
-    body = read_json(status=400)
+    body = read_json()
     view = schedules.update(store(), settings(), org, schedule_id, body, _check(body))
     return {"success": True, "schedule": view}
 

@@ -15,8 +15,8 @@ from taskq import scheduler
 from taskq.admission import Accepted, Outcome, WebhookCheck, admit, validate, validate_batch
 from taskq.api import authenticate, settings, store
 from taskq.api.body import read_body
-from taskq.api.errors import HttpError, timestamp
-from taskq.errors import Code, TaskqError, ValidationFailed
+from taskq.api.errors import timestamp
+from taskq.errors import InvalidBatch, TaskqError, UnsafeTarget, UnsupportedMediaType, ValidationFailed
 from taskq.schemas.tasks import FieldError, TaskRequest, parse_batch_json, parse_task, task_view
 from taskq.settings import Settings
 
@@ -30,23 +30,22 @@ def _reject_constant(name: str) -> NoReturn:
 def read_raw() -> bytes:
     """The request body of a JSON request (415 for any other content type)."""
     if not request.is_json:
-        raise HttpError(Code.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json", status=415)
+        raise UnsupportedMediaType("Content-Type must be application/json")
     return read_body(settings().max_body_bytes, settings().body_read_timeout_seconds)
 
 
-def read_json(*, status: int) -> Any:
-    """The request body as JSON; anything else is a clear error with the given status."""
-    return parse_json(read_raw(), status=status)
+def read_json() -> Any:
+    """The request body as JSON; anything else is a clear error (400)."""
+    return parse_json(read_raw())
 
 
-def parse_json(raw: bytes, *, status: int) -> Any:
+def parse_json(raw: bytes, *, refusal: type[ValidationFailed] = ValidationFailed) -> Any:
+    """The body as JSON, or `refusal` (ValidationFailed: 400; InvalidBatch: 422)."""
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         message = "Request body is not valid UTF-8 JSON"
-        raise HttpError(
-            Code.VALIDATION_ERROR, message, [{"field": "body", "message": str(exc)[:200]}], status=status
-        ) from None
+        raise refusal(message, [{"field": "body", "message": str(exc)[:200]}]) from None
 
 
 def _checked(raw: object, webhook_check: WebhookCheck, cfg: Settings) -> TaskRequest | list[FieldError]:
@@ -64,7 +63,7 @@ def _check_one(url: str, allow: Any, require_https: bool) -> str | None:
     try:
         ssrf.check_url(url, allow, require_https)
         return None
-    except ssrf.UnsafeTarget as exc:
+    except UnsafeTarget as exc:
         return str(exc)
 
 
@@ -134,12 +133,7 @@ def _batch_webhook(check: WebhookCheck) -> str:
         return ""
     problem = check(url) if len(url) <= 2048 else "url is longer than 2048 characters"
     if problem:
-        raise HttpError(
-            Code.VALIDATION_ERROR,
-            "Invalid batch webhook",
-            [{"field": "batchWebhook.url", "message": problem}],
-            status=422,
-        )
+        raise InvalidBatch("Invalid batch webhook", [{"field": "batchWebhook.url", "message": problem}])
     return url
 
 
@@ -182,16 +176,13 @@ def create_batch() -> ResponseReturnValue:
 
 def _batch_items_slow(raw: bytes, cfg: Settings) -> tuple[list[TaskRequest | list[FieldError]], str]:
     """Parse a batch item by item, so each invalid task is reported by index and field."""
-    body = parse_json(raw, status=422)
+    body = parse_json(raw, refusal=InvalidBatch)
     limit = cfg.max_batch_size
     if not isinstance(body, list):
-        raise HttpError(Code.VALIDATION_ERROR, "Request body must be a JSON array of tasks", status=422)
+        raise InvalidBatch("Request body must be a JSON array of tasks")
     if not 1 <= len(body) <= limit:
-        raise HttpError(
-            Code.VALIDATION_ERROR,
-            f"A batch holds 1 to {limit} tasks; got {len(body)}",
-            {"count": len(body), "max": limit},
-            status=422,
+        raise InvalidBatch(
+            f"A batch holds 1 to {limit} tasks; got {len(body)}", {"count": len(body), "max": limit}
         )
     check = _webhook_check(body, _batch_webhook_url())
     batch_hook = _batch_webhook(check)
@@ -201,7 +192,7 @@ def _batch_items_slow(raw: bytes, cfg: Settings) -> tuple[list[TaskRequest | lis
 @bp.post("/task")
 def create_task() -> ResponseReturnValue:
     org = authenticate()
-    body = read_json(status=400)
+    body = read_json()
     item = _checked(body, _webhook_check(body), settings())
     if isinstance(item, list):
         raise ValidationFailed("Request validation failed", [e.to_json() for e in item])

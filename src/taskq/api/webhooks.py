@@ -7,7 +7,6 @@ from flask.typing import ResponseReturnValue
 
 from taskq import deliveries
 from taskq.api import authenticate, store
-from taskq.api.errors import HttpError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/async")
 
@@ -21,9 +20,5 @@ def list_deliveries(task_id: str) -> ResponseReturnValue:
 @bp.post("/task/<task_id>/webhook/redeliver")
 def redeliver(task_id: str) -> ResponseReturnValue:
     org = authenticate()
-    try:
-        delivery_id, event_id = deliveries.redeliver(store(), org, task_id)
-    except deliveries.NotRedeliverable as exc:
-        # The request is fine; the task's state does not allow it (yet): a conflict.
-        raise HttpError(exc.code, exc.message, exc.details, status=409) from None
+    delivery_id, event_id = deliveries.redeliver(store(), org, task_id)  # NotRedeliverable: 409
     return {"success": True, "deliveryId": delivery_id, "eventId": event_id}

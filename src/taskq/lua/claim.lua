@@ -8,8 +8,7 @@
 -- KEYS[6]  flow control  T:flow
 -- ARGV[1]  shard tag T   ARGV[2] now (ms)   ARGV[3] lease (ms)   ARGV[4] k   ARGV[5] promote limit
 -- ARGV[6]  c = number of claimable task types, then c pairs (type, provider cap; -1 = no cap),
---          then the flow spec (JSON, see flow_lib.lua; "" = no flow control),
---          then every task type (to re-index an org's lanes)
+--          then the flow spec (JSON, see flow_lib.lua; "" = no flow control)
 --
 -- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
 -- Then, k times: among claimable types not at their cap, the head of every ready:<type>; the lowest
@@ -34,13 +33,10 @@
 
 local tag, now, lease, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local c = tonumber(ARGV[6])
-local claimable, types, ct_cap = {}, {}, {}
+local claimable, ct_cap = {}, {}
 for i = 0, c - 1 do
   claimable[#claimable + 1] = {ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])}
   ct_cap[ARGV[7 + 2 * i]] = tonumber(ARGV[8 + 2 * i])
-end
-for i = 8 + 2 * c, #ARGV do
-  types[#types + 1] = ARGV[i]
 end
 
 -- Flow control: each lane's state read once when first asked, written back once at the end.
@@ -178,7 +174,7 @@ while #out < k and rounds < k + 64 do
   end
   local s = org_state(org)
   if s.inflight >= s.limit then
-    park(tag, org, types)
+    park(tag, org)
     forget_org(org)
   else
     local lanes = lanes_of(org, s)
@@ -235,7 +231,7 @@ while #out < k and rounds < k + 64 do
       redis.call("SREM", k_org_types(tag, org), ttype)
     end
     if s.inflight >= s.limit then
-      park(tag, org, types)
+      park(tag, org)
     else
       for lt, band in pairs(lanes) do  -- back of its band in every ready index it is in
         if band == true then

@@ -3,7 +3,7 @@
 -- KEYS[1]  leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)
 -- ARGV[5]  retention (s)   ARGV[6] webhook body (json)   ARGV[7] error (json {code, message})
--- ARGV[8]  "1": only if the lease expired (the reaper)   ARGV[9..] task types
+-- ARGV[8]  "1": only if the lease expired (the reaper)
 --
 -- Returns 1, or 0 when the token no longer holds the task (or the lease was renewed meanwhile).
 
@@ -17,13 +17,9 @@ end
 if ARGV[8] == "1" and tonumber(redis.call("ZSCORE", KEYS[1], id)) > tonumber(now) then
   return 0
 end
-local types = {}
-for i = 9, #ARGV do
-  types[#types + 1] = ARGV[i]
-end
 local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
 redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
-settle(tag, org, ttype, types)
+settle(tag, org, ttype)
 local err = cjson.decode(ARGV[7])
 finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], "FAILED", err.code or "", err.message or "",
   true, t, {"status", "FAILED", "finished", now, "charged", 0, "error", ARGV[7]}, 0)

@@ -33,14 +33,14 @@ local function index_lane(tag, org, ttype, turn)
   end
 end
 
--- Re-index every non-empty lane of the org; `types` is unused (kept for the callers' signature).
-local function index_org(tag, org, types, turn)
+-- Re-index every non-empty lane of the org.
+local function index_org(tag, org, turn)
   for _, ttype in ipairs(redis.call("SMEMBERS", k_org_types(tag, org))) do
     index_lane(tag, org, ttype, turn)
   end
 end
 
-local function park(tag, org, types)
+local function park(tag, org)
   redis.call("SADD", k_capped(tag), org)
   for _, ttype in ipairs(redis.call("SMEMBERS", k_org_types(tag, org))) do
     redis.call("ZREM", k_ready(tag, ttype), org)
@@ -56,7 +56,7 @@ local settled = {}  -- orgs settled while counts are deferred: flush_queue() may
 
 -- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes
 -- (at once, or in flush_queue() while counts are deferred).
-local function settle(tag, org, ttype, types)
+local function settle(tag, org, ttype)
   if deferred then
     hincr(k_org(tag, org), "inflight", -1)
     hincr(k_pinflight(tag), ttype, -1)
@@ -69,7 +69,7 @@ local function settle(tag, org, ttype, types)
     local limit = tonumber(redis.call("HGET", k_org(tag, org), "concurrency") or "0")
     if inflight < limit then
       redis.call("SREM", k_capped(tag), org)
-      index_org(tag, org, types, turn_of(tag, org))
+      index_org(tag, org, turn_of(tag, org))
     end
   end
 end
@@ -103,7 +103,7 @@ local function abandoned(tag, id, t)
 end
 
 -- A leased task goes back to its lane at its original score (its place in line), QUEUED again.
-local function requeue(tag, id, types, attempts_delta)
+local function requeue(tag, id, attempts_delta)
   local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "score")
   local org, ttype = t[1], t[2]
   redis.call("ZREM", k_proc(tag), id)
@@ -115,7 +115,7 @@ local function requeue(tag, id, types, attempts_delta)
   lane_filled(tag, org, ttype)
   redis.call("HINCRBY", k_org(tag, org), "queued", 1)
   redis.call("HINCRBY", k_org(tag, org), "q" .. t[3], 1)
-  settle(tag, org, ttype, types)
+  settle(tag, org, ttype)
   if redis.call("SISMEMBER", k_capped(tag), org) == 0 then
     index_lane(tag, org, ttype, turn_of(tag, org))
   end
@@ -249,7 +249,7 @@ end
 
 -- Write what a call with deferred counts owes: counters, leases released, webhooks due, batch
 -- progress, and parked orgs that are below their concurrency again.
-local function flush_queue(tag, types, retention)
+local function flush_queue(tag, retention)
   flush_counts()
   for from = 1, #unleased, 1000 do
     redis.call("ZREM", k_proc(tag), unpack(unleased, from, math.min(from + 999, #unleased)))
@@ -265,7 +265,7 @@ local function flush_queue(tag, types, retention)
       local o = redis.call("HMGET", k_org(tag, org), "inflight", "concurrency")
       if tonumber(o[1] or "0") < tonumber(o[2] or "0") then
         redis.call("SREM", k_capped(tag), org)
-        index_org(tag, org, types, turn_of(tag, org))
+        index_org(tag, org, turn_of(tag, org))
       end
     end
   end
@@ -302,12 +302,12 @@ end
 
 -- At a cancellation safe point (retry, release, expired lease): a task whose cancel was requested
 -- while it ran becomes CANCELED instead of going back in line. True when it did.
-local function cancel_if_requested(tag, id, types, now, retention)
+local function cancel_if_requested(tag, id, now, retention)
   local t = redis.call("HMGET", k_task(tag, id), "org", "type", "cancel")
   if t[3] ~= "1" then
     return false
   end
-  settle(tag, t[1], t[2], types)
+  settle(tag, t[1], t[2])
   cancel_task(tag, id, now, retention)
   return true
 end

@@ -2,7 +2,6 @@
 --
 -- KEYS[1]  leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] now (ms)   ARGV[3] limit   ARGV[4] max attempts   ARGV[5] retention (s)
--- ARGV[6..] task types
 --
 -- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
 -- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body. A task whose
@@ -14,17 +13,13 @@
 
 local tag, now, limit, max_attempts = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
-local types = {}
-for i = 6, #ARGV do
-  types[#types + 1] = ARGV[i]
-end
 
 local requeued, exhausted = 0, {}
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)) do
   local t = redis.call("HMGET", k_task(tag, id), "status", "attempts")
   if t[1] ~= "PROCESSING" then
     redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
-  elseif cancel_if_requested(tag, id, types, now, retention) then
+  elseif cancel_if_requested(tag, id, now, retention) then
     count(tag, "lease_expired")
   elseif tonumber(t[2] or "0") >= max_attempts then
     exhausted[#exhausted + 1] = describe(tag, id)
@@ -32,7 +27,7 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
   else
     log_attempt(tag, id, {attempt = tonumber(t[2] or "0"), at = tonumber(now), outcome = "lease_expired",
       message = "the worker's lease ran out (worker stopped or lost)"})
-    requeue(tag, id, types, 0)
+    requeue(tag, id, 0)
     requeued = requeued + 1
     count(tag, "lease_expired")
   end

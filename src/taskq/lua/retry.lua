@@ -3,7 +3,7 @@
 -- KEYS[1]  leases       T:proc
 -- KEYS[2]  retry waits  T:delayed
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5] now (ms)
--- ARGV[6]  retention (s)   ARGV[7] error of this attempt (json {code, message})   ARGV[8..] task types
+-- ARGV[6]  retention (s)   ARGV[7] error of this attempt (json {code, message})
 --
 -- A retry is a cancellation safe point: a task whose cancel was requested while it ran becomes
 -- CANCELED here instead of waiting.
@@ -18,17 +18,13 @@ local tag, id, token = ARGV[1], ARGV[2], ARGV[3]
 if not holds(tag, id, token) then
   return 0
 end
-local types = {}
-for i = 8, #ARGV do
-  types[#types + 1] = ARGV[i]
-end
 local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "cancel", "attempts")
 count(tag, "retried:" .. t[2])
 local err = cjson.decode(ARGV[7])
 log_attempt(tag, id, {attempt = tonumber(t[5] or "0"), at = tonumber(ARGV[5]), outcome = "retry",
   code = err.code, message = err.message, due = tonumber(ARGV[4])})
 if t[4] == "1" then
-  settle(tag, t[1], t[2], types)
+  settle(tag, t[1], t[2])
   cancel_task(tag, id, ARGV[5], tonumber(ARGV[6]))
   return 1
 end
@@ -37,5 +33,5 @@ redis.call("HSET", k_task(tag, id), "status", "QUEUED", "token", "")
 redis.call("ZADD", KEYS[2], ARGV[4], id)
 redis.call("HINCRBY", k_org(tag, t[1]), "queued", 1)
 redis.call("HINCRBY", k_org(tag, t[1]), "q" .. t[3], 1)
-settle(tag, t[1], t[2], types)
+settle(tag, t[1], t[2])
 return 1

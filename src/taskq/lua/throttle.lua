@@ -10,7 +10,6 @@
 -- ARGV[10] wait the provider asked for (ms; "" = none: 1 s)   ARGV[11] limit it stated (calls/s; "")
 -- ARGV[12] the provider's message   ARGV[13] give up after (ms of rate limiting)   ARGV[14] probe (ms)
 -- ARGV[15] the lane's key fingerprints, comma-separated   ARGV[16] clock (ms; "" = the server's)
--- ARGV[17..] task types
 --
 --   rate   pause the key until the wait ends; cut its learned rate (AIMD, at most once a second: by MD,
 --          or to the limit the provider states if it was above it, else by MD_KNOWN); the task waits in
@@ -28,10 +27,6 @@ local tag, id, token, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local kind, fp = ARGV[6], ARGV[7]
 if not holds(tag, id, token) then
   return 0
-end
-local types = {}
-for i = 17, #ARGV do
-  types[#types + 1] = ARGV[i]
 end
 local ttype = redis.call("HGET", k_task(tag, id), "type")
 local fnow = flow_clock(ARGV[16])
@@ -95,7 +90,7 @@ end
 if give_up then
   return 2
 end
-if not cancel_if_requested(tag, id, types, now, tonumber(ARGV[5])) then
-  requeue(tag, id, types, -1)
+if not cancel_if_requested(tag, id, now, tonumber(ARGV[5])) then
+  requeue(tag, id, -1)
 end
 return 1

@@ -28,10 +28,10 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
+from taskq.errors import UnsafeTarget
 from taskq.webhooks.ssrf import (
     Network,
     Resolver,
-    UnsafeTarget,
     check_address,
     check_url_syntax,
     resolve_host,

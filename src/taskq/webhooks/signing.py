@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets as _random
 from functools import lru_cache
 
@@ -15,6 +16,18 @@ USER_AGENT = "taskq-webhooks/1"
 def generate_secret() -> str:
     """Return a fresh secret: "whsec_" + base64 of 32 random bytes (the spec allows 24-64)."""
     return SECRET_PREFIX + base64.b64encode(_random.token_bytes(32)).decode("ascii")
+
+
+def active_secrets(raw: str | None, at_ms: int) -> list[str]:
+    """The secrets still valid at at_ms, newest first, from an org's wh_secrets json
+    ([{"secret", "expires": ms or null}]; two are valid while a rotation overlaps)."""
+    return [secret for secret, expires in _secret_entries(raw or "") if expires is None or expires > at_ms]
+
+
+@lru_cache(maxsize=256)
+def _secret_entries(raw: str) -> tuple[tuple[str, int | None], ...]:
+    # Every delivery of an org carries the same json: parse it once (a rotation changes the json).
+    return tuple((e["secret"], e["expires"]) for e in (json.loads(raw) if raw else []))
 
 
 def _key(secret: str) -> bytes:

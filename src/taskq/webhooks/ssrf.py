@@ -12,16 +12,12 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from taskq.errors import ValidationFailed
+from taskq.errors import UnsafeTarget
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 SyncResolver = Callable[[str, int], list[str]]
-
-
-class UnsafeTarget(ValidationFailed):
-    """A webhook URL the service refuses to call; the message says why."""
 
 
 def _table(*rows: tuple[str, str]) -> tuple[tuple[Network, str], ...]:

@@ -55,7 +55,7 @@ def redis_client(settings: Settings) -> AsyncRedis:
         return cast(AsyncRedis, cluster)
     if is_sentinel_url(url):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call,unused-ignore]
         primary = sentinel.master_for(
             parsed.service,
             redis_class=aioredis.Redis,

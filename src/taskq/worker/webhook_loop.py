@@ -254,7 +254,7 @@ class _DeliveryLoop:
     async def _send(self, item: Claimed) -> Attempt:
         body = item.body.encode()
         try:
-            secrets = deliveries.active_secrets(item.secrets_json, now_ms())
+            secrets = signing.active_secrets(item.secrets_json, now_ms())
             headers = signing.headers(secrets, item.event, int(time.time()), body)
         except (ValueError, KeyError) as exc:
             return Attempt(

@@ -17,8 +17,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from taskq.api import ops, settings
-from taskq.api.errors import STATUS, HttpError
-from taskq.errors import Code, TaskqError
+from taskq.api.errors import status_of
+from taskq.errors import Forbidden, TaskqError
 from taskq.schemas.tasks import iso_ms
 
 bp = Blueprint(
@@ -79,7 +79,7 @@ def _signed_out(_exc: SignedOut) -> Response:
 
 @bp.errorhandler(TaskqError)
 def _failed(exc: TaskqError) -> Response:
-    status = exc.status if isinstance(exc, HttpError) else STATUS.get(exc.code, 400)
+    status = status_of(exc)
     page_csrf = ops.session_csrf() if settings().admin_token is not None else None
     return make_response(render_template("console/error.html", error=exc, csrf=page_csrf), status)
 
@@ -120,9 +120,7 @@ def checked_form() -> None:
     """A console action: signed in, and the form carries this session's CSRF token."""
     expected = csrf()
     if not hmac.compare_digest(request.form.get("csrf", "").encode(), expected.encode()):
-        raise TaskqError(
-            "The form's CSRF token is missing or wrong: reload the page and try again", code=Code.FORBIDDEN
-        )
+        raise Forbidden("The form's CSRF token is missing or wrong: reload the page and try again")
 
 
 def notice() -> str | None:
