@@ -16,26 +16,26 @@ local types = {}
 for i = 4, 3 + ntypes do
   types[#types + 1] = ARGV[i]
 end
-defer_counts()
+local d = queue_deferral()
 local out = {}
 for at = 4 + ntypes, #ARGV, 5 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local t = held(tag, id, token, unpack(FINISH_FIELDS))
   if t and abandoned(tag, id, t) then
-    settle(tag, t[3], t[6], types)
-    cancel_task(tag, id, now, retention)
+    settle(d, tag, t[3], t[6], types)
+    cancel_task(d, tag, id, now, retention)
     out[#out + 1] = 1
   elseif t then
     local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
-    hincr(k_org(tag, org), "credits", -cost)
-    hincr(k_org(tag, org), "reserved", -cost)
-    settle(tag, org, ttype, types)
-    finish(tag, id, now, retention, ARGV[at + 3], "COMPLETED", "", "", true, t,
-      {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[at + 4]}, cost)
+    hincr(d, k_org(tag, org), "credits", -cost)
+    hincr(d, k_org(tag, org), "reserved", -cost)
+    settle(d, tag, org, ttype, types)
+    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = cost,
+      result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-flush_queue(tag, types, retention)
+flush_queue(d, tag, types, retention)
 return out

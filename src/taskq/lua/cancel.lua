@@ -33,5 +33,5 @@ elseif redis.call("ZREM", KEYS[1], id) == 0 then
 end
 redis.call("HINCRBY", k_org(tag, org), "queued", -1)
 redis.call("HINCRBY", k_org(tag, org), "q" .. t[4], -1)
-cancel_task(tag, id, now, tonumber(ARGV[5]))
+cancel_task(AT_ONCE, tag, id, now, tonumber(ARGV[5]))
 return "canceled"

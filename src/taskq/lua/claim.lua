@@ -262,22 +262,22 @@ if #out > 0 then
   for from = 1, #leased, 1000 do
     redis.call("ZADD", KEYS[1], unpack(leased, from, math.min(from + 999, #leased)))
   end
-  defer_counts()
+  local d = deferral()
   for org, s in pairs(orgs) do
     if s.claimed > 0 then
       local okey = k_org(tag, org)
-      hincr(okey, "inflight", s.claimed)
-      hincr(okey, "queued", -s.claimed)
+      hincr(d, okey, "inflight", s.claimed)
+      hincr(d, okey, "queued", -s.claimed)
       for prio, n in pairs(s.prios) do
-        hincr(okey, "q" .. prio, -n)
+        hincr(d, okey, "q" .. prio, -n)
       end
     end
   end
   for ttype, n in pairs(per_type) do
-    hincr(KEYS[3], ttype, n)
-    count(tag, "claimed:" .. ttype, n)
+    hincr(d, KEYS[3], ttype, n)
+    count(d, tag, "claimed:" .. ttype, n)
   end
-  flush_counts()
+  flush_counts(d)
 end
 
 -- Flow control: write the lanes' new state back; tell the caller when a lane holding back queued

@@ -23,8 +23,7 @@ for i = 9, #ARGV do
 end
 local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
 redis.call("HINCRBY", k_org(tag, org), "reserved", -cost)
-settle(tag, org, ttype, types)
-local err = cjson.decode(ARGV[7])
-finish(tag, id, now, tonumber(ARGV[5]), ARGV[6], "FAILED", err.code or "", err.message or "",
-  true, t, {"status", "FAILED", "finished", now, "charged", 0, "error", ARGV[7]}, 0)
+settle(AT_ONCE, tag, org, ttype, types)
+finish(AT_ONCE, tag, {id = id, now = now, retention = tonumber(ARGV[5]), status = "FAILED", charged = 0,
+  error = ARGV[7], task = t, notify = true, body = ARGV[6]})
 return 1

@@ -25,16 +25,16 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
   if t[1] ~= "PROCESSING" then
     redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
   elseif cancel_if_requested(tag, id, types, now, retention) then
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   elseif tonumber(t[2] or "0") >= max_attempts then
     exhausted[#exhausted + 1] = describe(tag, id)
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   else
     log_attempt(tag, id, {attempt = tonumber(t[2] or "0"), at = tonumber(now), outcome = "lease_expired",
       message = "the worker's lease ran out (worker stopped or lost)"})
     requeue(tag, id, types, 0)
     requeued = requeued + 1
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   end
 end
 local out = {requeued}

@@ -23,13 +23,13 @@ for i = 8, #ARGV do
   types[#types + 1] = ARGV[i]
 end
 local t = redis.call("HMGET", k_task(tag, id), "org", "type", "prio", "cancel", "attempts")
-count(tag, "retried:" .. t[2])
+count(AT_ONCE, tag, "retried:" .. t[2])
 local err = cjson.decode(ARGV[7])
 log_attempt(tag, id, {attempt = tonumber(t[5] or "0"), at = tonumber(ARGV[5]), outcome = "retry",
   code = err.code, message = err.message, due = tonumber(ARGV[4])})
 if t[4] == "1" then
-  settle(tag, t[1], t[2], types)
-  cancel_task(tag, id, ARGV[5], tonumber(ARGV[6]))
+  settle(AT_ONCE, tag, t[1], t[2], types)
+  cancel_task(AT_ONCE, tag, id, ARGV[5], tonumber(ARGV[6]))
   return 1
 end
 redis.call("ZREM", KEYS[1], id)
@@ -37,5 +37,5 @@ redis.call("HSET", k_task(tag, id), "status", "QUEUED", "token", "")
 redis.call("ZADD", KEYS[2], ARGV[4], id)
 redis.call("HINCRBY", k_org(tag, t[1]), "queued", 1)
 redis.call("HINCRBY", k_org(tag, t[1]), "q" .. t[3], 1)
-settle(tag, t[1], t[2], types)
+settle(AT_ONCE, tag, t[1], t[2], types)
 return 1

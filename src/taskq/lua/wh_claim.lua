@@ -17,7 +17,7 @@ local leased, secrets = {}, {}
 for _, id in ipairs(ids) do
   local key, p = delivery_record(tag, id)
   local d = redis.call("HMGET", key, p .. "state", p .. "url", p .. "event", p .. "body", p .. "org",
-    p .. "task", p .. "attempts")
+    p .. "task", p .. "attempts", p .. "batch")
   if d[1] == "pending" then
     local attempt = tonumber(d[7] or "0") + 1
     redis.call("HSET", key, p .. "state", "sending", p .. "attempts", attempt)
@@ -27,7 +27,15 @@ for _, id in ipairs(ids) do
     if secrets[org] == nil then
       secrets[org] = redis.call("HGET", k_org(tag, org), "wh_secrets") or "[]"
     end
-    out[#out + 1] = {id, d[2], d[3], d[4], org, attempt, d[6] or "", secrets[org]}
+    local entry = {id, d[2], d[3], d[4] or "", org, attempt, d[6] or "", secrets[org]}
+    if not d[4] then  -- no body stored yet: the record taskq.deliveries builds it from
+      if d[8] and d[8] ~= "" then
+        entry[9], entry[10], entry[11] = "batch", d[8], redis.call("HGETALL", k_batch(tag, d[8]))
+      else
+        entry[9], entry[10], entry[11] = "task", d[6] or "", redis.call("HGETALL", k_task(tag, d[6] or ""))
+      end
+    end
+    out[#out + 1] = entry
   end
 end
 if #ids > 0 then

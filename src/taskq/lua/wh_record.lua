@@ -24,8 +24,9 @@
 
 local tag, retention = ARGV[1], tonumber(ARGV[2])
 local unleased = {}  -- T:wh:proc removals, written once
+local counters = deferral()  -- the counts of every attempt, written once
 
-local function record(id, attempt, now, decision, next_ms, line)
+local function record(id, attempt, now, decision, next_ms, line, body)
   local key, p = delivery_record(tag, id)
   -- The task's fields come along when the delivery lives in the task hash (nil otherwise).
   local d = redis.call("HMGET", key, p .. "state", p .. "attempts", p .. "task", p .. "url", p .. "log",
@@ -40,16 +41,22 @@ local function record(id, attempt, now, decision, next_ms, line)
     if not current then
       return "stale"
     end
-    redis.call("HSET", key, p .. "state", "pending", p .. "next", next_ms, p .. "attempts",
-      tonumber(attempt) - 1)
+    local write = {p .. "state", "pending", p .. "next", next_ms, p .. "attempts", tonumber(attempt) - 1}
+    if body ~= "" then
+      write[#write + 1] = p .. "body"; write[#write + 1] = body
+    end
+    redis.call("HSET", key, unpack(write))
     unleased[#unleased + 1] = id
     redis.call("ZADD", KEYS[1], next_ms, id)
     return "pending"
   end
 
   local write = {p .. "log", d[5] and (d[5] .. "\n" .. line) or line}
+  if body ~= "" then
+    write[#write + 1] = p .. "body"; write[#write + 1] = body
+  end
   local outcome = cjson.decode(line).outcome or decision
-  count(tag, "wh:" .. outcome)
+  count(counters, tag, "wh:" .. outcome)
   if decision ~= "delivered" then  -- the dashboard's failing endpoints: attempts per host this hour
     local url = d[4] or ""
     local host = string.match(url, "^%a+://([^/?#]+)") or url
@@ -113,12 +120,12 @@ local function record(id, attempt, now, decision, next_ms, line)
   return result
 end
 
-defer_counts()
 local out = {}
-for at = 3, #ARGV, 6 do
-  out[#out + 1] = record(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
+for at = 3, #ARGV, 7 do
+  out[#out + 1] = record(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5],
+    ARGV[at + 6])
 end
-flush_counts()
+flush_counts(counters)
 for from = 1, #unleased, 1000 do
   redis.call("ZREM", KEYS[2], unpack(unleased, from, math.min(from + 999, #unleased)))
 end
