@@ -1,8 +1,18 @@
 -- ack.lua: complete tasks: store each result, charge its credits, queue its webhook; each fenced.
 --
--- KEYS[1]  leases       T:proc
+-- KEYS[1]  -  leases       T:proc  (routes the call to its shard; used as the derived T:proc)
 -- ARGV[1]  shard tag T  ARGV[2] retention (s)   ARGV[3] n = number of task types, then the n types
 -- then 5 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               r  T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     rw T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 rw T:capped               w  T:pinflight
+--   w  T:proc                 w  T:rr                   w  T:wh:due
+--   w  T:metrics              w  T:stats:<minute>       w  T:failures
+--   w  T:reply:<id>
 --
 -- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
 -- is); the counters, leases, webhook queue and batch progress of all of them are written once.

@@ -1,9 +1,19 @@
 -- retry.lua: a retryable failure: the task waits in T:delayed until due, QUEUED; fenced.
 --
--- KEYS[1]  leases       T:proc
--- KEYS[2]  retry waits  T:delayed
+-- KEYS[1]  w  leases       T:proc
+-- KEYS[2]  w  retry waits  T:delayed
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] fencing token   ARGV[4] due (ms)   ARGV[5] now (ms)
 -- ARGV[6]  retention (s)   ARGV[7] error of this attempt (json {code, message})   ARGV[8..] task types
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               r  T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     rw T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 rw T:capped               w  T:pinflight
+--   w  T:proc                 w  T:rr                   w  T:wh:due
+--   w  T:metrics              w  T:stats:<minute>       w  T:failures
+--   w  T:reply:<id>
 --
 -- A retry is a cancellation safe point: a task whose cancel was requested while it ran becomes
 -- CANCELED here instead of waiting.

@@ -1,14 +1,22 @@
 -- wh_claim.lua: lease up to ARGV[4] due webhook deliveries of one shard for sending.
 --
--- KEYS[1]  waiting deliveries  T:wh:due    (score = next attempt, ms)
--- KEYS[2]  leased deliveries   T:wh:proc   (score = lease deadline, ms)
+-- KEYS[1]  rw waiting deliveries  T:wh:due    (score = next attempt, ms)
+-- KEYS[2]  w  leased deliveries   T:wh:proc   (score = lease deadline, ms)
 -- ARGV[1]  shard tag T   ARGV[2] now (ms)   ARGV[3] lease deadline (ms)   ARGV[4] limit
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   r  T:org:<org>            rw T:t:<id>               r  T:b:<id>
+--   rw T:wh:<id>
 --
 -- Each claimed delivery moves from wh:due to wh:proc, counts one more attempt and turns "sending"
 -- (its task's wh_attempts follows when the attempt is recorded). An id whose record expired, or that
 -- is already final, is dropped from wh:due. Moves and org secrets are written / read once per call.
 -- Returns {next, d1, ..., dn}: next is the score of the earliest delivery still waiting ("" when
--- none); each di is {id, url, event id, body, org, attempt number, task id, org's wh_secrets json}.
+-- none); each di is {id, url, event id, body, org, attempt number, task id, org's wh_secrets json},
+-- and for a delivery stored without a body (a canceled task's, batch.completed) three more: "task" or
+-- "batch", its id, and that record (HGETALL; empty once expired), for taskq.deliveries to build the
+-- body from.
 
 local tag, now, deadline = ARGV[1], ARGV[2], ARGV[3]
 local out = {""}

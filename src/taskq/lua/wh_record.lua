@@ -1,11 +1,17 @@
 -- wh_record.lua: record webhook delivery attempts and decide what comes next, each atomically.
 --
--- KEYS[1]  waiting deliveries  T:wh:due
--- KEYS[2]  leased deliveries   T:wh:proc
+-- KEYS[1]  w  waiting deliveries  T:wh:due
+-- KEYS[2]  w  leased deliveries   T:wh:proc
 -- ARGV[1]  shard tag T   ARGV[2] retention of final records (s)
--- then 6 arguments per attempt: delivery id, attempt number (from the claim), now (ms),
+-- then 7 arguments per attempt: delivery id, attempt number (from the claim), now (ms),
 --          decision: "delivered" | "retry" | "failed" | "defer" (not sent: its receiver is saturated),
---          next attempt (ms) for retry and defer, the attempt's log line (json; unused for defer)
+--          next attempt (ms) for retry and defer, the attempt's log line (json; unused for defer),
+--          the body built at the claim to store, for a delivery stored without one ("" otherwise)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:t:<id>               rw T:wh:<id>              w  T:t:<id>:wh
+--   w  T:metrics              rw T:wh:failing
 --
 -- Only the current claim (state "sending", same attempt number: an expired lease was put back to
 -- "pending" by wh_reap) moves the delivery on; an older claim only adds its log line, unless it
@@ -17,6 +23,8 @@
 -- A task's first delivery lives in its task hash (see delivery_record), so recording it is one read
 -- and one write of that hash; the task has no expiry while it waits, and its retention starts when it
 -- is final. Any other delivery has its own record, which expires after the retention once final.
+-- A body built at the claim (a canceled task's, batch.completed: see taskq.deliveries) is stored with
+-- the attempt, so every later attempt sends the same bytes.
 -- Counters and lease removals of all the attempts are written once. Returns, per attempt, the
 -- delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
 
