@@ -4,16 +4,26 @@ attempt's record stores them, so every later attempt sends the same bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
+import pytest
+import redis
+import redis.asyncio
+import standardwebhooks
+from aiohttp import web
+
 from taskq import deliveries, scheduler
+from taskq.api import create_app
 from taskq.errors import Code
 from taskq.keys import first_delivery
 from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskRecord, TaskType, event_view
-from tests.conftest import auth
+from taskq.store import Store
+from taskq.worker.delivery import run_deliveries
+from tests.conftest import REAL_REDIS_URL, auth, make_settings
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 HOOK = "https://93.184.215.14/hooks"
@@ -145,3 +155,67 @@ def test_a_batch_event_whose_batch_expired_before_its_first_claim_has_no_body(
     store.client.delete(store.org(org_id).shard.batch(body["batchId"]))
     (item,) = claim_deliveries(store.client, store, org_id, now_ms())
     assert item.body is None and item.built
+
+
+@pytest.mark.redis
+def test_the_sender_signs_built_bodies_and_fails_an_event_it_cannot_build(real_redis: redis.Redis) -> None:
+    store = Store(real_redis)
+    org_id, key = store.create_org("bodies", credits=100, concurrency=5, queue_limit=100)
+    store.update_org(org_id, notify_canceled=1)
+    secret = store.webhook_secrets(org_id)[0]
+    shard = store.org(org_id).shard
+    settings = make_settings(webhook_allow_networks=["127.0.0.0/8"], webhook_schedule_seconds=[0.05])
+    http = create_app(settings, client=real_redis).test_client()
+    hits: list[tuple[dict[str, str], bytes]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        hits.append(({k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        return web.Response(status=204)
+
+    def cancel_one(url: str, path: str) -> str:
+        submitted = http.post(path.format(url=url), json=[task("x", webhook={"url": url})], headers=auth(key))
+        tid = submitted.json["results"][0]["task"]["id"]
+        assert http.post(f"/v1/async/task/{tid}/cancel", headers=auth(key)).status_code == 200
+        return str(submitted.json["batchId"])
+
+    async def run() -> tuple[str, str]:
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        sent = cancel_one(url, "/v1/async/task/batch?batchWebhook={url}")
+        lost = cancel_one(url, "/v1/async/task/batch?batchWebhook={url}")
+        real_redis.delete(shard.batch(lost))  # gone before the event's first send
+        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        stop = asyncio.Event()
+        loop = asyncio.create_task(run_deliveries(client, settings, stop))
+        deadline = time.monotonic() + 30
+        while (
+            real_redis.zcard(shard.wh_due) + real_redis.zcard(shard.wh_proc) and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        stop.set()
+        await loop
+        await client.aclose()
+        await runner.cleanup()
+        return sent, lost
+
+    sent, lost = asyncio.run(run())
+    bodies = {json.loads(body).get("type", "task"): (headers, body) for headers, body in hits}
+    assert sorted(bodies) == ["batch.completed", "task"] and len(hits) == 3  # two tasks' events, one batch
+    for headers, body in hits:
+        standardwebhooks.Webhook(secret).verify(body, headers)
+        event = json.loads(body)
+        if "task" in event:
+            stored = real_redis.hget(shard.task(event["task"]["id"]), "d_body")
+            assert headers["webhook-id"] == "msg_" + event["task"]["id"]
+        else:
+            stored = real_redis.hget(shard.delivery(f"batch_{sent}"), "body")
+            assert headers["webhook-id"] == f"msg_batch_{sent}" and event["batchId"] == sent
+        assert stored == body.decode()
+    failed = deliveries.stored(real_redis, shard, f"batch_{lost}")
+    assert failed["state"] == "failed" and "body" not in failed
+    assert [json.loads(line)["outcome"] for line in deliveries.attempt_log(failed)] == ["blocked"]
