@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskq import scheduler
+from taskq import deliveries, scheduler
 from taskq.errors import Code
 from taskq.schemas.tasks import TaskType
 from tests.conftest import auth
@@ -173,7 +173,8 @@ def test_batch_completes_with_counts_and_one_batch_webhook(http: Any, make_org: 
     assert due == [f"batch_{body['batchId']}"]
     event = store.client.hgetall(shard.delivery(due[0]))
     assert event["event"] == f"msg_batch_{body['batchId']}" and event["url"] == "https://93.184.215.14/hooks"
-    payload = json.loads(event["body"])
+    (claimed,), _ = sched.run(deliveries.claim_op(shard, now_ms(), now_ms() + 60_000, 10))
+    payload = json.loads(claimed.body or "")
     assert payload["type"] == "batch.completed" and payload["batchId"] == body["batchId"]
     assert payload["counts"] == {"COMPLETED": 2, "FAILED": 1, "CANCELED": 0}
     assert payload["creditsCharged"] == 8 and payload["total"] == 3

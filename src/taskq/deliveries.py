@@ -3,7 +3,13 @@
 A delivery is one attempt series of one webhook event: pending -> sending -> delivered | failed
 (pending again between retries), with a log of its attempts. The completing script creates the first
 one (the outbox) inside the task's hash; a redelivery adds another of the same event (same webhook-id,
-same body) in a hash of its own (see ``keys.Shard.delivery_record``). The worker calls the async
+same body) in a hash of its own (see ``keys.Shard.delivery_record``).
+
+Every webhook body is built here in Python, by the views of ``taskq.schemas.tasks``: a completed or
+failed task's by the worker before its script runs (``taskq.scheduler``); a canceled task's and a
+batch.completed event's, whose scripts only record that the event is due, at its first claim, from
+the task or batch record (fixed once finished), and stored with that attempt's record: every retry
+sends the same bytes. The worker calls the async
 functions with a redis.asyncio client; the intake calls the sync ones. Attempt log outcomes:
 delivered, retry, gone, blocked, exhausted (a retry with the schedule spent) and lost (the sender died
 before recording; see wh_reap.lua).
@@ -19,7 +25,7 @@ from typing import Any, Literal
 from taskq.errors import NotFound, NotRedeliverable
 from taskq.keys import DELIVERY_FIELDS, Shard
 from taskq.redistypes import Pipeline, Redis
-from taskq.schemas.tasks import TERMINAL, TaskRecord, event_view, iso_ms
+from taskq.schemas.tasks import TERMINAL, TaskRecord, batch_event_view, event_view, iso_ms
 from taskq.scripts import Op, Scripts
 from taskq.store import Org, Store, now_ms
 
@@ -31,16 +37,21 @@ MAX_DELIVERIES_PER_TASK = 20
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery leased for one attempt (what wh_claim.lua returns)."""
+    """A delivery leased for one attempt (what wh_claim.lua returns).
+
+    ``body`` is None when it had to be built at this claim and its task or batch record is gone;
+    ``built``: built at this claim, to be stored with this attempt's record.
+    """
 
     id: str
     url: str
     event: str
-    body: str
+    body: str | None
     org: str
     attempt: int
     task: str
     secrets_json: str
+    built: bool = False
 
 
 def new_delivery_id() -> str:
@@ -50,6 +61,17 @@ def new_delivery_id() -> str:
 def event_body(task: TaskRecord) -> str:
     """The webhook body of a finished task, serialized as the completing script's outbox record is."""
     return json.dumps(event_view(task), separators=(",", ":"))
+
+
+def built_body(kind: str, source_id: str, flat: list[Any]) -> str | None:
+    """The body of a delivery its script stored none for, from the record wh_claim.lua read: a task's
+    (``kind`` "task": a canceled task) or a batch's ("batch": batch.completed). None when it is gone."""
+    fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+    if not fields:
+        return None
+    if kind == "batch":
+        return json.dumps(batch_event_view(source_id, fields), separators=(",", ":"))
+    return event_body(TaskRecord.from_hash(source_id, fields))
 
 
 def log_line(
@@ -73,28 +95,42 @@ def _text(value: Any) -> str:
 
 
 # The worker's side (redis.asyncio) ---------------------------------------------------------------
+def claim_op(shard: Shard, now: int, lease_until: int, limit: int) -> Op[tuple[list[Claimed], int | None]]:
+    """The wh_claim call that leases up to limit due deliveries; its reply: the deliveries (each with
+    its body, built here when its script stored none) and when the next waiting one is due (ms) or None."""
+    keys = [shard.wh_due, shard.wh_proc]
+    return Op("wh_claim", keys, [shard.tag, now, lease_until, limit], _claims)
+
+
 async def claim(
     scripts: Scripts, shard: Shard, now: int, lease_until: int, limit: int
 ) -> tuple[list[Claimed], int | None]:
     """Lease up to limit due deliveries; also return when the next waiting one is due (ms) or None."""
-    raw = await scripts["wh_claim"](
-        keys=[shard.wh_due, shard.wh_proc], args=[shard.tag, now, lease_until, limit]
-    )
+    op = claim_op(shard, now, lease_until, limit)
+    return op.parse(await scripts[op.script](keys=op.keys, args=op.args))
+
+
+def _claims(raw: Any) -> tuple[list[Claimed], int | None]:
     head = _text(raw[0])
-    items = [
-        Claimed(
-            id=_text(r[0]),
-            url=_text(r[1]),
-            event=_text(r[2]),
-            body=_text(r[3]),
-            org=_text(r[4]),
-            attempt=int(r[5]),
-            task=_text(r[6]),
-            secrets_json=_text(r[7]),
-        )
-        for r in raw[1:]
-    ]
-    return items, (int(float(head)) if head else None)
+    return [_claimed(r) for r in raw[1:]], (int(float(head)) if head else None)
+
+
+def _claimed(r: list[Any]) -> Claimed:
+    body: str | None = _text(r[3])
+    built = len(r) > 8  # no body stored: r[8:11] say what to build it from (kind, id, record)
+    if built:
+        body = built_body(_text(r[8]), _text(r[9]), r[10])
+    return Claimed(
+        id=_text(r[0]),
+        url=_text(r[1]),
+        event=_text(r[2]),
+        body=body,
+        org=_text(r[4]),
+        attempt=int(r[5]),
+        task=_text(r[6]),
+        secrets_json=_text(r[7]),
+        built=built,
+    )
 
 
 def record_op(
@@ -111,7 +147,8 @@ def record_op(
     one call (``Op.shared``). Its reply: the delivery state afterwards, "stale" or "missing"."""
     keys = [shard.wh_due, shard.wh_proc]
     shared = [shard.tag, retention_seconds]
-    item_args = [item.id, item.attempt, now, decision, next_ms, line]
+    body = item.body if item.built and item.body else ""  # a body built at the claim is stored
+    item_args = [item.id, item.attempt, now, decision, next_ms, line, body]
     return Op("wh_record", keys, [*shared, *item_args], _first_state, shared=len(shared))
 
 

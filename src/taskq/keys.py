@@ -32,7 +32,8 @@ T:wh:due              ZSET     webhook deliveries waiting; score = next attempt 
 T:wh:proc             ZSET     webhook deliveries being sent; score = lease deadline (ms)
 T:wh:<id>             HASH     any other webhook delivery (a redelivery, a batch event): DELIVERY_FIELDS
 T:t:<id>:wh           LIST     delivery ids of one task, oldest first (redeliveries append)
-T:metrics             HASH     counters for /metrics (fields: see taskq.metrics)
+T:metrics             HASH     counters for /metrics (fields: see taskq.metrics; the latency histogram's
+                               bucket i counts calls of at most LATENCY_BUCKETS_MS[i] ms)
 T:stats:<minute>      HASH     admitted/completed/failed in one minute (expires after 2 h)
 T:wh:failing          HASH     webhook host -> failed attempts in the last hour (expires hourly)
 T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
@@ -126,11 +127,16 @@ TASK_FIELDS = (
 #: rate/burst/seen: the configured limit and when a worker last said so. Lane fields ("<TYPE>:"):
 #: pause/why, an operator's pause.
 FLOW_FIELDS = "tat pause why quota auth lrate lset lcap ss calls n429 w wn pn rate burst seen".split()
+#: Upper bounds (ms) of the provider latency histogram in T:metrics ("lat:<TYPE>:<i>": calls of at most
+#: LATENCY_BUCKETS_MS[i] ms, the last index for slower ones); the scripts get them as LAT_BUCKETS.
+LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
 #: Field of the task hash logging each attempt that did not end the task (retry.lua, reap.lua).
 ATTEMPT_LOG = "alog"
 
-#: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated.
-DELIVERY_FIELDS = "task org url event body attempts state created next finished log".split()
+#: Fields of a webhook delivery record; ``log`` holds one JSON line per attempt, newline-separated;
+#: ``body`` is absent until the first attempt for an event whose body is built when first sent (a
+#: canceled task's, from its task; batch.completed, from the batch named by ``batch``).
+DELIVERY_FIELDS = "task org url event body attempts state created next finished log batch".split()
 #: A task's first delivery (the one its completion queues) is stored in the task hash, its fields
 #: prefixed with EMBEDDED_PREFIX, under the delivery id FIRST_DELIVERY + task id: completing a task
 #: and recording its delivery then touch one key, which expires with the task.
@@ -261,7 +267,8 @@ def org_meta(org: str) -> str:
 
 
 def lua_preamble() -> str:
-    """Lua functions ``k_<name>(tag, ...)`` that build the same names as TEMPLATES, for every script."""
+    """Lua functions ``k_<name>(tag, ...)`` that build the same names as TEMPLATES, and the latency
+    histogram's bounds (LAT_BUCKETS), for every script."""
     lines = ["-- Generated from taskq/keys.py: the only place key names are defined."]
     for name, template in TEMPLATES.items():
         params = _params(template)
@@ -283,5 +290,7 @@ def lua_preamble() -> str:
         '  return k_delivery(tag, id), ""',
         "end",
         f"local function first_delivery(task) return {first} .. task end",
+        "-- Upper bounds (ms) of the latency histogram's buckets (LATENCY_BUCKETS_MS).",
+        "local LAT_BUCKETS = {" + ", ".join(str(b) for b in LATENCY_BUCKETS_MS) + "}",
     ]
     return "\n".join(lines) + "\n"

@@ -20,16 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from taskq import flow, keys
-from taskq.keys import Shard
+from taskq.keys import LATENCY_BUCKETS_MS, Shard
 from taskq.redistypes import Redis
-
-#: Upper bounds (ms) of the provider latency histogram; the Lua scripts count into the same buckets.
-LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
-
-
-def lua_buckets() -> str:
-    """The bucket bounds as a Lua table literal, for the generated preamble."""
-    return "{" + ", ".join(str(b) for b in LATENCY_BUCKETS_MS) + "}"
 
 
 def count_rejections(client: Redis, shard: Shard, code: str, count: int) -> None:

@@ -1,8 +1,18 @@
 -- ack.lua: complete tasks: store each result, charge its credits, queue its webhook; each fenced.
 --
--- KEYS[1]  leases       T:proc
+-- KEYS[1]  -  leases       T:proc  (routes the call to its shard; used as the derived T:proc)
 -- ARGV[1]  shard tag T  ARGV[2] retention (s)
 -- then 5 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               r  T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     rw T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 rw T:capped               w  T:pinflight
+--   w  T:proc                 w  T:rr                   w  T:wh:due
+--   w  T:metrics              w  T:stats:<minute>       w  T:failures
+--   w  T:reply:<id>
 --
 -- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
 -- is); the counters, leases, webhook queue and batch progress of all of them are written once.
@@ -12,26 +22,26 @@
 --#include queue_lib
 
 local tag, retention = ARGV[1], tonumber(ARGV[2])
-defer_counts()
+local d = queue_deferral()
 local out = {}
 for at = 3, #ARGV, 5 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local t = held(tag, id, token, unpack(FINISH_FIELDS))
   if t and abandoned(tag, id, t) then
-    settle(tag, t[3], t[6])
-    cancel_task(tag, id, now, retention)
+    settle(d, tag, t[3], t[6])
+    cancel_task(d, tag, id, now, retention)
     out[#out + 1] = 1
   elseif t then
     local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
-    hincr(k_org(tag, org), "credits", -cost)
-    hincr(k_org(tag, org), "reserved", -cost)
-    settle(tag, org, ttype)
-    finish(tag, id, now, retention, ARGV[at + 3], "COMPLETED", "", "", true, t,
-      {"status", "COMPLETED", "finished", now, "charged", cost, "result", ARGV[at + 4]}, cost)
+    hincr(d, k_org(tag, org), "credits", -cost)
+    hincr(d, k_org(tag, org), "reserved", -cost)
+    settle(d, tag, org, ttype)
+    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = cost,
+      result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-flush_queue(tag, retention)
+flush_queue(d, tag, retention)
 return out

@@ -1,12 +1,12 @@
 -- admit.lua: admit one batch of validated tasks for one organization, atomically.
 --
--- KEYS[1]  org hash            T:org:<org>
--- KEYS[2]  arrival counter     T:seq
--- KEYS[3]  round-robin counter T:rr
--- KEYS[4]  turns               T:turn
--- KEYS[5]  parked orgs         T:capped
--- KEYS[6]  wake list           T:wake
--- KEYS[7]  waits               T:delayed
+-- KEYS[1]  rw org hash            T:org:<org>
+-- KEYS[2]  w  arrival counter     T:seq
+-- KEYS[3]  w  round-robin counter T:rr
+-- KEYS[4]  rw turns               T:turn
+-- KEYS[5]  r  parked orgs         T:capped
+-- KEYS[6]  w  wake list           T:wake
+-- KEYS[7]  w  waits               T:delayed
 -- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
 -- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
 --          webhook url or "", input index, 1 for a synchronous call (a batch of one, priority 11),
@@ -16,6 +16,13 @@
 -- ARGV[9..] the payload json of each task, in the same order (kept out of ARGV[4]: decoding
 --           JSON inside JSON costs more than the whole rest of the script; one argument per task
 --           field instead costs the client more to encode than the JSON costs here)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   w  T:t:<id>               rw T:lane:<org>:<type>    w  T:ready:<type>
+--   rw T:idem:<org>:<key>     w  T:org:<org>:tasks      w  T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:metrics
+--   w  T:stats:<minute>
 --
 -- Returns {"no_org"} when the organization does not exist, {"batch_exists"} when a batch with this id
 -- was admitted before (a batch id admits once), {"queue_full", limit} when the whole batch

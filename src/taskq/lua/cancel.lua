@@ -1,7 +1,16 @@
 -- cancel.lua: cancel one task of an organization.
 --
--- KEYS[1]  retry waits  T:delayed
+-- KEYS[1]  w  retry waits  T:delayed
 -- ARGV[1]  shard tag T  ARGV[2] task id   ARGV[3] org id   ARGV[4] now (ms)   ARGV[5] retention (s)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               rw T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     w  T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 r  T:capped               w  T:proc
+--   w  T:rr                   w  T:wh:due               w  T:metrics
+--   w  T:stats:<minute>       w  T:failures             w  T:reply:<id>
 --
 -- A QUEUED task (in its lane or waiting to retry) becomes CANCELED at once: out of the queue, its
 -- credit reservation released, counted, its webhook sent only if the org opted in (notify_canceled).
@@ -33,5 +42,5 @@ elseif redis.call("ZREM", KEYS[1], id) == 0 then
 end
 redis.call("HINCRBY", k_org(tag, org), "queued", -1)
 redis.call("HINCRBY", k_org(tag, org), "q" .. t[4], -1)
-cancel_task(tag, id, now, tonumber(ARGV[5]))
+cancel_task(AT_ONCE, tag, id, now, tonumber(ARGV[5]))
 return "canceled"

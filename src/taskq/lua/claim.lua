@@ -1,14 +1,20 @@
 -- claim.lua: lease up to k queued tasks in strict priority order, round-robin between orgs.
 --
--- KEYS[1]  leases        T:proc
--- KEYS[2]  retry waits   T:delayed
--- KEYS[3]  provider use  T:pinflight
--- KEYS[4]  fence counter T:fence
--- KEYS[5]  turn counter  T:rr
--- KEYS[6]  flow control  T:flow
+-- KEYS[1]  w  leases        T:proc
+-- KEYS[2]  rw retry waits   T:delayed
+-- KEYS[3]  rw provider use  T:pinflight
+-- KEYS[4]  rw fence counter T:fence
+-- KEYS[5]  rw turn counter  T:rr
+-- KEYS[6]  rw flow control  T:flow
 -- ARGV[1]  shard tag T   ARGV[2] now (ms)   ARGV[3] lease (ms)   ARGV[4] k   ARGV[5] promote limit
 -- ARGV[6]  c = number of claimable task types, then c pairs (type, provider cap; -1 = no cap),
 --          then the flow spec (JSON, see flow_lib.lua; "" = no flow control)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               rw T:lane:<org>:<type>
+--   rw T:ready:<type>         rw T:org:<org>:types      rw T:turn
+--   rw T:capped               w  T:rr                   w  T:metrics
 --
 -- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
 -- Then, k times: among claimable types not at their cap, the head of every ready:<type>; the lowest
@@ -258,22 +264,22 @@ if #out > 0 then
   for from = 1, #leased, 1000 do
     redis.call("ZADD", KEYS[1], unpack(leased, from, math.min(from + 999, #leased)))
   end
-  defer_counts()
+  local d = deferral()
   for org, s in pairs(orgs) do
     if s.claimed > 0 then
       local okey = k_org(tag, org)
-      hincr(okey, "inflight", s.claimed)
-      hincr(okey, "queued", -s.claimed)
+      hincr(d, okey, "inflight", s.claimed)
+      hincr(d, okey, "queued", -s.claimed)
       for prio, n in pairs(s.prios) do
-        hincr(okey, "q" .. prio, -n)
+        hincr(d, okey, "q" .. prio, -n)
       end
     end
   end
   for ttype, n in pairs(per_type) do
-    hincr(KEYS[3], ttype, n)
-    count(tag, "claimed:" .. ttype, n)
+    hincr(d, KEYS[3], ttype, n)
+    count(d, tag, "claimed:" .. ttype, n)
   end
-  flush_counts()
+  flush_counts(d)
 end
 
 -- Flow control: write the lanes' new state back; tell the caller when a lane holding back queued

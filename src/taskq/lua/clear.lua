@@ -1,9 +1,15 @@
 -- clear.lua: remove up to ARGV[3] of one organization's QUEUED tasks (lanes and retry waits).
 --
--- KEYS[1]  org hash      T:org:<org>
--- KEYS[2]  delayed       T:delayed
+-- KEYS[1]  w  org hash      T:org:<org>
+-- KEYS[2]  rw delayed       T:delayed
 -- ARGV[1]  shard tag T   ARGV[2] org id   ARGV[3] limit   ARGV[4] now (ms)   ARGV[5] retention (s)
 -- ARGV[6..] task types
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:t:<id>               rw T:lane:<org>:<type>    w  T:ready:<type>
+--   w  T:idem:<org>:<key>     w  T:org:<org>:types      rw T:b:<id>
+--   w  T:b:<id>:ids           w  T:wh:<id>              w  T:wh:due
 --
 -- Each removed task is deleted with its idempotency key; its credit reservation is released and the
 -- queued counters drop; its batch counts it as canceled. Returns the number removed (0: none left).

@@ -1,9 +1,13 @@
 -- list_page.lua: one page of an org's task listing, newest first, read in one step with the position
 -- of the list's head (the trimmer moves it), so a cursor keeps its meaning while entries are trimmed.
 --
--- KEYS[1]  listing   T:org:<org>:tasks     KEYS[2]  org hash   T:org:<org>
+-- KEYS[1]  r  listing   T:org:<org>:tasks
+-- KEYS[2]  r  org hash  T:org:<org>
 -- ARGV[1]  upper: absolute position one past the newest entry wanted ("" = the newest)
 -- ARGV[2]  page size
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written): none
 --
 -- Returns {lo, id_lo, ..., id_(upper-1)}: the ids at absolute positions lo .. upper-1, oldest first
 -- (an empty page when nothing lies below upper).

@@ -52,15 +52,22 @@ local function lane_filled(tag, org, ttype)
   redis.call("SADD", k_org_types(tag, org), ttype)
 end
 
-local settled = {}  -- orgs settled while counts are deferred: flush_queue() may unpark them
+-- A deferral (metrics_lib) for queue transitions: besides counts, the leases to release (unleased),
+-- the webhooks due ({score, id, ...}), batch progress (batch -> {done = {status -> n}, charged = n,
+-- now = ms}) and the orgs settled, which flush_queue() may unpark.
+local function queue_deferral()
+  local d = deferral()
+  d.unleased, d.due, d.batches, d.settled = {}, {}, {}, {}
+  return d
+end
 
 -- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes
--- (at once, or in flush_queue() while counts are deferred).
-local function settle(tag, org, ttype)
-  if deferred then
-    hincr(k_org(tag, org), "inflight", -1)
-    hincr(k_pinflight(tag), ttype, -1)
-    settled[org] = true
+-- (at once, or in flush_queue() when d defers).
+local function settle(d, tag, org, ttype)
+  if d then
+    hincr(d, k_org(tag, org), "inflight", -1)
+    hincr(d, k_pinflight(tag), ttype, -1)
+    d.settled[org] = true
     return
   end
   local inflight = redis.call("HINCRBY", k_org(tag, org), "inflight", -1)
@@ -115,23 +122,23 @@ local function requeue(tag, id, attempts_delta)
   lane_filled(tag, org, ttype)
   redis.call("HINCRBY", k_org(tag, org), "queued", 1)
   redis.call("HINCRBY", k_org(tag, org), "q" .. t[3], 1)
-  settle(tag, org, ttype)
+  settle(AT_ONCE, tag, org, ttype)
   if redis.call("SISMEMBER", k_capped(tag), org) == 0 then
     index_lane(tag, org, ttype, turn_of(tag, org))
   end
 end
 
 -- Finished tasks count toward their batch (done: {completed = n, failed = n, canceled = n}); the
--- batch's last task closes it and queues batch.completed.
+-- batch's last task closes it and queues its batch.completed event, whose body taskq.deliveries builds
+-- from the batch record when it is first sent.
 local function batch_progress(tag, batch, done, charged, now, retention)
   local bkey = k_batch(tag, batch)
-  local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "total", "created", "completed",
-    "failed", "canceled", "charged")
+  local b = redis.call("HMGET", bkey, "admitted", "webhook", "org", "completed", "failed", "canceled")
   if not b[1] then
     return  -- the batch record expired
   end
-  local counts = {completed = tonumber(b[6] or "0"), failed = tonumber(b[7] or "0"),
-    canceled = tonumber(b[8] or "0")}
+  local counts = {completed = tonumber(b[4] or "0"), failed = tonumber(b[5] or "0"),
+    canceled = tonumber(b[6] or "0")}
   for field, n in pairs(done) do
     redis.call("HINCRBY", bkey, field, n)
     counts[field] = counts[field] + n
@@ -146,121 +153,136 @@ local function batch_progress(tag, batch, done, charged, now, retention)
   redis.call("EXPIRE", bkey, retention)
   redis.call("EXPIRE", k_batch_ids(tag, batch), retention)
   if b[2] and b[2] ~= "" then
-    local body = cjson.encode({type = "batch.completed", batchId = batch, total = tonumber(b[4]),
-      admitted = tonumber(b[1]), counts = {COMPLETED = counts.completed, FAILED = counts.failed,
-      CANCELED = counts.canceled}, creditsCharged = tonumber(b[9] or "0") + charged,
-      createdAt = iso_ms(b[5]), finishedAt = iso_ms(now)})
     local delivery = "batch_" .. batch
-    redis.call("HSET", k_delivery(tag, delivery), "task", "", "org", b[3], "url", b[2],
-      "event", "msg_batch_" .. batch, "body", body, "attempts", 0, "state", "pending", "created", now)
+    redis.call("HSET", k_delivery(tag, delivery), "task", "", "batch", batch, "org", b[3], "url", b[2],
+      "event", "msg_batch_" .. batch, "attempts", 0, "state", "pending", "created", now)
     redis.call("ZADD", k_wh_due(tag), now, delivery)
   end
 end
 
--- Last step of COMPLETED/FAILED/CANCELED: write the task's terminal fields (`fields`, a flat list),
--- count it, queue the webhook event `body` (outbox) unless told not to, start the retention clock,
--- move its batch on. The webhook's first delivery is written into the task hash with the terminal
--- fields (see delivery_record); the task's retention then starts when that delivery is final
--- (wh_record.lua), so nothing expires under a delivery still waiting. `t` holds FINISH_FIELDS from
--- held() (index 3 on), or nil to read them here. code/message describe a failure ("" otherwise);
--- charged is what the task was charged.
-local batches = {}  -- batch -> {done = {status -> n}, charged = n, now = ms} while counts are deferred
-local unleased, due = {}, {}  -- T:proc removals and T:wh:due additions while counts are deferred
+-- The webhook delivery of a finished task: its first one, written into the task hash with the terminal
+-- fields (appended to `fields`; see delivery_record). body nil: taskq.deliveries builds it from the
+-- task record when it is first sent.
+local function queue_webhook(d, tag, id, org, url, body, now, fields)
+  local delivery = first_delivery(id)
+  local _, p = delivery_record(tag, delivery)
+  for _, kv in ipairs({{"task", id}, {"org", org}, {"url", url}, {"event", "msg_" .. id},
+      {"body", body}, {"attempts", 0}, {"state", "pending"}, {"created", now}}) do
+    if kv[2] ~= nil then
+      fields[#fields + 1] = p .. kv[1]
+      fields[#fields + 1] = kv[2]
+    end
+  end
+  if d then
+    d.due[#d.due + 1] = now
+    d.due[#d.due + 1] = delivery
+  else
+    redis.call("ZADD", k_wh_due(tag), now, delivery)
+  end
+  fields[#fields + 1] = "wh_state"; fields[#fields + 1] = "pending"
+  fields[#fields + 1] = "wh_last"; fields[#fields + 1] = delivery
+end
 
-local function finish(tag, id, now, retention, body, status, code, message, notify, t, fields, charged)
+-- The counters of a finished task: by outcome, per minute, its latency, the latest failures.
+local function count_ending(d, tag, e, org, ttype, started)
+  local status, now = e.status, e.now
+  if status == "COMPLETED" then
+    count(d, tag, "completed:" .. ttype)
+    count_minute(d, tag, now, "completed")
+  elseif status == "FAILED" then
+    local err = cjson.decode(e.error)
+    local code = err.code or ""
+    count(d, tag, "failed:" .. ttype .. ":" .. code)
+    count_minute(d, tag, now, "failed")
+    redis.call("LPUSH", k_failures(tag), cjson.encode({id = e.id, org = org, type = ttype, code = code,
+      message = err.message or "", at = tonumber(now)}))
+    redis.call("LTRIM", k_failures(tag), 0, 99)
+  else
+    count(d, tag, "canceled:" .. ttype)
+  end
+  if started and started ~= "" and status ~= "CANCELED" then
+    count_latency(d, tag, ttype, tonumber(now) - tonumber(started))
+  end
+end
+
+-- Last step of COMPLETED/FAILED/CANCELED: write the task's terminal fields, count it, queue its
+-- webhook event (outbox) when it has a url and notify is set, start the retention clock, move its
+-- batch on; the lease release, webhook queueing, counts and batch progress wait for flush_queue(d)
+-- when d defers. The task's retention starts when its first delivery is final (wh_record.lua), so
+-- nothing expires under a delivery still waiting. `e`, the ending, has the fields:
+--   id, now (ms), retention (s), status   "COMPLETED" | "FAILED" | "CANCELED"
+--   charged   credits charged (0 unless COMPLETED)
+--   result    the result json (COMPLETED); error: the error json {code, message} (FAILED, CANCELED)
+--   task      FINISH_FIELDS from held() (index 3 on), or nil to read them here
+--   notify    queue the webhook event (COMPLETED and FAILED: always)
+--   body      the webhook body, built by taskq.scheduler (COMPLETED, FAILED); nil for CANCELED
+local function finish(d, tag, e)
+  local id, now = e.id, e.now
   local tkey = k_task(tag, id)
+  local t = e.task
   if not t then
     t = redis.call("HMGET", tkey, "token", "status", unpack(FINISH_FIELDS))
   end
   local org, idem, webhook, ttype, started, batch = t[3], t[4], t[5], t[6], t[7], t[8]
-  if deferred then
-    unleased[#unleased + 1] = id
+  if d then
+    d.unleased[#d.unleased + 1] = id
   else
     redis.call("ZREM", k_proc(tag), id)
   end
-  local queued = webhook and webhook ~= "" and notify
+  local outcome = e.result or e.error
+  local fields = {"status", e.status, "finished", now, "charged", e.charged,
+    e.result and "result" or "error", outcome}
+  if e.status == "CANCELED" then
+    fields[#fields + 1] = "token"; fields[#fields + 1] = ""
+  end
+  local queued = webhook and webhook ~= "" and e.notify
   if queued then
-    local delivery = first_delivery(id)
-    local _, p = delivery_record(tag, delivery)
-    for _, kv in ipairs({{"task", id}, {"org", org}, {"url", webhook}, {"event", "msg_" .. id},
-        {"body", body}, {"attempts", 0}, {"state", "pending"}, {"created", now}}) do
-      fields[#fields + 1] = p .. kv[1]
-      fields[#fields + 1] = kv[2]
-    end
-    if deferred then
-      due[#due + 1] = now
-      due[#due + 1] = delivery
-    else
-      redis.call("ZADD", k_wh_due(tag), now, delivery)
-    end
-    fields[#fields + 1] = "wh_state"; fields[#fields + 1] = "pending"
-    fields[#fields + 1] = "wh_last"; fields[#fields + 1] = delivery
+    queue_webhook(d, tag, id, org, webhook, e.body, now, fields)
   end
   redis.call("HSET", tkey, unpack(fields))
   if not queued then
-    redis.call("EXPIRE", tkey, retention)
+    redis.call("EXPIRE", tkey, e.retention)
   end
   if idem and idem ~= "" then
-    redis.call("EXPIRE", k_idem(tag, org, idem), retention)
+    redis.call("EXPIRE", k_idem(tag, org, idem), e.retention)
   end
   if t[10] == SYNC_PRIORITY then  -- sync: wake the waiting intake with the outcome
-    local body = ""
-    for i = 1, #fields, 2 do
-      if fields[i] == "result" or fields[i] == "error" then
-        body = fields[i + 1]
-      end
-    end
-    redis.call("RPUSH", k_reply(tag, id), status .. "\n" .. body)
+    redis.call("RPUSH", k_reply(tag, id), e.status .. "\n" .. outcome)
     redis.call("EXPIRE", k_reply(tag, id), SYNC_KEEP)
     redis.call("EXPIRE", tkey, SYNC_KEEP)
   end
-
-  if status == "COMPLETED" then
-    count(tag, "completed:" .. ttype)
-    count_minute(tag, now, "completed")
-  elseif status == "FAILED" then
-    count(tag, "failed:" .. ttype .. ":" .. code)
-    count_minute(tag, now, "failed")
-    redis.call("LPUSH", k_failures(tag), cjson.encode({id = id, org = org, type = ttype, code = code,
-      message = message, at = tonumber(now)}))
-    redis.call("LTRIM", k_failures(tag), 0, 99)
-  else
-    count(tag, "canceled:" .. ttype)
-  end
-  if started and started ~= "" and status ~= "CANCELED" then
-    count_latency(tag, ttype, tonumber(now) - tonumber(started))
-  end
+  count_ending(d, tag, e, org, ttype, started)
   if batch and batch ~= "" then
-    local field = string.lower(status)
-    if deferred then
-      local b = batches[batch]
+    local field = string.lower(e.status)
+    if d then
+      local b = d.batches[batch]
       if not b then
         b = {done = {}, charged = 0}
-        batches[batch] = b
+        d.batches[batch] = b
       end
       b.done[field] = (b.done[field] or 0) + 1
-      b.charged = b.charged + (charged or 0)
+      b.charged = b.charged + e.charged
       b.now = now
     else
-      batch_progress(tag, batch, {[field] = 1}, charged or 0, now, retention)
+      batch_progress(tag, batch, {[field] = 1}, e.charged, now, e.retention)
     end
   end
 end
 
--- Write what a call with deferred counts owes: counters, leases released, webhooks due, batch
--- progress, and parked orgs that are below their concurrency again.
-local function flush_queue(tag, retention)
-  flush_counts()
-  for from = 1, #unleased, 1000 do
-    redis.call("ZREM", k_proc(tag), unpack(unleased, from, math.min(from + 999, #unleased)))
+-- Write what a queue deferral owes: counters, leases released, webhooks due, batch progress, and
+-- parked orgs that are below their concurrency again.
+local function flush_queue(d, tag, retention)
+  flush_counts(d)
+  for from = 1, #d.unleased, 1000 do
+    redis.call("ZREM", k_proc(tag), unpack(d.unleased, from, math.min(from + 999, #d.unleased)))
   end
-  for from = 1, #due, 1000 do
-    redis.call("ZADD", k_wh_due(tag), unpack(due, from, math.min(from + 999, #due)))
+  for from = 1, #d.due, 1000 do
+    redis.call("ZADD", k_wh_due(tag), unpack(d.due, from, math.min(from + 999, #d.due)))
   end
-  for batch, b in pairs(batches) do
+  for batch, b in pairs(d.batches) do
     batch_progress(tag, batch, b.done, b.charged, b.now, retention)
   end
-  for org in pairs(settled) do
+  for org in pairs(d.settled) do
     if redis.call("SISMEMBER", k_capped(tag), org) == 1 then
       local o = redis.call("HMGET", k_org(tag, org), "inflight", "concurrency")
       if tonumber(o[1] or "0") < tonumber(o[2] or "0") then
@@ -269,35 +291,19 @@ local function flush_queue(tag, retention)
       end
     end
   end
-  unleased, due, batches, settled = {}, {}, {}, {}
+  d.unleased, d.due, d.batches, d.settled = {}, {}, {}, {}
 end
 
--- The webhook body of a canceled task: what GET returns for it, without the webhook block.
-local function canceled_body(tag, id, now)
-  local t = redis.call("HMGET", k_task(tag, id), "type", "prio", "created", "idem", "cost", "started")
-  local latency = cjson.null
-  if t[6] and t[6] ~= "" then
-    latency = tonumber(now) - tonumber(t[6])
-  end
-  return cjson.encode({
-    task = {id = id, taskType = t[1], status = "CANCELED", priority = tonumber(t[2]),
-      createdAt = iso_ms(t[3]), latencyMs = latency,
-      idempotencyKey = (t[4] and t[4] ~= "") and t[4] or cjson.null},
-    credits = {creditsToCharge = tonumber(t[5] or "0"), creditsCharged = 0},
-    response = {error = {code = "TASK_CANCELED", message = "The task was canceled by request"}}})
-end
+local CANCELED_ERROR = '{"code":"TASK_CANCELED","message":"The task was canceled by request"}'
 
 -- Make a task CANCELED: release its credits, count it, webhook only if the org opted in.
-local function cancel_task(tag, id, now, retention)
+local function cancel_task(d, tag, id, now, retention)
   local t = redis.call("HMGET", k_task(tag, id), "token", "status", unpack(FINISH_FIELDS))
   local org, cost = t[3], t[9]
   redis.call("HINCRBY", k_org(tag, org), "reserved", -tonumber(cost or "0"))
   local notify = redis.call("HGET", k_org(tag, org), "notify_canceled") == "1"
-  local body = notify and canceled_body(tag, id, now) or ""
-  local fields = {"status", "CANCELED", "finished", now, "charged", 0, "token", "",
-    "error", cjson.encode({code = "TASK_CANCELED", message = "The task was canceled by request"})}
-  finish(tag, id, now, retention, body, "CANCELED", "TASK_CANCELED",
-    "The task was canceled by request", notify, t, fields, 0)
+  finish(d, tag, {id = id, now = now, retention = retention, status = "CANCELED", charged = 0,
+    error = CANCELED_ERROR, task = t, notify = notify})
 end
 
 -- At a cancellation safe point (retry, release, expired lease): a task whose cancel was requested
@@ -307,8 +313,8 @@ local function cancel_if_requested(tag, id, now, retention)
   if t[3] ~= "1" then
     return false
   end
-  settle(tag, t[1], t[2])
-  cancel_task(tag, id, now, retention)
+  settle(AT_ONCE, tag, t[1], t[2])
+  cancel_task(AT_ONCE, tag, id, now, retention)
   return true
 end
 

@@ -1,7 +1,17 @@
 -- reap.lua: return expired leases to the queue at their original place in line.
 --
--- KEYS[1]  leases       T:proc
+-- KEYS[1]  rw leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] now (ms)   ARGV[3] limit   ARGV[4] max attempts   ARGV[5] retention (s)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               rw T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     rw T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 rw T:capped               w  T:pinflight
+--   w  T:proc                 w  T:rr                   w  T:wh:due
+--   w  T:metrics              w  T:stats:<minute>       w  T:failures
+--   w  T:reply:<id>
 --
 -- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
 -- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body. A task whose
@@ -20,16 +30,16 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
   if t[1] ~= "PROCESSING" then
     redis.call("ZREM", KEYS[1], id) -- a stray entry: the task finished or vanished
   elseif cancel_if_requested(tag, id, now, retention) then
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   elseif tonumber(t[2] or "0") >= max_attempts then
     exhausted[#exhausted + 1] = describe(tag, id)
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   else
     log_attempt(tag, id, {attempt = tonumber(t[2] or "0"), at = tonumber(now), outcome = "lease_expired",
       message = "the worker's lease ran out (worker stopped or lost)"})
     requeue(tag, id, 0)
     requeued = requeued + 1
-    count(tag, "lease_expired")
+    count(AT_ONCE, tag, "lease_expired")
   end
 end
 local out = {requeued}

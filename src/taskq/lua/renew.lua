@@ -1,7 +1,11 @@
 -- renew.lua: extend the leases a worker still holds, all in one call.
 --
--- KEYS[1]  leases       T:proc
+-- KEYS[1]  w  leases       T:proc
 -- ARGV[1]  shard tag T  ARGV[2] new deadline (ms)   ARGV[3..] pairs (task id, fencing token)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   r  T:t:<id>
 --
 -- Only the current token holder renews. Returns the ids whose lease is lost (reaped, released, or
 -- finished): the worker abandons those calls.

@@ -1,9 +1,12 @@
 -- sched_claim.lua: claim the firing of one schedule occurrence, so that one worker alone fires it.
 --
--- KEYS[1]  schedule     T:sched:<id>
--- KEYS[2]  fire times   T:scheds
+-- KEYS[1]  rw schedule     T:sched:<id>
+-- KEYS[2]  w  fire times   T:scheds
 -- ARGV[1]  schedule id  ARGV[2] now (ms)   ARGV[3] end of the claim (ms)
 -- ARGV[4]  the next fire time the caller read   ARGV[5] the occurrence it will fire (ms)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written): none
 --
 -- A fresh claim needs the schedule unpaused, due, and its next fire time still the one the caller read
 -- (another worker that fired it meanwhile moved it on). A firing claimed before whose claim has ended

@@ -1,10 +1,13 @@
 -- sched_record.lua: record a schedule's firing and move it on to its next occurrence; fenced.
 --
--- KEYS[1]  schedule     T:sched:<id>
--- KEYS[2]  recent runs  T:sched:<id>:runs
--- KEYS[3]  fire times   T:scheds
+-- KEYS[1]  rw schedule     T:sched:<id>
+-- KEYS[2]  w  recent runs  T:sched:<id>:runs
+-- KEYS[3]  w  fire times   T:scheds
 -- ARGV[1]  schedule id  ARGV[2] fencing token of the claim   ARGV[3] the run (JSON)
 -- ARGV[4]  next fire time (ms), from the timing of revision ARGV[5]   ARGV[6] runs kept
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written): none
 --
 -- When the schedule changed since the claim (another revision), the next fire time its change wrote
 -- stands. A next fire time already past is due at once: the loop then fires the latest occurrence

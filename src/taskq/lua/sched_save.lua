@@ -1,11 +1,14 @@
 -- sched_save.lua: create or change one recurring schedule of an organization.
 --
--- KEYS[1]  schedule       T:sched:<id>
--- KEYS[2]  fire times     T:scheds
--- KEYS[3]  org schedules  T:org:<org>:scheds
+-- KEYS[1]  rw schedule       T:sched:<id>
+-- KEYS[2]  w  fire times     T:scheds
+-- KEYS[3]  w  org schedules  T:org:<org>:scheds
 -- ARGV[1]  schedule id    ARGV[2] org id   ARGV[3] "create" or "update"
 -- ARGV[4]  next fire time (ms)   ARGV[5] paused ("1" or "0")
 -- ARGV[6..] field, value pairs to write (see taskq.schedules)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written): none
 --
 -- An update bumps the schedule's revision, so a firing under way when it lands records its run but
 -- keeps the next fire time written here. While a firing is under way the schedule stays in T:scheds at

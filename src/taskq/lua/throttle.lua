@@ -2,14 +2,24 @@
 -- refused key of a pool): the key's slot is paused for every worker and the task goes back to its
 -- place in line without spending an attempt; fenced.
 --
--- KEYS[1]  leases        T:proc
--- KEYS[2]  flow control  T:flow
+-- KEYS[1]  -  leases        T:proc  (routes the call to its shard; used as the derived T:proc)
+-- KEYS[2]  rw flow control  T:flow
 -- ARGV[1]  shard tag T   ARGV[2] task id   ARGV[3] fencing token   ARGV[4] now (ms)   ARGV[5] retention (s)
 -- ARGV[6]  kind: "rate" | "quota" | "auth"
 -- ARGV[7]  key fingerprint   ARGV[8] its configured rate (calls/s, 0 = none)   ARGV[9] its burst
 -- ARGV[10] wait the provider asked for (ms; "" = none: 1 s)   ARGV[11] limit it stated (calls/s; "")
 -- ARGV[12] the provider's message   ARGV[13] give up after (ms of rate limiting)   ARGV[14] probe (ms)
 -- ARGV[15] the lane's key fingerprints, comma-separated   ARGV[16] clock (ms; "" = the server's)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:org:<org>            rw T:t:<id>               rw T:lane:<org>:<type>
+--   w  T:ready:<type>         w  T:idem:<org>:<key>     rw T:org:<org>:types
+--   rw T:b:<id>               w  T:b:<id>:ids           w  T:wh:<id>
+--   rw T:turn                 rw T:capped               w  T:pinflight
+--   w  T:proc                 w  T:rr                   w  T:wh:due
+--   w  T:metrics              w  T:stats:<minute>       w  T:failures
+--   w  T:reply:<id>
 --
 --   rate   pause the key until the wait ends; cut its learned rate (AIMD, at most once a second: by MD,
 --          or to the limit the provider states if it was above it, else by MD_KNOWN); the task waits in

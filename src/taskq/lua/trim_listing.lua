@@ -1,7 +1,12 @@
 -- trim_listing.lua: drop the expired tasks at the head (oldest end) of an org's task listing.
 --
--- KEYS[1]  listing   T:org:<org>:tasks     KEYS[2]  org hash   T:org:<org>
+-- KEYS[1]  rw listing   T:org:<org>:tasks
+-- KEYS[2]  w  org hash  T:org:<org>
 -- ARGV[1]  shard tag T   ARGV[2] at most this many entries looked at
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   r  T:t:<id>
 --
 -- Stops at the first task that still exists: positions stay stable (list_base counts what was
 -- trimmed), and an expired task behind a live one waits until everything older has gone.

@@ -1,8 +1,12 @@
 -- wh_reap.lua: return webhook deliveries whose lease expired (the sender died) to the due set.
 --
--- KEYS[1]  waiting deliveries  T:wh:due
--- KEYS[2]  leased deliveries   T:wh:proc
+-- KEYS[1]  w  waiting deliveries  T:wh:due
+-- KEYS[2]  rw leased deliveries   T:wh:proc
 -- ARGV[1]  shard tag T   ARGV[2] now (ms)   ARGV[3] limit
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:t:<id>               rw T:wh:<id>
 --
 -- The lost attempt keeps its number (its POST may have arrived) and gets a log line saying its result
 -- was lost; the delivery is due again at once, so the receiver may see the same webhook-id twice.

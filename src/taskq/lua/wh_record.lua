@@ -1,11 +1,17 @@
 -- wh_record.lua: record webhook delivery attempts and decide what comes next, each atomically.
 --
--- KEYS[1]  waiting deliveries  T:wh:due
--- KEYS[2]  leased deliveries   T:wh:proc
+-- KEYS[1]  w  waiting deliveries  T:wh:due
+-- KEYS[2]  w  leased deliveries   T:wh:proc
 -- ARGV[1]  shard tag T   ARGV[2] retention of final records (s)
--- then 6 arguments per attempt: delivery id, attempt number (from the claim), now (ms),
+-- then 7 arguments per attempt: delivery id, attempt number (from the claim), now (ms),
 --          decision: "delivered" | "retry" | "failed" | "defer" (not sent: its receiver is saturated),
---          next attempt (ms) for retry and defer, the attempt's log line (json; unused for defer)
+--          next attempt (ms) for retry and defer, the attempt's log line (json; unused for defer),
+--          the body built at the claim to store, for a delivery stored without one ("" otherwise)
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:t:<id>               rw T:wh:<id>              w  T:t:<id>:wh
+--   w  T:metrics              rw T:wh:failing
 --
 -- Only the current claim (state "sending", same attempt number: an expired lease was put back to
 -- "pending" by wh_reap) moves the delivery on; an older claim only adds its log line, unless it
@@ -17,6 +23,8 @@
 -- A task's first delivery lives in its task hash (see delivery_record), so recording it is one read
 -- and one write of that hash; the task has no expiry while it waits, and its retention starts when it
 -- is final. Any other delivery has its own record, which expires after the retention once final.
+-- A body built at the claim (a canceled task's, batch.completed: see taskq.deliveries) is stored with
+-- the attempt, so every later attempt sends the same bytes.
 -- Counters and lease removals of all the attempts are written once. Returns, per attempt, the
 -- delivery state afterwards, "stale" (nothing moved) or "missing" (record expired).
 
@@ -24,8 +32,9 @@
 
 local tag, retention = ARGV[1], tonumber(ARGV[2])
 local unleased = {}  -- T:wh:proc removals, written once
+local counters = deferral()  -- the counts of every attempt, written once
 
-local function record(id, attempt, now, decision, next_ms, line)
+local function record(id, attempt, now, decision, next_ms, line, body)
   local key, p = delivery_record(tag, id)
   -- The task's fields come along when the delivery lives in the task hash (nil otherwise).
   local d = redis.call("HMGET", key, p .. "state", p .. "attempts", p .. "task", p .. "url", p .. "log",
@@ -40,16 +49,22 @@ local function record(id, attempt, now, decision, next_ms, line)
     if not current then
       return "stale"
     end
-    redis.call("HSET", key, p .. "state", "pending", p .. "next", next_ms, p .. "attempts",
-      tonumber(attempt) - 1)
+    local write = {p .. "state", "pending", p .. "next", next_ms, p .. "attempts", tonumber(attempt) - 1}
+    if body ~= "" then
+      write[#write + 1] = p .. "body"; write[#write + 1] = body
+    end
+    redis.call("HSET", key, unpack(write))
     unleased[#unleased + 1] = id
     redis.call("ZADD", KEYS[1], next_ms, id)
     return "pending"
   end
 
   local write = {p .. "log", d[5] and (d[5] .. "\n" .. line) or line}
+  if body ~= "" then
+    write[#write + 1] = p .. "body"; write[#write + 1] = body
+  end
   local outcome = cjson.decode(line).outcome or decision
-  count(tag, "wh:" .. outcome)
+  count(counters, tag, "wh:" .. outcome)
   if decision ~= "delivered" then  -- the dashboard's failing endpoints: attempts per host this hour
     local url = d[4] or ""
     local host = string.match(url, "^%a+://([^/?#]+)") or url
@@ -113,12 +128,12 @@ local function record(id, attempt, now, decision, next_ms, line)
   return result
 end
 
-defer_counts()
 local out = {}
-for at = 3, #ARGV, 6 do
-  out[#out + 1] = record(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5])
+for at = 3, #ARGV, 7 do
+  out[#out + 1] = record(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5],
+    ARGV[at + 6])
 end
-flush_counts()
+flush_counts(counters)
 for from = 1, #unleased, 1000 do
   redis.call("ZREM", KEYS[2], unpack(unleased, from, math.min(from + 999, #unleased)))
 end

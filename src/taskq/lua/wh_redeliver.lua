@@ -1,9 +1,13 @@
 -- wh_redeliver.lua: queue a new delivery of a finished task's webhook event (same id, same body).
 --
--- KEYS[1]  waiting deliveries  T:wh:due
+-- KEYS[1]  w  waiting deliveries  T:wh:due
 -- ARGV[1]  shard tag T   ARGV[2] task id   ARGV[3] org id   ARGV[4] new delivery id   ARGV[5] now (ms)
 -- ARGV[6]  body to send when the last delivery's record is gone (the task's event, rebuilt)
 -- ARGV[7]  most deliveries one task may have
+--
+-- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
+-- r read, w written):
+--   rw T:t:<id>               rw T:wh:<id>              rw T:t:<id>:wh
 --
 -- The body and event id are copied from the task's latest delivery (wh_last) so the receiver gets
 -- the very same event; the new id is appended to the task's delivery list T:t:<id>:wh (seeded with

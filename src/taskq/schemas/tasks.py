@@ -291,6 +291,20 @@ def event_view(t: TaskRecord) -> dict[str, Any]:
     return view
 
 
+def batch_event_view(batch_id: str, h: dict[str, str]) -> dict[str, Any]:
+    """The batch.completed webhook body of a finished batch, from its stored record (keys: T:b:<id>)."""
+    return {
+        "type": "batch.completed",
+        "batchId": batch_id,
+        "total": int(h["total"]),
+        "admitted": int(h["admitted"]),
+        "counts": {s: int(h.get(s.lower()) or 0) for s in ("COMPLETED", "FAILED", "CANCELED")},
+        "creditsCharged": int(h.get("charged") or 0),
+        "createdAt": iso_ms(int(h["created"])),
+        "finishedAt": iso_ms(int(h["finished"])),
+    }
+
+
 def task_view(t: TaskRecord) -> dict[str, Any]:
     """GET /v1/async/task/{id}: task, credits, webhook (terminal tasks with a url), response."""
     view = event_view(t)

@@ -252,6 +252,9 @@ class _DeliveryLoop:
         return max(MIN_DEFER_SECONDS, wait * random.uniform(0.5, 1.0))
 
     async def _send(self, item: Claimed) -> Attempt:
+        if item.body is None:
+            error = "cannot send: the record the event is built from has expired"
+            return Attempt(None, error, 0, None, "blocked")
         body = item.body.encode()
         try:
             secrets = signing.active_secrets(item.secrets_json, now_ms())
