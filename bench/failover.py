@@ -18,9 +18,8 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from tests.failover_support import run_failover  # noqa: E402
-
 from support import machine, table  # noqa: E402
+from tests.support.failover import run_failover  # noqa: E402
 
 
 def main() -> None:

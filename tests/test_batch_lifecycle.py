@@ -14,7 +14,7 @@ from taskq import scheduler
 from taskq.errors import Code
 from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskType
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 

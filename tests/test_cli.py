@@ -18,7 +18,7 @@ from taskq.ops import OpsError
 from taskq.ops.stack import resolve_target
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL
+from tests.support.env import REAL_REDIS_URL
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.redis

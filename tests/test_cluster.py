@@ -25,8 +25,10 @@ from taskq.settings import DEFAULT_PRICES
 from taskq.store import Store
 from taskq.worker.commands import cmd_worker
 from taskq.worker.hosting import rq_url
-from tests.cluster_support import binaries, free_ports, place_shards, redis_cluster
-from tests.conftest import ALL_KEYS, auth, make_settings
+from tests.support.cluster import binaries, free_ports, place_shards, redis_cluster
+from tests.support.env import ALL_KEYS
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 SHARDS = 3
 ORGS_PER_SHARD = 2

@@ -19,7 +19,8 @@ from taskq.errors import Code
 from taskq.keys import ATTEMPT_LOG
 from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskType
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 TOKEN = "admin-secret"
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.failover_support import COST, CREDITS, run_failover
-from tests.proof_support import env_float
+from tests.support.env import env_float
+from tests.support.failover import COST, CREDITS, run_failover
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

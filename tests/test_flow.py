@@ -17,8 +17,8 @@ from taskq.keys import Shard
 from taskq.scheduler import FENCED, MUST_FAIL, THROTTLED, Claims, Refusal, Scheduler, claim, throttle
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import make_settings
-from tests.test_scheduler_support import admit_tasks, request, status_of
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, request, status_of
 
 SHARD = Shard(0)
 T0 = 1_700_000_000_000  # the flow clock of these tests (ms)
@@ -286,7 +286,7 @@ def test_the_lane_commands_pause_resume_and_show_a_provider(
     import json
 
     from taskq.cli import main
-    from tests.conftest import REAL_REDIS_URL
+    from tests.support.env import REAL_REDIS_URL
 
     monkeypatch.setenv("TASKQ_REDIS_URL", REAL_REDIS_URL)
     assert main(["lane", "pause", "gemini", "--reason", "key rotation"]) == 0

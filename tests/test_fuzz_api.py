@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
 _app = create_app(

@@ -12,20 +12,21 @@ import pytest
 from taskq.errors import Code
 from taskq.providers import goto
 from taskq.providers.base import ProviderError
-from tests.conftest import auth, make_settings
-from tests.proof_support import SimulatorThread
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
 
 LINK = "https://www.google.com/goto?url=CAESaAHrOzAVev0pi_wnTxm1qpiZTmMy"
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread() as server:
+def sim() -> Iterator[Upstream]:
+    with Upstream(simulator=True) as server:
         yield server
 
 
 def test_a_redirect_link_resolves_for_free_without_a_concurrency_slot(
-    sim: SimulatorThread, rclient: Any, make_org: Any, store: Any
+    sim: Upstream, rclient: Any, make_org: Any, store: Any
 ) -> None:
     from taskq.api import create_app
 
@@ -49,7 +50,7 @@ def test_a_redirect_link_resolves_for_free_without_a_concurrency_slot(
 
 
 def test_a_link_google_does_not_redirect_is_502_and_a_foreign_link_is_400(
-    sim: SimulatorThread, rclient: Any, make_org: Any
+    sim: Upstream, rclient: Any, make_org: Any
 ) -> None:
     from taskq.api import create_app
 

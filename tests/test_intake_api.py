@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from taskq.store import Store
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

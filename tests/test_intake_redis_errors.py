@@ -11,7 +11,8 @@ import redis
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 

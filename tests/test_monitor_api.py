@@ -12,8 +12,9 @@ from typing import Any
 from taskq.errors import Code
 from taskq.scheduler import ALL_TYPES, Claimed, Scheduler, claim, complete, fail
 from taskq.store import Store
-from tests.conftest import auth, make_settings
-from tests.test_scheduler_support import admit_tasks, counters, request
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request
 
 CHAT = {"prompt": "Which vector databases support hybrid search?", "country": "US"}
 

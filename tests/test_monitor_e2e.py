@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,8 +18,11 @@ import redis
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.drain import drain
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import PROVIDER_ENV, Processes, SimulatorThread, start_intake
+from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.processes import Processes, start_intake
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -73,7 +75,7 @@ def with_drain(
     return box[0]
 
 
-def settings_for(sim: SimulatorThread, **overrides: Any) -> Settings:
+def settings_for(sim: Upstream, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": REAL_REDIS_URL, "upstream_base_url": sim.url, "worker_idle_wait_seconds": 0.1,
         "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "worker_deliver_webhooks": False,
@@ -84,8 +86,8 @@ def settings_for(sim: SimulatorThread, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread("0.01") as server:
+def sim() -> Iterator[Upstream]:
+    with Upstream("0.01", simulator=True) as server:
         yield server
 
 
@@ -105,7 +107,7 @@ def post_all(app: Any, key: str, calls: list[tuple[str, dict[str, Any]]]) -> lis
 
 
 def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
-    sim: SimulatorThread, real_redis: redis.Redis
+    sim: Upstream, real_redis: redis.Redis
 ) -> None:
     from taskq.api import create_app
 
@@ -138,7 +140,7 @@ def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
 
 
 def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
-    sim: SimulatorThread, real_redis: redis.Redis
+    sim: Upstream, real_redis: redis.Redis
 ) -> None:
     from taskq.api import create_app
 
@@ -156,7 +158,7 @@ def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
     assert int(Store(real_redis).org_fields(org)["credits"]) == 100 - 7
 
 
-def test_no_attempt_starts_after_the_deadline(sim: SimulatorThread, real_redis: redis.Redis) -> None:
+def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: redis.Redis) -> None:
     """A call that keeps failing is retried until its deadline and then answered 500 at once."""
     from taskq.api import create_app
 
@@ -193,17 +195,10 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
-
-
 def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not_charged(
     procs: Processes, real_redis: redis.Redis
 ) -> None:
-    with SimulatorThread("1.5") as slow:
+    with Upstream("1.5", simulator=True) as slow:
         env = {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": slow.url,
                "TASKQ_LOG_LEVEL": "WARNING", **PROVIDER_ENV}  # fmt: skip
         base = start_intake(procs, env, workers=1, threads=8)

@@ -18,7 +18,7 @@ import pytest
 
 from taskq.cli import main
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, real_redis_client
+from tests.support.env import REAL_REDIS_URL, real_redis_client
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
 _app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)

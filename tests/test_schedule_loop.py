@@ -16,7 +16,8 @@ from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
 from taskq.worker.clients import redis_client
 from taskq.worker.schedules import run_schedules
-from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.support.env import REAL_REDIS_URL
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 

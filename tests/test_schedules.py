@@ -13,8 +13,9 @@ from taskq.schedules import FIRING_LEASE_MS, firing_batch_id
 from taskq.schemas.tasks import epoch_ms
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import auth, make_settings
-from tests.test_scheduler_support import counters
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.tasks import counters
 
 TASK = {"taskType": "CHATGPT", "payload": {"prompt": "best vector db?", "country": "US"}}
 
@@ -347,7 +348,7 @@ def test_cli_lists_shows_pauses_and_resumes_schedules(
     real_redis: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from taskq.cli import main
-    from tests.conftest import REAL_REDIS_URL
+    from tests.support.env import REAL_REDIS_URL
 
     store = Store(real_redis)
     org, key = store.create_org("cli", credits=100, concurrency=10, queue_limit=100)

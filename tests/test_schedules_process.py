@@ -18,8 +18,10 @@ from taskq import keys, schedules
 from taskq.schedules import firing_batch_id
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store, now_ms
-from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.proof_support import Processes, env_float, start_simulator, wait_for, worker_env
+from tests.support.env import REAL_REDIS_URL, env_float
+from tests.support.processes import Processes, start_simulator, worker_env
+from tests.support.settings import make_settings
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

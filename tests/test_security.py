@@ -25,9 +25,12 @@ from taskq.settings import load_settings
 from taskq.store import Store, key_digest, now_ms
 from taskq.webhooks.sender import WebhookSender
 from taskq.worker.delivery import run_deliveries
-from tests.conftest import ALL_KEYS, REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import HookReceiver, Processes, start_intake, worker_env
-from tests.test_deliveries import fast_settings, finish_task, log_of, states
+from tests.support.deliveries import finish_task, log_of, states
+from tests.support.env import ALL_KEYS, REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.processes import Processes, start_intake, worker_env
+from tests.support.receiver import ReceiverProcess
+from tests.support.settings import make_settings
 
 BATCH = "/v1/async/task/batch"
 PUBLIC_HOOK = "https://93.184.216.34/hook"  # a literal public address: admitted without DNS
@@ -189,12 +192,12 @@ def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
 ) -> None:
     store = Store(real_redis)
     org, _ = store.create_org("ssrf", credits=100, concurrency=1, queue_limit=10)
-    receiver = HookReceiver(store.webhook_secrets(org)).start()  # a live target on loopback
+    receiver = ReceiverProcess(store.webhook_secrets(org)).start()  # a live target on loopback
     try:
         rebound = f"http://hooks.customer.example:{receiver.port}/hook"  # public at admission, not now
         literal = f"http://127.0.0.1:{receiver.port}/hook"
         made = [finish_task(store, org, url) for url in (rebound, literal)]
-        settings = fast_settings(webhook_allow_networks=[])
+        settings = make_settings("webhooks", webhook_allow_networks=[])
 
         async def resolve(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]  # DNS rebinding: the name points at the loopback address now

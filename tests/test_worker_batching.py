@@ -17,8 +17,9 @@ from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.clients import AsyncScheduler, steady_gc
 from taskq.worker.http import ProviderClient
-from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.test_scheduler_support import admit_tasks, counters, request, status_of
+from tests.support.env import REAL_REDIS_URL
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request, status_of
 
 pytestmark = pytest.mark.redis
 
