@@ -14,15 +14,13 @@ from taskq.providers import ProviderError
 from tests.support.adapters import Replies, adapter_error, run_adapter
 from tests.support.upstream import Upstream
 
-BODIES = Path(__file__).parent / "bodies"
-
 
 @pytest.fixture
 def recorded() -> Callable[[str], Any]:
     """Load a recorded body: parsed JSON for .json files, bytes otherwise."""
 
     def load(name: str) -> Any:
-        raw = (BODIES / name).read_bytes()
+        raw = (Path(__file__).parent / "bodies" / name).read_bytes()
         return json.loads(raw) if name.endswith(".json") else raw
 
     return load
