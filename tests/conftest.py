@@ -87,7 +87,7 @@ def make_org(store: Store) -> Callable[..., NewOrg]:
     returns (org id, api key)."""
 
     def create(**limits: int) -> NewOrg:
-        return new_org(store, **limits)
+        return new_org(store, "test", **limits)
 
     return create
 

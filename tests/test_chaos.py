@@ -49,7 +49,9 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
     store = Store(real_redis)
     org, key = store.create_org("chaos", credits=CREDITS, concurrency=10_000, queue_limit=10**6)
     shard = store.org(org).shard
-    http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
+    http: Any = create_app(
+        make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis
+    ).test_client()
     procs = Processes(tmp_path / "logs")
     receiver = ReceiverProcess(store.webhook_secrets(org)).start()
     try:

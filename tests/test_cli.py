@@ -60,7 +60,7 @@ def cli(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+    return {str(key): client.dump(key) for key in sorted(client.keys("*"))}
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ class Intake:
         )
         self.client = connect(url)
         self.store = Store(self.client, SHARDS)
-        self.http = create_app(self.settings, client=self.client).test_client()
+        self.http: Any = create_app(self.settings, client=self.client).test_client()
         self.rng = random.Random(7)
 
     def orgs_on_every_shard(self) -> dict[str, str]:

@@ -361,7 +361,12 @@ def test_lanes_pause_and_resume_and_schedules_show_on_the_overview(browser: Any,
 
     row = page.locator("#by-provider tr", has_text="GEMINI")
     questions: list[str] = []
-    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+
+    def confirm(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", confirm)
     row.get_by_role("button", name="Pause").click()
     page.wait_for_selector(".notice")
     assert "GEMINI paused" in page.inner_text(".notice") and questions

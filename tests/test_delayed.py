@@ -141,6 +141,6 @@ def test_a_drain_claims_a_delayed_task_not_before_it_is_due(real_redis: redis.Re
         assert isinstance(outcome, Accepted)
         stats = run_drain(cfg, settled(store, org), timeout=30)
     key = store.org(org).shard.task(outcome.task["id"])
-    created, begun = (int(x) for x in real_redis.hmget(key, ["created", "started"]))
+    created, begun = (int(str(x)) for x in real_redis.hmget(key, ["created", "started"]))
     assert begun - created >= 1500, "claimed before it was due"
     assert stats["claimed"] == 1 and real_redis.hget(key, "status") == "COMPLETED"

@@ -49,7 +49,7 @@ def submit(
 ) -> tuple[Any, str, str, list[str]]:
     from taskq.api import create_app
 
-    http = create_app(app_settings, client=real_redis).test_client()
+    http: Any = create_app(app_settings, client=real_redis).test_client()
     org_id, key = Store(real_redis).create_org("e2e", credits=10_000, concurrency=50, queue_limit=1000)
     body = http.post("/v1/async/task/batch", json=tasks, headers=auth(key)).json
     assert body["summary"]["failed"] == 0, body
@@ -140,7 +140,7 @@ def test_batch_webhook_arrives_once_after_the_last_task_signed(
         cfg = make_settings(upstream=simulator.url, **HOOKED)
         from taskq.api import create_app
 
-        http = create_app(cfg, client=real_redis).test_client()
+        http: Any = create_app(cfg, client=real_redis).test_client()
         org_id, key = Store(real_redis).create_org("b", credits=10_000, concurrency=50, queue_limit=1000)
         tasks = [{"taskType": "CHATGPT", "payload": {"prompt": f"q{i}", "country": "US"}} for i in range(5)]
         tasks.append({"taskType": "CHATGPT", "payload": {"prompt": "no [sim:400]", "country": "US"}})

@@ -267,7 +267,7 @@ def test_metrics_and_dashboard_data_show_each_key_and_a_stopped_lane_loudly(
     queue(store, cfg, 3)
     [task] = claim_at(sched, cfg, T0)
     refuse(sched, cfg, task, Refusal("quota", "You exceeded your current quota"), T0)
-    client = create_app(make_settings(admin_token="admin-secret"), client=store.client).test_client()
+    client: Any = create_app(make_settings(admin_token="admin-secret"), client=store.client).test_client()
     text = client.get("/metrics", headers={"Authorization": "Bearer admin-secret"}).data.decode()
     found = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip

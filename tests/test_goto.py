@@ -32,7 +32,7 @@ def test_a_redirect_link_resolves_for_free_without_a_concurrency_slot(
 
     app = create_app(make_settings(upstream_base_url=sim.url), client=rclient)
     org, key = make_org(credits=0, concurrency=1)
-    http = app.test_client()
+    http: Any = app.test_client()
     got = http.post("/v1/monitor/google/goto", json={"url": LINK}, headers=auth(key))
     assert got.status_code == 200, got.json
     assert got.json == {"success": True, "result": {"url": "https://example.com/simulated/CAESaAHrOzAVev0pi_wnTxm1qpiZTmMy",
@@ -56,7 +56,7 @@ def test_a_link_google_does_not_redirect_is_502_and_a_foreign_link_is_400(
 
     app = create_app(make_settings(upstream_base_url=sim.url), client=rclient)
     _, key = make_org()
-    http = app.test_client()
+    http: Any = app.test_client()
     failed = http.post("/v1/monitor/google/goto", json={"url": LINK + "[sim:404]"}, headers=auth(key))
     assert failed.status_code == 502
     assert failed.json["error"]["code"] == "EXTERNAL_SERVICE_ERROR"

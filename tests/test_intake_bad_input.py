@@ -233,7 +233,7 @@ def test_unconfigured_provider_is_refused_naming_its_setting(rclient: Any) -> No
 
     settings = make_settings(openai_api_key=None)
     _, key = Store(rclient).create_org("o", credits=100, concurrency=1, queue_limit=10)
-    http = create_app(settings, client=rclient).test_client()
+    http: Any = create_app(settings, client=rclient).test_client()
     r = http.post(
         BATCH,
         json=[

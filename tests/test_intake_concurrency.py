@@ -26,7 +26,7 @@ def test_concurrent_batches_never_overdraw_or_pass_limits(real_redis: Any) -> No
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        http = app.test_client()
+        http: Any = app.test_client()
         for _ in range(10):
             batch = [
                 {

@@ -225,7 +225,7 @@ def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not
 
         with_drain(settings_for(slow), leave_while_running)
         assert (field("credits"), field("reserved"), field("q11")) == (100, 0, 0)
-        statuses = [real_redis.hget(k, "status") for k in real_redis.scan_iter("tq:*:t:*") if
+        statuses = [str(real_redis.hget(k, "status")) for k in real_redis.scan_iter("tq:*:t:*") if
                     real_redis.type(k) == "hash"]  # fmt: skip
         assert sorted(statuses) == ["CANCELED", "CANCELED"], statuses
         # the intake is fine and answers the next call

@@ -48,7 +48,8 @@ def descendants(root: int) -> set[int]:
             except OSError:
                 continue
             parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {root}
+    found: set[int] = set()
+    frontier = {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
@@ -119,7 +120,7 @@ def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
             if client.type(key) == "hash" and client.hexists(key, "status"):
                 status, priority = client.hmget(key, ["status", "prio"])
                 if priority != "11":  # the demo's synchronous call: not a queued task
-                    statuses[status] += 1
+                    statuses[str(status)] += 1
         leases = sum(client.zcard(k) for k in client.scan_iter("tq:*:proc"))
         client.close()
         return statuses, leases
@@ -241,7 +242,11 @@ def test_the_reference_clients_monitor_countries_and_states_calls_work_against_u
         engines = ["chatgpt", "gemini", "perplexity", "copilot", "grok", "aimode", "google", "google/news"]
         for path in engines:
             field = "query" if path.startswith("google") else "prompt"
-            params = {field: "What do you know about Acme Corp?", "country": "US", "include": None}
+            params: dict[str, Any] = {
+                field: "What do you know about Acme Corp?",
+                "country": "US",
+                "include": None,
+            }
             if path == "chatgpt":
                 params["include"] = {"markdown": True}
             answer = client.monitor(path, **params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 import redis
@@ -33,7 +34,7 @@ COST = 5  # CHATGPT
 
 
 def submit(real_redis: redis.Redis, key: str, n: int) -> list[str]:
-    http = create_app(make_settings(), client=real_redis).test_client()
+    http: Any = create_app(make_settings(), client=real_redis).test_client()
     body = [{"taskType": "CHATGPT", "payload": {"prompt": f"outage {i}", "country": "US"}} for i in range(n)]
     r = http.post("/v1/async/task/batch", json=body, headers=auth(key))
     assert r.status_code == 200 and r.json["summary"]["succeeded"] == n
@@ -97,7 +98,7 @@ def test_a_lasting_outage_fails_tasks_after_the_attempt_limit_with_a_clear_code(
     store = Store(real_redis)
     org, key = store.create_org("outage", credits=CREDITS, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
-    http = create_app(make_settings(), client=real_redis).test_client()
+    http: Any = create_app(make_settings(), client=real_redis).test_client()
     with Upstream(simulator=True) as sim:
         sim.down.set()
         start_worker(procs, sim, TASKQ_RETRY_BASE_SECONDS="0.2", TASKQ_MAX_ATTEMPTS="3")

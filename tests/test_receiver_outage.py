@@ -15,6 +15,7 @@ import json
 import statistics
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 import redis
@@ -48,7 +49,9 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
     store = Store(real_redis)
     org, key = store.create_org("hooks", credits=1_000_000, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
-    http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
+    http: Any = create_app(
+        make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis
+    ).test_client()
     receiver = ReceiverProcess(store.webhook_secrets(org)).prepare()  # its port stays closed for now
     with Upstream(simulator=True) as sim:
         env = worker_env(REAL_REDIS_URL, sim.url, TASKQ_WEBHOOK_SCHEDULE_SECONDS=json.dumps(SCHEDULE),

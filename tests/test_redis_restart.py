@@ -115,7 +115,7 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
             # Every task the org has, acknowledged or not: a batch Redis ran just before it was killed
             # was admitted, but its reply was lost and its client saw 503 (what idempotency keys are for).
             admitted = client.lrange(shard.org_tasks(org), 0, -1)
-            statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+            statuses = Counter(s for [s] in task_fields(client, shard, map(str, admitted), ["status"]))
             completed = statuses["COMPLETED"]
             counters = org_counters(client, shard, org)
     finally:

@@ -61,7 +61,7 @@ def test_two_pools_fire_each_occurrence_once_even_when_one_is_killed(
     grid = [first + k * EVERY_MS for k in range(int(SECONDS * 1000) // EVERY_MS + 2)]
     batch_of = {firing_batch_id(made["id"], at): at for at in grid}
     task_ids = real_redis.lrange(org.shard.org_tasks(org_id), 0, -1)
-    batches = [real_redis.hget(org.shard.task(t), "batch") for t in task_ids]
+    batches = [str(real_redis.hget(org.shard.task(str(t)), "batch")) for t in task_ids]
     assert all(b in batch_of for b in batches), "a batch that is no occurrence of the schedule"
     fired = sorted(batch_of[b] for b in batches)
     expected = [at for at in grid if at < end]

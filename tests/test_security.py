@@ -227,7 +227,7 @@ def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
 
 # Rate limits ---------------------------------------------------------------------------------------
 def test_rate_limit_per_key_and_endpoint_with_headers_on_every_answer(rclient: Any, make_org: Any) -> None:
-    http = create_app(make_settings(rate_limit_per_second=5), client=rclient).test_client()
+    http: Any = create_app(make_settings(rate_limit_per_second=5), client=rclient).test_client()
     org, key = make_org()
     other_key = Store(rclient).create_key(org)
     start_of_a_second()
@@ -248,10 +248,10 @@ def test_the_default_limit_is_1000_per_second_and_the_environment_changes_it(
     rclient: Any, make_org: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, key = make_org()
-    default = create_app(make_settings(), client=rclient).test_client()
+    default: Any = create_app(make_settings(), client=rclient).test_client()
     assert default.get("/v1/credits", headers=auth(key)).headers["X-RateLimit-Limit"] == "1000"
     monkeypatch.setenv("TASKQ_RATE_LIMIT_PER_SECOND", "7")
-    configured = create_app(load_settings(**ALL_KEYS), client=rclient).test_client()
+    configured: Any = create_app(load_settings(**ALL_KEYS), client=rclient).test_client()
     assert configured.get("/v1/async/status", headers=auth(key)).headers["X-RateLimit-Limit"] == "7"
 
 
@@ -259,8 +259,8 @@ def test_the_default_limit_is_1000_per_second_and_the_environment_changes_it(
 def test_two_intake_instances_on_one_redis_share_one_budget(real_redis: redis.Redis) -> None:
     _, key = Store(real_redis).create_org("rl", credits=10, concurrency=1, queue_limit=10)
     settings = make_settings(rate_limit_per_second=6)
-    first = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
-    second = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
+    first: Any = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
+    second: Any = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
     start_of_a_second()
     remaining = [int(c.get("/v1/credits", headers=auth(key)).headers["X-RateLimit-Remaining"])
                  for c in (first, second) * 3]  # fmt: skip

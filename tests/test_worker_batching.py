@@ -12,7 +12,7 @@ import redis
 import redis.asyncio as aioredis
 
 from taskq.errors import Code
-from taskq.scheduler import Claimed, Scheduler, claim, complete, fail, release
+from taskq.scheduler import Claimed, Claims, Scheduler, claim, complete, fail, release
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.clients import AsyncScheduler, steady_gc
@@ -84,7 +84,7 @@ def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: redis.R
     ids = admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(10)])
     shard = store.org(org).shard
 
-    async def claims(ops_runner: AsyncScheduler) -> list[list[Claimed]]:
+    async def claims(ops_runner: AsyncScheduler) -> list[Claims]:
         return await ops_runner.run_many([claim(shard, CAPS, now=1_000, lease_ms=60_000, k=4)] * 3)
 
     got = _run(claims)

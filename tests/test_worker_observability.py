@@ -66,7 +66,7 @@ def test_a_running_drain_shows_its_heartbeat_on_the_dashboard_and_is_gone_after_
     cfg = make_settings("worker", upstream=upstream.url, admin_token="admin-secret")
     org = new_org(wstore).id
     admit_tasks(wstore, cfg, org, [request(prompt=f"slow:30:{i}") for i in range(3)])
-    dashboard = create_app(cfg, client=wstore.client).test_client()
+    dashboard: Any = create_app(cfg, client=wstore.client).test_client()
     seen: dict[str, Any] = {}
 
     def three_in_flight() -> bool:

@@ -142,6 +142,7 @@ def test_rq_respawns_a_killed_worker_process_with_a_fresh_drain(
             lambda: [w.get_state() for w in Worker.all(connection=rq)] == ["busy"], 20, "a draining worker"
         )
         [first] = Worker.all(connection=rq)
+        assert first.pid is not None
         os.kill(first.pid, signal.SIGKILL)
         wait_for(lambda: any(w.name != first.name for w in Worker.all(connection=rq)), 20, "a new worker")
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"r{i}") for i in range(100)])

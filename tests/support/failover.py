@@ -130,7 +130,7 @@ def run_failover(
         acked = [task_id for _, task_id in submitter.acked.values()]
         status = [s for [s] in task_fields(client, shard, acked, ["status"])]
         admitted = client.lrange(shard.org_tasks(org), 0, -1)
-        statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+        statuses = Counter(s for [s] in task_fields(client, shard, map(str, admitted), ["status"]))
         events = hooks.event_ids_by_task()
         return FailoverResult(
             durability=durability,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -56,29 +56,31 @@ def stuck_work(
         parts.append(f"tasks by (status, webhook state) {dict(counts)} (e.g. {shown})")
     if org is not None:
         parts.append(f"org counters {org_counters(client, shard, org)}")
-    for lane in sorted(client.scan_iter(match=shard.lane("*", "*"), count=1000)):
-        ids = client.zrange(lane, 0, sample - 1)
-        parts.append(f"queued in {lane}: {client.zcard(lane)} (e.g. {_task_states(client, shard, ids)})")
+    # The clients of the tests decode responses: members are str.
+    for lane in sorted(cast(list[str], list(client.scan_iter(match=shard.lane("*", "*"), count=1000)))):
+        queued = cast(list[str], client.zrange(lane, 0, sample - 1))
+        parts.append(f"queued in {lane}: {client.zcard(lane)} (e.g. {_task_states(client, shard, queued)})")
     now = time.time() * 1000
     for name, key in (("leased", shard.proc), ("delayed", shard.delayed)):
-        entries = client.zrange(key, 0, sample - 1, withscores=True)
-        ids = [i for i, _ in entries]
+        entries = cast(list[tuple[str, float]], client.zrange(key, 0, sample - 1, withscores=True))
+        held = [i for i, _ in entries]
         due = ", ".join(f"{i} due in {(score - now) / 1000:.1f} s" for i, score in entries)
-        parts.append(f"{name}: {client.zcard(key)} ({due}; {_task_states(client, shard, ids)})")
+        parts.append(f"{name}: {client.zcard(key)} ({due}; {_task_states(client, shard, held)})")
     for name, key in (("webhooks waiting", shard.wh_due), ("webhooks being sent", shard.wh_proc)):
-        entries = client.zrange(key, 0, sample - 1, withscores=True)
-        shown = []
+        entries = cast(list[tuple[str, float]], client.zrange(key, 0, sample - 1, withscores=True))
+        sends: list[str] = []
         for delivery, score in entries:
             hash_key, prefix = shard.delivery_record(delivery)
-            state, attempts, log = client.hmget(
-                hash_key, [prefix + "state", prefix + "attempts", prefix + "log"]
+            state, attempts, log = cast(
+                list[str | None],
+                client.hmget(hash_key, [prefix + "state", prefix + "attempts", prefix + "log"]),
             )
             last = (log or "").rsplit("\n", 1)[-1]
-            due = (score - now) / 1000
-            shown.append(
-                f"{delivery} {state} after {attempts} attempts, next in {due:.1f} s, last attempt {last}"
+            next_in = (score - now) / 1000
+            sends.append(
+                f"{delivery} {state} after {attempts} attempts, next in {next_in:.1f} s, last attempt {last}"
             )
-        parts.append(f"{name}: {client.zcard(key)} ({'; '.join(shown)})")
+        parts.append(f"{name}: {client.zcard(key)} ({'; '.join(sends)})")
     return "; ".join(parts)
 
 
