@@ -23,6 +23,7 @@ from tests.support.orgs import auth
 from tests.support.processes import Processes, start_intake
 from tests.support.settings import make_settings
 from tests.support.upstream import Upstream
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -188,13 +189,6 @@ def raw_request(base: str, key: str, body: dict[str, Any]) -> socket.socket:
     return sock
 
 
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not_charged(
     procs: Processes, real_redis: redis.Redis
 ) -> None:
@@ -211,17 +205,17 @@ def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not
 
         # Queued (no worker yet): canceled at once.
         queued = raw_request(base, key, {"prompt": "nobody takes me", "country": "US"})
-        wait_until(lambda: field("q11") == 1, 20, "the call to be admitted")
+        wait_for(lambda: field("q11") == 1, 20, "the call to be admitted")
         assert field("reserved") == 7
         queued.close()
-        wait_until(lambda: field("q11") == 0 and field("reserved") == 0, 20, "the queued call to be canceled")
+        wait_for(lambda: field("q11") == 0 and field("reserved") == 0, 20, "the queued call to be canceled")
 
         # Running: canceled when its provider call ends (its next safe point), not charged.
         def leave_while_running() -> None:
             running = raw_request(base, key, {"prompt": "slow answer", "country": "US"})
-            wait_until(lambda: field("inflight") == 1, 20, "a worker to take the call")
+            wait_for(lambda: field("inflight") == 1, 20, "a worker to take the call")
             running.close()
-            wait_until(lambda: field("inflight") == 0, 20, "the running call to end")
+            wait_for(lambda: field("inflight") == 0, 20, "the running call to end")
 
         with_drain(settings_for(slow), leave_while_running)
         assert (field("credits"), field("reserved"), field("q11")) == (100, 0, 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import pytest
 import redis
 
 from taskq.embedded import EmbeddedServer, server_binary
+from tests.support.redis_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CHATS = ["CHATGPT", "GEMINI", "PERPLEXITY", "GROK", "COPILOT", "AIMODE"]
 TYPES = [(t, "prompt") for t in CHATS] + [("GOOGLE", "query"), ("GOOGLE_NEWS", "query")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def commands_exist() -> bool:
