@@ -1,7 +1,7 @@
 """Benchmark: a Sentinel failover under load (primary killed -9, replica promoted), TASKQ_DURABILITY=none
 against replica, side by side: acknowledged tasks lost, completions, time to resume.
 
-The scenario is the one tests/test_failover.py runs (tests/failover_support.py), longer here.
+The scenario is the one tests/test_failover.py runs (tests/support/failover.py), longer here.
 
     python bench/failover.py [--rounds 2] [--load 6] [--after 4]
 """

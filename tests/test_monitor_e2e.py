@@ -76,16 +76,6 @@ def with_drain(
     return box[0]
 
 
-def settings_for(sim: Upstream, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": REAL_REDIS_URL, "upstream_base_url": sim.url, "worker_idle_wait_seconds": 0.1,
-        "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "worker_deliver_webhooks": False,
-        "shutdown_grace_seconds": 0.5,
-    }  # fmt: skip
-    values.update(overrides)
-    return make_settings(**values)
-
-
 @pytest.fixture
 def sim() -> Iterator[Upstream]:
     with Upstream("0.01", simulator=True) as server:
@@ -112,7 +102,7 @@ def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
 ) -> None:
     from taskq.api import create_app
 
-    cfg = settings_for(sim)
+    cfg = make_settings("drain", upstream=sim.url)
     app = create_app(cfg, client=real_redis)
     store = Store(real_redis)
     org, key = store.create_org("sync", credits=1000, concurrency=20, queue_limit=1000)
@@ -145,7 +135,7 @@ def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
 ) -> None:
     from taskq.api import create_app
 
-    cfg = settings_for(sim)
+    cfg = make_settings("drain", upstream=sim.url)
     app = create_app(cfg, client=real_redis)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     calls = [("chatgpt", {"prompt": "retry me [sim:503-once:sync-e2e]", "country": "US"}),
@@ -163,8 +153,8 @@ def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: redis.R
     """A call that keeps failing is retried until its deadline and then answered 500 at once."""
     from taskq.api import create_app
 
-    cfg = settings_for(sim, sync_timeout_seconds=1.5, max_attempts=100, retry_base_seconds=0.3,
-                       retry_max_seconds=0.3)  # fmt: skip
+    cfg = make_settings("drain", upstream=sim.url, sync_timeout_seconds=1.5, max_attempts=100,
+                        retry_base_seconds=0.3, retry_max_seconds=0.3)  # fmt: skip
     app = create_app(cfg, client=real_redis)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     started = time.monotonic()
@@ -217,14 +207,14 @@ def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not
             running.close()
             wait_for(lambda: field("inflight") == 0, 20, "the running call to end")
 
-        with_drain(settings_for(slow), leave_while_running)
+        with_drain(make_settings("drain", upstream=slow.url), leave_while_running)
         assert (field("credits"), field("reserved"), field("q11")) == (100, 0, 0)
         statuses = [str(real_redis.hget(k, "status")) for k in real_redis.scan_iter("tq:*:t:*") if
                     real_redis.type(k) == "hash"]  # fmt: skip
         assert sorted(statuses) == ["CANCELED", "CANCELED"], statuses
         # the intake is fine and answers the next call
         got = with_drain(
-            settings_for(slow),
+            make_settings("drain", upstream=slow.url),
             lambda: httpx.post(
                 base + "/v1/monitor/chatgpt",
                 json={"prompt": "hi", "country": "US"},
