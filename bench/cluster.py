@@ -25,13 +25,13 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.support import machine, table
-from tests.cluster_support import place_shards, redis_cluster
-from tests.support.scheduler import Scheduler
 
 from taskq.connection import connect
 from taskq.keys import Shard
 from taskq.scheduler import claim
 from taskq.store import Store, now_ms
+from tests.support.cluster import place_shards, redis_cluster
+from tests.support.scheduler import Scheduler
 
 CLAIM_K = 16
 PAYLOAD = json.dumps({"prompt": "Which vector databases support hybrid search?", "country": "US"})

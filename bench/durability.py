@@ -23,11 +23,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import admission  # noqa: E402
-from tests.support.sentinel import Node, SentinelGroup  # noqa: E402
 
 from support import free_port, machine, median_spread, percentile, spawn, table, wait_for  # noqa: E402
 from taskq.embedded import config_args  # noqa: E402
 from taskq.store import Store  # noqa: E402
+from tests.support.sentinel import Node, SentinelGroup  # noqa: E402
 
 MODES = ("none", "local", "replica")
 

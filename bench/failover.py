@@ -1,7 +1,7 @@
 """Benchmark: a Sentinel failover under load (primary killed -9, replica promoted), TASKQ_DURABILITY=none
 against replica, side by side: acknowledged tasks lost, completions, time to resume.
 
-The scenario is the one tests/test_failover.py runs (tests/failover_support.py), longer here.
+The scenario is the one tests/test_failover.py runs (tests/support/failover.py), longer here.
 
     python bench/failover.py [--rounds 2] [--load 6] [--after 4]
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from tests.failover_support import run_failover  # noqa: E402
-
 from support import machine, table  # noqa: E402
+from tests.support.failover import run_failover  # noqa: E402
 
 
 def main() -> None:

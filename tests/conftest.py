@@ -1,9 +1,11 @@
-"""Shared fixtures: settings, Redis (fakeredis with Lua, or the real server), the intake app, orgs."""
+"""Fixtures only (helpers live in tests/support/): Redis (fakeredis with Lua, or the real server),
+settings, the intake app, and factories that make orgs, upstreams, drains and processes and clean up
+after the test."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -12,41 +14,14 @@ import redis
 
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.support.redis_server import PrivateRedis, session_server
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-#: TASKQ_TEST_REDIS_URL when given, else a private server this test process starts and stops.
-EXTERNAL_REDIS_URL = os.environ.get("TASKQ_TEST_REDIS_URL") or None
-REAL_REDIS_URL = EXTERNAL_REDIS_URL or session_server().url
-#: No taskq process a test starts looks at the Redis on 6379 (without TASKQ_REDIS_URL it would check
-#: whether that one is free to use): tests that need a "local" Redis name a private one.
-os.environ.setdefault("TASKQ_LOCAL_REDIS_URL", "redis://127.0.0.1:1/0")
-
-ALL_KEYS = {
-    "openai_api_key": "sk-test",
-    "gemini_api_key": "g-test",
-    "perplexity_api_key": "pplx-test",
-    "xai_api_key": "xai-test",
-    "serpapi_api_key": "serp-test",
-}
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings for tests: nothing read from the environment, every provider configured."""
-    values: dict[str, Any] = {"upstream_base_url": "http://127.0.0.1:9", **ALL_KEYS}
-    values.update(overrides)
-    return Settings(**values)
-
-
-def real_redis_client() -> redis.Redis:
-    client = redis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if IN_CI:
-            raise RuntimeError(f"CI needs a real Redis at {REAL_REDIS_URL}: {exc}") from exc
-        pytest.skip(f"no Redis at {REAL_REDIS_URL} (set TASKQ_TEST_REDIS_URL); mandatory in CI")
-    return client
+from tests.support.drain import run_drain
+from tests.support.env import EXTERNAL_REDIS_URL, REAL_REDIS_URL, real_redis_client
+from tests.support.orgs import NewOrg, new_org
+from tests.support.processes import Processes
+from tests.support.redis_server import PrivateRedis
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work
 
 
 @pytest.fixture
@@ -107,14 +82,49 @@ def http(app: Any) -> Any:
 
 
 @pytest.fixture
-def make_org(store: Store) -> Callable[..., tuple[str, str]]:
-    """Factory: create an organization, return (org id, api key)."""
+def make_org(store: Store) -> Callable[..., NewOrg]:
+    """Factory: make_org(credits=, concurrency=, queue_limit=) creates an organization in `store`;
+    returns (org id, api key)."""
 
-    def create(credits: int = 10_000, concurrency: int = 100, queue_limit: int = 100_000) -> tuple[str, str]:
-        return store.create_org("test", credits=credits, concurrency=concurrency, queue_limit=queue_limit)
+    def create(**limits: int) -> NewOrg:
+        return new_org(store, "test", **limits)
 
     return create
 
 
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
+@pytest.fixture
+def make_upstream() -> Iterator[Callable[..., Upstream]]:
+    """Factory: make_upstream(latency, simulator=, **options) starts an Upstream; stopped after the test."""
+    started: list[Upstream] = []
+
+    def start(latency: float | str = 0.0, **options: Any) -> Upstream:
+        upstream = Upstream(latency, **options).__enter__()
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        upstream.__exit__()
+
+
+@pytest.fixture
+def drain(real_redis: redis.Redis) -> Callable[..., Any]:
+    """Factory: drain(settings, until, org=, concurrency=, timeout=) runs a drain in this process until
+    until() holds and returns its stats; with org, a drain that ends first fails the test with what the
+    org's shard still holds."""
+
+    def run(settings: Settings, until: Callable[[], bool], *, org: str | None = None, **options: Any) -> Any:
+        if org is not None and "stuck" not in options:
+            shard = Store(real_redis).org(org).shard
+            options["stuck"] = lambda: stuck_work(real_redis, shard, org)
+        return run_drain(settings, until, **options)
+
+    return run
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Child processes of the test (logs in tmp_path/logs), killed with their trees after it."""
+    processes = Processes(tmp_path / "logs")
+    yield processes
+    processes.close()

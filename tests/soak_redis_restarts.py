@@ -28,15 +28,11 @@ from pathlib import Path
 import redis
 
 from taskq.store import Store
-from tests.proof_support import (
-    Processes,
-    RedisServer,
-    SimulatorThread,
-    org_counters,
-    start_intake,
-    worker_env,
-)
-from tests.test_redis_restart import Submitter
+from tests.support.processes import Processes, start_intake, worker_env
+from tests.support.redis_server import RedisServer
+from tests.support.submitters import Submitter
+from tests.support.tasks import org_counters
+from tests.support.upstream import Upstream
 
 STUCK_SECONDS = 60
 
@@ -57,7 +53,7 @@ def main() -> int:
     shard = store.org(org).shard
     print(f"soak in {work}", flush=True)
     try:
-        with SimulatorThread("0.02") as sim:
+        with Upstream("0.02", simulator=True) as sim:
             env = worker_env(server.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1")
             intake = start_intake(procs, env, workers=1)
             worker = procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)

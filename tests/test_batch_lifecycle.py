@@ -13,7 +13,7 @@ import pytest
 from taskq import deliveries, scheduler
 from taskq.errors import Code
 from taskq.schemas.tasks import TaskType
-from tests.conftest import auth
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 
 def task(prompt: str = "x", **extra: Any) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def test_sweeper_trims_each_org_listing_of_its_shard_once_a_minute(real_redis: A
     from taskq.asyncops import AsyncScheduler
     from taskq.store import Store
     from taskq.worker.leases import sweep_once
-    from tests.conftest import REAL_REDIS_URL
+    from tests.support.env import REAL_REDIS_URL
 
     store = Store(real_redis)
     orgs = [store.create_org(f"sweep{i}", credits=100, concurrency=5, queue_limit=100)[0] for i in range(2)]

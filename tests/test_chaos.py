@@ -21,20 +21,13 @@ import redis
 from taskq import keys
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import (
-    HookReceiver,
-    Processes,
-    env_float,
-    env_int,
-    org_counters,
-    session_members,
-    start_simulator,
-    stuck_work,
-    task_fields,
-    wait_for,
-    worker_env,
-)
+from tests.support.env import REAL_REDIS_URL, env_float, env_int
+from tests.support.orgs import auth
+from tests.support.processes import Processes, session_members, start_simulator, worker_env
+from tests.support.receiver import ReceiverProcess
+from tests.support.settings import make_settings
+from tests.support.tasks import org_counters, task_fields
+from tests.support.waits import stuck_work, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -56,9 +49,11 @@ def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
     store = Store(real_redis)
     org, key = store.create_org("chaos", credits=CREDITS, concurrency=10_000, queue_limit=10**6)
     shard = store.org(org).shard
-    http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
+    http: Any = create_app(
+        make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis
+    ).test_client()
     procs = Processes(tmp_path / "logs")
-    receiver = HookReceiver(store.webhook_secrets(org)).start()
+    receiver = ReceiverProcess(store.webhook_secrets(org)).start()
     try:
         sim = start_simulator(procs, "uniform:0.3,1.0")
         # The receiver shares a loaded machine (CI, a CPU burner) with three workers and this process:

@@ -19,7 +19,7 @@ from taskq.ops import OpsError
 from taskq.ops.stack import resolve_target
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL
+from tests.support.env import REAL_REDIS_URL
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.redis
@@ -76,7 +76,7 @@ def cli(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 def snapshot(client: redis.Redis) -> dict[str, Any]:
-    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+    return {str(key): client.dump(key) for key in sorted(client.keys("*"))}
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,15 @@ from taskq.settings import DEFAULT_PRICES
 from taskq.store import Store
 from taskq.worker.commands import cmd_worker
 from taskq.worker.hosting import rq_url
-from tests.cluster_support import binaries, free_ports, place_shards, redis_cluster
-from tests.conftest import ALL_KEYS, auth, make_settings
+from tests.support.cluster import binaries, free_ports, place_shards, redis_cluster
+from tests.support.env import PROVIDER_ENV
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.waits import wait_for
 
 SHARDS = 3
 ORGS_PER_SHARD = 2
 TYPES = ("CHATGPT", "GEMINI")
-ENV_KEYS = {f"TASKQ_{name.upper()}": value for name, value in ALL_KEYS.items()}
 
 
 def test_rq_shares_the_queue_redis_unless_that_is_a_cluster() -> None:
@@ -85,13 +87,6 @@ def _pings(url: str) -> bool:
         return False
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def kill_session(sid: int) -> None:
     """kill -9 every process of a session: a machine gone (RQ puts its work horse in a group of its own)."""
     for entry in os.listdir("/proc"):
@@ -135,7 +130,7 @@ class Intake:
         )
         self.client = connect(url)
         self.store = Store(self.client, SHARDS)
-        self.http = create_app(self.settings, client=self.client).test_client()
+        self.http: Any = create_app(self.settings, client=self.client).test_client()
         self.rng = random.Random(7)
 
     def orgs_on_every_shard(self) -> dict[str, str]:
@@ -194,7 +189,7 @@ def test_two_workers_on_a_cluster_run_everything_once_in_priority_order_and_surv
         "TASKQ_REDIS_URL": cluster_url, "TASKQ_SHARDS": str(SHARDS), "TASKQ_RQ_REDIS_URL": rq_redis_url,
         "TASKQ_UPSTREAM_BASE_URL": f"http://127.0.0.1:{sim_port}", "TASKQ_LEASE_SECONDS": "3",
         "TASKQ_REAPER_INTERVAL_SECONDS": "1", "TASKQ_WORKER_IDLE_WAIT_SECONDS": "0.5",
-        "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **ENV_KEYS,
+        "TASKQ_SHUTDOWN_GRACE_SECONDS": "1", **PROVIDER_ENV,
         # Strict priority across task types: a slow-starting lane would let a lower-priority task of the
         # other type go first (flow control's design: a paced lane holds back only its own tasks).
         "TASKQ_RATE_SLOW_START": "false",

@@ -18,8 +18,9 @@ from taskq.batches import TaskFilter
 from taskq.errors import Code
 from taskq.keys import ATTEMPT_LOG
 from taskq.schemas.tasks import TaskType
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
+from tests.support.settings import make_settings
 
 TOKEN = "admin-secret"
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}

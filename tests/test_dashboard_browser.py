@@ -22,8 +22,11 @@ from werkzeug.serving import make_server
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import IN_CI, REAL_REDIS_URL, auth, make_settings
-from tests.test_end_to_end import Receiver, Simulator
+from tests.support.env import IN_CI, REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.receiver import Receiver
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -74,12 +77,12 @@ def browser() -> Iterator[Any]:
 class Stack:
     """The intake served on a free port, the simulator, a webhook receiver, one organization."""
 
-    def __init__(self, real_redis: Any, sim: Simulator, hook: Receiver) -> None:
+    def __init__(self, real_redis: Any, sim: Upstream, hook: Receiver) -> None:
         self.redis = real_redis
         self.hook = hook
         self.sim_url = sim.url
         self.settings = make_settings(
-            redis_url=REAL_REDIS_URL, upstream_base_url=sim.url, admin_token=TOKEN,
+            redis_url=REAL_REDIS_URL, upstream=sim.url, admin_token=TOKEN,
             webhook_allow_networks=["127.0.0.0/8"], worker_idle_wait_seconds=0.1,
             retry_base_seconds=0.05, retry_max_seconds=0.3,
         )  # fmt: skip
@@ -114,7 +117,7 @@ class Stack:
 
 @pytest.fixture
 def stack(real_redis: Any) -> Iterator[Stack]:
-    with Simulator() as sim, Receiver() as hook:
+    with Upstream(0.01, simulator=True) as sim, Receiver() as hook:
         s = Stack(real_redis, sim, hook)
         yield s
         s.close()
@@ -200,7 +203,7 @@ def test_console_pages_and_actions_in_chromium(
     done_ids = [r["task"]["id"] for r in done["results"]]
 
     def finished() -> bool:
-        return len(stack.hook.events) == 4 and {"COMPLETED", "FAILED"} >= set(stack.statuses(done_ids))
+        return len(stack.hook.hits) == 4 and {"COMPLETED", "FAILED"} >= set(stack.statuses(done_ids))
 
     with Drain(stack, tmp_path / "drain-1.log") as drain:
         wait_for(lambda: drain.running() and finished(), "the first batch and its webhooks")
@@ -293,9 +296,9 @@ def test_console_pages_and_actions_in_chromium(
         page.goto(f"{stack.url}/dashboard/tasks/{done_ids[3]}")
         assert "PROVIDER_REJECTED" in page.inner_text("#error")
         assert "queued for redelivery" in act(page, "Redeliver webhook")
-        wait_for(lambda: drain.running() and len(stack.hook.events) >= 4 + 1 + 2,
+        wait_for(lambda: drain.running() and len(stack.hook.hits) >= 4 + 1 + 2,
                  "the redelivery and the retried tasks' webhooks")  # fmt: skip
-        event_ids = [{k.lower(): v for k, v in h.items()}["webhook-id"] for h, _ in stack.hook.events]
+        event_ids = [h.webhook_id for h in stack.hook.hits]
         assert event_ids.count(f"msg_{done_ids[3]}") == 2  # the same event sent again
         # the receiver answered; the worker records the outcome right after
 
@@ -358,7 +361,12 @@ def test_lanes_pause_and_resume_and_schedules_show_on_the_overview(browser: Any,
 
     row = page.locator("#by-provider tr", has_text="GEMINI")
     questions: list[str] = []
-    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+
+    def confirm(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", confirm)
     row.get_by_role("button", name="Pause").click()
     page.wait_for_selector(".notice")
     assert "GEMINI paused" in page.inner_text(".notice") and questions

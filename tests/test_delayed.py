@@ -13,11 +13,13 @@ from taskq.admission import Accepted, admit
 from taskq.scheduler import ALL_TYPES, claim
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, auth
+from tests.support.drain import run_drain, settled
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import counters, request
-from tests.test_worker import run_drain, settled, worker_settings
-from tests.test_worker_support import Upstream
+from tests.support.settings import make_settings
+from tests.support.tasks import counters, request
+from tests.support.upstream import Upstream
 
 CAPS: dict[str, int | None] = {t: None for t in ALL_TYPES}
 TASK = {"taskType": "CHATGPT", "payload": {"prompt": "hi", "country": "US"}}
@@ -130,7 +132,9 @@ def test_a_drain_claims_a_delayed_task_not_before_it_is_due(real_redis: redis.Re
     """A real drain idle on its wake list (5 s idle wait): the task starts once due, never before."""
     store = Store(real_redis)
     with Upstream() as upstream:
-        cfg = worker_settings(upstream, worker_idle_wait_seconds=5.0, redis_url=REAL_REDIS_URL)
+        cfg = make_settings(
+            "worker", upstream=upstream.url, worker_idle_wait_seconds=5.0, redis_url=REAL_REDIS_URL
+        )
         org = store.create_org("d", credits=100, concurrency=10, queue_limit=10)[0]
         item = request()
         item.delay_ms = 1500
@@ -138,6 +142,6 @@ def test_a_drain_claims_a_delayed_task_not_before_it_is_due(real_redis: redis.Re
         assert isinstance(outcome, Accepted)
         stats = run_drain(cfg, settled(store, org), timeout=30)
     key = store.org(org).shard.task(outcome.task["id"])
-    created, begun = (int(x) for x in real_redis.hmget(key, ["created", "started"]))
+    created, begun = (int(str(x)) for x in real_redis.hmget(key, ["created", "started"]))
     assert begun - created >= 1500, "claimed before it was due"
     assert stats["claimed"] == 1 and real_redis.hget(key, "status") == "COMPLETED"

@@ -5,202 +5,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 import standardwebhooks
-from aiohttp import web
 
 from taskq import deliveries
-from taskq.deliveries import attempt_log, stored
-from taskq.keys import first_delivery
-from taskq.schemas.tasks import TaskRecord, event_view
+from taskq.deliveries import stored
 from taskq.scripts import Scripts, merge_shared
-from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.webhooks.signing import generate_secret
-from taskq.worker.webhook_loop import run_deliveries
-from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.support.deliveries import deliver_until, finish_task, log_of, states
+from tests.support.env import REAL_REDIS_URL
+from tests.support.receiver import Receiver, receiving
+from tests.support.settings import WEBHOOK_SCHEDULE as SCHEDULE
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
-
-SCHEDULE = [0.05, 0.1, 0.2]
-
-
-def fast_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "webhook_allow_networks": ["127.0.0.0/8"],
-        "webhook_require_https": False,
-        "webhook_schedule_seconds": SCHEDULE,
-        "webhook_timeout_seconds": 2.0,
-        "webhook_concurrency": 50,
-        "reaper_interval_seconds": 0.05,
-        "shutdown_grace_seconds": 1.0,
-        "retention_seconds": 3600,
-    }
-    values.update(overrides)
-    return make_settings(**values)
-
-
-# Outbox records exactly as the completing script writes them ---------------------------------------
-def finish_task(
-    store: Store, org_id: str, url: str | None, *, status: str = "COMPLETED", first: bool = True
-) -> tuple[str, str]:
-    """A finished task with its first delivery queued per the outbox contract (in the task hash), or
-    with first=False a delivery of its own as a redelivery has; returns (task id, delivery id)."""
-    client, shard = store.client, store.org(org_id).shard
-    task_id, now = str(uuid.uuid4()), now_ms()
-    delivery_id = first_delivery(task_id) if first else deliveries.new_delivery_id()
-    fields: dict[str, Any] = {
-        "org": org_id,
-        "type": "GOOGLE",
-        "status": status,
-        "prio": 5,
-        "created": now - 2000,
-        "payload": json.dumps({"query": "taskq"}),
-        "webhook": url or "",
-        "cost": 3,
-        "charged": 3 if status == "COMPLETED" else 0,
-        "attempts": 1,
-        "started": now - 1500,
-        "finished": now,
-    }
-    if status == "COMPLETED":
-        fields["result"] = json.dumps({"text": "ünïcode answer", "sources": []})
-    elif status == "FAILED":
-        fields["error"] = json.dumps({"code": "PROVIDER_REJECTED", "message": "no"})
-    else:
-        del fields["started"], fields["finished"], fields["charged"]
-    client.hset(shard.task(task_id), mapping=fields)
-    if status not in ("COMPLETED", "FAILED") or not url:
-        client.expire(shard.task(task_id), 3600)  # with a webhook: once the delivery is final
-        return task_id, ""
-    body = json.dumps(event_view(TaskRecord.from_hash(task_id, client.hgetall(shard.task(task_id)))))
-    key, prefix = shard.delivery_record(delivery_id)
-    record = {
-        "task": task_id,
-        "org": org_id,
-        "url": url,
-        "event": "msg_" + task_id,
-        "body": body,
-        "attempts": "0",
-        "state": "pending",
-        "created": now,
-    }
-    client.hset(key, mapping={prefix + name: value for name, value in record.items()})
-    client.zadd(shard.wh_due, {delivery_id: now})
-    client.hset(shard.task(task_id), mapping={"wh_state": "pending", "wh_last": delivery_id})
-    return task_id, delivery_id
-
-
-# A receiver that checks deliveries the way a customer would -----------------------------------------
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-    verified: bool
-
-
-@dataclass
-class Receiver:
-    secrets: list[str] = field(default_factory=list)
-    hits: list[Hit] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    base: str = ""
-
-    def by_id(self, path_prefix: str = "/") -> dict[str, list[Hit]]:
-        out: dict[str, list[Hit]] = {}
-        for hit in self.hits:
-            if hit.path.startswith(path_prefix):
-                out.setdefault(hit.headers["webhook-id"], []).append(hit)
-        return out
-
-    def _verified(self, body: bytes, headers: dict[str, str]) -> bool:
-        for secret in self.secrets:
-            try:
-                standardwebhooks.Webhook(secret).verify(body, headers)
-                return True
-            except standardwebhooks.WebhookVerificationError:
-                continue
-        return False
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        hit = Hit(request.path, headers, body, time.monotonic(), self._verified(body, headers))
-        self.hits.append(hit)
-        if not hit.verified:
-            return web.Response(status=401)
-        seen = sum(1 for h in self.hits if h.headers["webhook-id"] == headers["webhook-id"])
-        kind, _, arg = request.path.strip("/").partition("/")
-        match kind:
-            case "ok":
-                return web.Response(status=204)
-            case "flaky":  # fails the first <arg> attempts of each event
-                return web.Response(status=500 if seen <= int(arg) else 200)
-            case "busy":  # asks for a pause once
-                return web.Response(status=429, headers={"Retry-After": arg}) if seen == 1 else web.Response()
-            case "gone":
-                return web.Response(status=410)
-            case "hang":
-                await self.release.wait()
-                return web.Response()
-        return web.Response(status=500)
-
-
-@asynccontextmanager
-async def receiving(secrets: list[str]) -> AsyncIterator[Receiver]:
-    receiver = Receiver(secrets=list(secrets))
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    receiver.base = f"http://{host}:{port}"
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        await runner.cleanup()
-
-
-async def deliver_until(settings: Settings, done: Callable[[], bool], timeout: float = 60.0) -> float:
-    """Run the delivery loop until done() holds; returns the seconds it took."""
-    client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(run_deliveries(client, settings, stop))
-    started = time.monotonic()
-    try:
-        while not done():
-            assert not runner.done(), runner.exception()
-            assert time.monotonic() - started < timeout, "deliveries did not settle in time"
-            await asyncio.sleep(0.02)
-        return time.monotonic() - started
-    finally:
-        stop.set()
-        await runner
-        await client.aclose()
-
-
-def states(client: redis.Redis, store: Store, org_id: str, delivery_ids: list[str]) -> list[str]:
-    shard = store.org(org_id).shard
-    return [stored(client, shard, delivery).get("state", "") for delivery in delivery_ids]
-
-
-def log_of(client: redis.Redis, store: Store, org_id: str, delivery_id: str) -> list[dict[str, Any]]:
-    fields = stored(client, store.org(org_id).shard, delivery_id)
-    return [json.loads(line) for line in attempt_log(fields)]
 
 
 @pytest.fixture
@@ -225,7 +48,8 @@ def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
             made = [finish_task(rstore, org_id, rx.base + "/ok", status=s) for s in ("COMPLETED", "FAILED")]
             ids = [d for _, d in made]
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 2
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 2,
             )
             return made, rx
 
@@ -261,7 +85,8 @@ def test_a_failing_receiver_gets_one_success_per_event_with_a_stable_id_and_back
         async with receiving(secrets) as rx:
             ids = [finish_task(rstore, org_id, rx.base + "/flaky/2")[1] for _ in range(5)]
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 5
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, ids) == ["delivered"] * 5,
             )
             return ids, rx
 
@@ -294,7 +119,8 @@ def test_retry_after_on_429_is_honoured(
         async with receiving(secrets) as rx:
             _, delivery_id = finish_task(rstore, org_id, rx.base + "/busy/1")
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"],
             )
             return rx
 
@@ -309,7 +135,8 @@ def test_410_gone_stops_at_once(real_redis: redis.Redis, rstore: Store, org: tup
         async with receiving(secrets) as rx:
             task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/gone")
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"],
             )
             await asyncio.sleep(0.3)  # longer than the whole retry schedule
             return task_id, delivery_id, rx
@@ -328,9 +155,10 @@ def test_a_spent_schedule_marks_the_delivery_failed(
 
     async def run() -> tuple[str, str, Receiver]:
         async with receiving(secrets) as rx:
-            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/down")
+            task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/boom")
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["failed"],
             )
             return task_id, delivery_id, rx
 
@@ -346,7 +174,9 @@ def test_a_hanging_receiver_does_not_slow_other_receivers(
 ) -> None:
     org_id, secrets = org
     # 8 sends in flight, at most 2 per receiver; the hanging receiver never answers within the test
-    settings = fast_settings(webhook_concurrency=8, webhook_timeout_seconds=120.0, shutdown_grace_seconds=0.1)
+    settings = make_settings(
+        "webhooks", webhook_concurrency=8, webhook_timeout_seconds=120.0, shutdown_grace_seconds=0.1
+    )
 
     async def run() -> tuple[list[str], list[list[Any]], Receiver]:
         async with receiving(secrets) as slow, receiving(secrets) as fast:
@@ -379,7 +209,8 @@ def test_during_a_secret_rotation_both_signatures_are_sent_and_each_verifies(
         async with receiving([new]) as rx:
             _, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"],
             )
             return rx
 
@@ -406,7 +237,8 @@ def test_a_delivery_whose_sender_died_is_sent_again_with_the_same_id(
             await client.aclose()
             assert claimed.attempt == 1 and claimed.event == "msg_" + task_id
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"],
             )
             return task_id, delivery_id, rx
 
@@ -496,7 +328,7 @@ def test_an_expired_task_is_not_recreated_by_its_deliveries(
             expired, redelivery = finish_task(rstore, org_id, rx.base + "/ok", first=False)
             real_redis.delete(shard.task(expired))
             await deliver_until(
-                fast_settings(),
+                make_settings("webhooks"),
                 lambda: (
                     states(real_redis, rstore, org_id, [redelivery]) == ["delivered"]
                     and real_redis.zcard(shard.wh_due) == 0
@@ -532,7 +364,7 @@ def test_a_task_expires_only_once_its_first_delivery_is_final(
                     assert real_redis.pttl(shard.task(task_id)) == -1
                 return state == "delivered"
 
-            await deliver_until(fast_settings(retention_seconds=600), first_final)
+            await deliver_until(make_settings("webhooks", retention_seconds=600), first_final)
             return task_id, delivery_id
 
     task_id, delivery_id = asyncio.run(run())
@@ -556,7 +388,8 @@ def test_a_redelivery_record_is_final_on_its_own_and_marks_its_task(
         async with receiving(secrets) as rx:
             task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/flaky/1", first=False)
             await deliver_until(
-                fast_settings(), lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"]
+                make_settings("webhooks"),
+                lambda: states(real_redis, rstore, org_id, [delivery_id]) == ["delivered"],
             )
             return task_id, delivery_id
 
@@ -566,4 +399,4 @@ def test_a_redelivery_record_is_final_on_its_own_and_marks_its_task(
     assert [e["outcome"] for e in log_of(real_redis, rstore, org_id, delivery_id)] == ["retry", "delivered"]
     task = real_redis.hgetall(shard.task(task_id))
     assert (task["wh_state"], task["wh_attempts"]) == ("delivered", "2") and int(task["delivered"]) > 0
-    assert not any(name.startswith("d_") for name in task)
+    assert not any(str(name).startswith("d_") for name in task)

@@ -12,8 +12,10 @@ import redis
 from taskq.api import create_app
 from taskq.api import webhooks as webhook_api
 from taskq.store import Store
-from tests.conftest import auth
-from tests.test_deliveries import Receiver, deliver_until, fast_settings, finish_task, receiving, states
+from tests.support.deliveries import deliver_until, finish_task, states
+from tests.support.orgs import auth
+from tests.support.receiver import Receiver, receiving
+from tests.support.settings import make_settings
 
 
 def client_for(application: Any) -> Any:
@@ -74,7 +76,7 @@ def test_redeliveries_of_one_task_are_capped(wh_http: Any, store: Store, make_or
 def test_deliveries_lists_every_attempt_and_redeliver_sends_the_same_event_again(
     real_redis: redis.Redis,
 ) -> None:
-    settings = fast_settings()
+    settings = make_settings("webhooks")
     http = client_for(create_app(settings, client=real_redis))
     store = Store(real_redis)
     org_id, key = store.create_org("hooks", credits=10, concurrency=1, queue_limit=10)

@@ -22,9 +22,11 @@ from taskq.connection import SentinelURL, connect
 from taskq.durability import AsyncCommitter, Committer, DurabilityUnsupported, Policy, check_server
 from taskq.errors import Unconfirmed
 from taskq.store import Store
-from tests.conftest import IN_CI, auth, make_settings
+from tests.support.env import IN_CI
+from tests.support.orgs import auth
 from tests.support.redis_server import PrivateRedis
 from tests.support.sentinel import Node
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from taskq.embedded import EmbeddedServer
-from tests.proof_support import free_port
+from tests.support.redis_server import free_port
 
 SCRIPT = "redis.call('SET', KEYS[1], 'first') redis.call('SET', KEYS[2], 'second') return 1"
 

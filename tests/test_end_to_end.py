@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from aiohttp import web
 
 from taskq.flow import fingerprint
-from taskq.simulator.app import create_app as simulator_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
-from tests.proof_support import stuck_work, task_fields
-from tests.test_worker import run_drain
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.receiver import Receiver
+from tests.support.settings import make_settings
+from tests.support.tasks import task_fields
+from tests.support.upstream import Upstream
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -34,58 +33,15 @@ TASKS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-class Served:
-    """An aiohttp app on a free loopback port, on its own thread and event loop."""
-
-    def __init__(self, app: web.Application, path: str = "") -> None:
-        self.app, self.path, self.url = app, path, ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.1)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}{self.path}"
-        self._ready.set()
-        self._loop.run_forever()
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()  # a hanging receiver's handlers
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> Served:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-class Simulator(Served):
-    """The real provider simulator."""
-
-    def __init__(self) -> None:
-        super().__init__(simulator_app(latency=0.01))
-
-
 @pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    with Simulator() as sim:
+def simulator() -> Iterator[Upstream]:
+    with Upstream(0.01, simulator=True) as sim:
         yield sim
 
 
-def settings_for(sim: Simulator) -> Any:
-    from tests.conftest import REAL_REDIS_URL
-
-    return make_settings(
-        redis_url=REAL_REDIS_URL, upstream_base_url=sim.url, worker_idle_wait_seconds=0.1,
-        retry_base_seconds=0.05, retry_max_seconds=0.3, worker_deliver_webhooks=False,
-    )  # fmt: skip
+#: Webhooks to the receiver on 127.0.0.1, each send allowed 30 s.
+HOOKED = {"redis_url": REAL_REDIS_URL, "worker_idle_wait_seconds": 0.1,
+          "webhook_allow_networks": ["127.0.0.0/8"], "webhook_timeout_seconds": 30.0}  # fmt: skip
 
 
 def submit(
@@ -93,16 +49,11 @@ def submit(
 ) -> tuple[Any, str, str, list[str]]:
     from taskq.api import create_app
 
-    http = create_app(app_settings, client=real_redis).test_client()
+    http: Any = create_app(app_settings, client=real_redis).test_client()
     org_id, key = Store(real_redis).create_org("e2e", credits=10_000, concurrency=50, queue_limit=1000)
     body = http.post("/v1/async/task/batch", json=tasks, headers=auth(key)).json
     assert body["summary"]["failed"] == 0, body
     return http, key, org_id, [r["task"]["id"] for r in body["results"]]
-
-
-def stuck(client: redis.Redis, org: str) -> Any:
-    """What a drain that timed out left: the org's queued, leased and delayed tasks and webhooks."""
-    return lambda: stuck_work(client, Store(client).org(org).shard, org)
 
 
 def finished(http: Any, key: str, ids: list[str]) -> Any:
@@ -111,12 +62,12 @@ def finished(http: Any, key: str, ids: list[str]) -> Any:
 
 
 def test_every_task_type_completes_through_the_simulator(
-    simulator: Simulator, real_redis: redis.Redis
+    simulator: Upstream, real_redis: redis.Redis, drain: Any
 ) -> None:
-    cfg = settings_for(simulator)
+    cfg = make_settings("drain", upstream=simulator.url, retry_max_seconds=0.3)
     tasks = [{"taskType": t, "payload": p, "priority": 1 + n} for n, (t, p) in enumerate(TASKS.items())]
     http, key, org, ids = submit(cfg, real_redis, tasks)
-    run_drain(cfg, finished(http, key, ids), concurrency=20, timeout=60, stuck=stuck(real_redis, org))
+    drain(cfg, finished(http, key, ids), concurrency=20, timeout=60, org=org)
     for task_type, task_id in zip(TASKS, ids, strict=True):
         got = http.get(f"/v1/async/task/{task_id}", headers=auth(key)).json
         assert got["task"]["status"] == "COMPLETED", (task_type, got)
@@ -131,15 +82,15 @@ def test_every_task_type_completes_through_the_simulator(
 
 
 def test_injected_429_is_run_again_without_spending_an_attempt_and_400_fails_at_once(
-    simulator: Simulator, real_redis: redis.Redis
+    simulator: Upstream, real_redis: redis.Redis, drain: Any
 ) -> None:
-    cfg = settings_for(simulator)
+    cfg = make_settings("drain", upstream=simulator.url, retry_max_seconds=0.3)
     tasks = [
         {"taskType": "CHATGPT", "payload": {"prompt": "retry me [sim:429-once:e2e-1]", "country": "US"}},
         {"taskType": "PERPLEXITY", "payload": {"prompt": "bad request [sim:400]", "country": "US"}},
     ]
     http, key, org, ids = submit(cfg, real_redis, tasks)
-    run_drain(cfg, finished(http, key, ids), concurrency=5, timeout=60, stuck=stuck(real_redis, org))
+    drain(cfg, finished(http, key, ids), concurrency=5, timeout=60, org=org)
     retried = http.get(f"/v1/async/task/{ids[0]}", headers=auth(key)).json
     assert retried["task"]["status"] == "COMPLETED" and retried["response"]["text"]
     store = Store(real_redis)
@@ -153,39 +104,13 @@ def test_injected_429_is_run_again_without_spending_an_attempt_and_400_fails_at_
     assert real_redis.hget(store.org(org).shard.task(ids[1]), "attempts") == "1"
 
 
-class Receiver(Served):
-    """A webhook receiver: records every POST to /hook; `hang` makes it never answer."""
-
-    def __init__(self, *, hang: bool = False) -> None:
-        self.hang = hang
-        self.events: list[tuple[dict[str, str], bytes]] = []
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        super().__init__(app, "/hook")
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.events.append((dict(request.headers), await request.read()))
-        if self.hang:
-            await asyncio.sleep(3600)
-        return web.Response(status=204)
-
-
-def webhook_settings(sim: Simulator) -> Any:
-    from tests.conftest import REAL_REDIS_URL
-
-    return make_settings(
-        redis_url=REAL_REDIS_URL, upstream_base_url=sim.url, worker_idle_wait_seconds=0.1,
-        webhook_allow_networks=["127.0.0.0/8"], webhook_timeout_seconds=30.0,
-    )  # fmt: skip
-
-
 def test_a_hanging_receiver_does_not_slow_task_completion(
-    simulator: Simulator, real_redis: redis.Redis
+    simulator: Upstream, real_redis: redis.Redis, drain: Any
 ) -> None:
-    with Receiver(hang=True) as hook:
-        cfg = webhook_settings(simulator)  # every send hangs until its 30 s timeout
+    with Receiver() as hook:
+        cfg = make_settings(upstream=simulator.url, **HOOKED)  # every send hangs until its 30 s timeout
         tasks = [{"taskType": "GEMINI", "payload": {"prompt": f"q{i}", "country": "US"},
-                  "webhook": {"url": hook.url}} for i in range(60)]  # fmt: skip
+                  "webhook": {"url": hook.base + "/hang"}} for i in range(60)]  # fmt: skip
         http, key, org, ids = submit(cfg, real_redis, tasks)
         shard = Store(real_redis).org(org).shard
         all_done = finished(http, key, ids)
@@ -195,27 +120,27 @@ def test_a_hanging_receiver_does_not_slow_task_completion(
             if not attempts_when_done and all_done():
                 recorded = task_fields(real_redis, shard, ids, ["wh_attempts"])
                 attempts_when_done.append(sum(int(a or 0) for [a] in recorded))
-            return bool(attempts_when_done) and bool(hook.events)
+            return bool(attempts_when_done) and bool(hook.hits)
 
-        run_drain(cfg.model_copy(update={"shutdown_grace_seconds": 0.5}), until, concurrency=30, timeout=60,
-                  stuck=stuck(real_redis, org))  # fmt: skip
+        drain(cfg.model_copy(update={"shutdown_grace_seconds": 0.5}), until, concurrency=30, timeout=60,
+              org=org)  # fmt: skip
         # Every task finished while no webhook attempt had ended: completion never waits on a send.
         assert attempts_when_done == [0]
         statuses = {http.get(f"/v1/async/task/{i}", headers=auth(key)).json["task"]["status"] for i in ids}
         assert statuses == {"COMPLETED"}
-        assert hook.events, "deliveries were attempted"
+        assert hook.hits, "deliveries were attempted"
 
 
 def test_batch_webhook_arrives_once_after_the_last_task_signed(
-    simulator: Simulator, real_redis: redis.Redis
+    simulator: Upstream, real_redis: redis.Redis, drain: Any
 ) -> None:
     from standardwebhooks import Webhook
 
     with Receiver() as hook:
-        cfg = webhook_settings(simulator)
+        cfg = make_settings(upstream=simulator.url, **HOOKED)
         from taskq.api import create_app
 
-        http = create_app(cfg, client=real_redis).test_client()
+        http: Any = create_app(cfg, client=real_redis).test_client()
         org_id, key = Store(real_redis).create_org("b", credits=10_000, concurrency=50, queue_limit=1000)
         tasks = [{"taskType": "CHATGPT", "payload": {"prompt": f"q{i}", "country": "US"}} for i in range(5)]
         tasks.append({"taskType": "CHATGPT", "payload": {"prompt": "no [sim:400]", "country": "US"}})
@@ -224,10 +149,10 @@ def test_batch_webhook_arrives_once_after_the_last_task_signed(
         secret = Store(real_redis).webhook_secrets(org_id)[0]
 
         def delivered() -> bool:
-            return finished(http, key, ids)() and any(b'"batch.completed"' in raw for _, raw in hook.events)
+            return finished(http, key, ids)() and any(b'"batch.completed"' in h.body for h in hook.hits)
 
-        run_drain(cfg, delivered, concurrency=10, timeout=60, stuck=stuck(real_redis, org_id))
-        batch_events = [(h, raw) for h, raw in hook.events if b'"batch.completed"' in raw]
+        drain(cfg, delivered, concurrency=10, timeout=60, org=org_id)
+        batch_events = [(h.headers, h.body) for h in hook.hits if b'"batch.completed"' in h.body]
         assert len(batch_events) == 1
         headers, raw = batch_events[0]
         event = Webhook(secret).verify(raw, {k.lower(): v for k, v in headers.items()})

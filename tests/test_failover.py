@@ -1,6 +1,6 @@
 """A Sentinel failover under load with TASKQ_DURABILITY=replica: a primary with one replica and three
 sentinels on loopback, the primary killed -9 while clients submit and a worker runs (scenario in
-tests/failover_support.py).
+tests/support/failover.py).
 
 What is promised: no task a client was told about is lost (every answer waited until its writes were
 fsynced and held by the replica), every task completes once, is charged once and has its webhook
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.failover_support import COST, CREDITS, run_failover
-from tests.proof_support import env_float
+from tests.support.env import env_float
+from tests.support.failover import COST, CREDITS, run_failover
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -16,16 +16,12 @@ from taskq.keys import Shard
 from taskq.scheduler import FENCED, MUST_FAIL, THROTTLED, Claims, Refusal, claim, throttle
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import make_settings
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import admit_tasks, request, status_of
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, request, status_of
 
 SHARD = Shard(0)
 T0 = 1_700_000_000_000  # the flow clock of these tests (ms)
-
-
-def flow_settings(**overrides: Any) -> Settings:
-    return make_settings(**{"rate_slow_start": False, **overrides})
 
 
 def claim_at(
@@ -58,7 +54,7 @@ def sched(rclient: Any) -> Scheduler:
 def test_a_configured_rate_admits_one_call_per_interval_and_says_when_the_next_one_is_due(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings(provider_rates={"CHATGPT": 10})  # one call per 100 ms
+    cfg = make_settings("flow", provider_rates={"CHATGPT": 10})  # one call per 100 ms
     queue(store, cfg, 20)
     first = claim_at(sched, cfg, T0)
     assert len(first) == 1 and first[0].key == fingerprint("sk-test")
@@ -69,7 +65,7 @@ def test_a_configured_rate_admits_one_call_per_interval_and_says_when_the_next_o
 
 
 def test_a_burst_admits_that_many_calls_at_once(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings(provider_rates={"CHATGPT": {"rpm": 600, "burst": 5}})
+    cfg = make_settings("flow", provider_rates={"CHATGPT": {"rpm": 600, "burst": 5}})
     queue(store, cfg, 20)
     assert len(claim_at(sched, cfg, T0)) == 5
     assert len(claim_at(sched, cfg, T0 + 1)) == 0
@@ -77,14 +73,16 @@ def test_a_burst_admits_that_many_calls_at_once(store: Store, sched: Scheduler) 
 
 
 def test_calls_spread_over_the_keys_of_a_pool_each_with_its_own_rate(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings(provider_rates={"CHATGPT": 10}, openai_api_key="", openai_api_keys="sk-a,sk-b,sk-c")
+    cfg = make_settings(
+        "flow", provider_rates={"CHATGPT": 10}, openai_api_key="", openai_api_keys="sk-a,sk-b,sk-c"
+    )
     queue(store, cfg, 20)
     claimed = claim_at(sched, cfg, T0)
     assert sorted(t.key for t in claimed) == sorted(fingerprint(k) for k in ("sk-a", "sk-b", "sk-c"))
 
 
 def test_other_task_types_are_claimed_while_one_lane_is_held_back(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings(provider_rates={"CHATGPT": 1})
+    cfg = make_settings("flow", provider_rates={"CHATGPT": 1})
     queue(store, cfg, 5)
     queue(store, cfg, 5, "GEMINI")
     claimed = claim_at(sched, cfg, T0, types=("CHATGPT", "GEMINI"))
@@ -94,7 +92,7 @@ def test_other_task_types_are_claimed_while_one_lane_is_held_back(store: Store, 
 def test_a_429_pauses_the_key_and_puts_the_task_back_first_in_line_without_spending_an_attempt(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings()
+    cfg = make_settings("flow")
     org, ids = queue(store, cfg, 3)
     [task] = claim_at(sched, cfg, T0, k=1)
     assert task.id == ids[0] and task.attempts == 1
@@ -109,7 +107,7 @@ def test_a_429_pauses_the_key_and_puts_the_task_back_first_in_line_without_spend
 
 
 def test_a_stale_lease_cannot_throttle(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings()
+    cfg = make_settings("flow")
     queue(store, cfg, 1)
     [task] = claim_at(sched, cfg, T0)
     stale = type(task)(**{**{f: getattr(task, f) for f in task.__slots__}, "token": "0"})
@@ -119,7 +117,7 @@ def test_a_stale_lease_cannot_throttle(store: Store, sched: Scheduler) -> None:
 def test_a_task_rate_limited_for_longer_than_the_give_up_time_must_fail(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings(rate_limit_give_up_seconds=60)
+    cfg = make_settings("flow", rate_limit_give_up_seconds=60)
     queue(store, cfg, 1)
     [task] = claim_at(sched, cfg, T0)
     assert refuse(sched, cfg, task, Refusal("rate", "slow down", wait=0.1), T0, now=T0) == THROTTLED
@@ -138,7 +136,7 @@ def test_a_task_rate_limited_for_longer_than_the_give_up_time_must_fail(
 def test_an_exhausted_quota_stops_the_key_and_lets_one_probe_through_per_interval(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings(quota_probe_seconds=60)
+    cfg = make_settings("flow", quota_probe_seconds=60)
     org, ids = queue(store, cfg, 5)
     claimed = claim_at(sched, cfg, T0, k=2)
     assert (
@@ -160,7 +158,7 @@ def test_an_exhausted_quota_stops_the_key_and_lets_one_probe_through_per_interva
 def test_a_refused_key_leaves_the_pool_and_the_last_key_is_never_removed(
     store: Store, sched: Scheduler
 ) -> None:
-    cfg = flow_settings(openai_api_key="", openai_api_keys=["sk-bad", "sk-good"])
+    cfg = make_settings("flow", openai_api_key="", openai_api_keys=["sk-bad", "sk-good"])
     queue(store, cfg, 10)
     bad, good = fingerprint("sk-bad"), fingerprint("sk-good")
     claimed = claim_at(sched, cfg, T0, k=2)
@@ -174,7 +172,7 @@ def test_a_refused_key_leaves_the_pool_and_the_last_key_is_never_removed(
 
 
 def test_an_operator_pause_holds_one_lane_until_resumed(store: Store, sched: Scheduler) -> None:
-    cfg = flow_settings()
+    cfg = make_settings("flow")
     queue(store, cfg, 3)
     queue(store, cfg, 3, "GEMINI")
     flow.pause(store, "chatgpt", "maintenance")
@@ -241,7 +239,7 @@ def test_the_shared_limiter_never_admits_more_than_rate_times_window_plus_burst(
     rclient.flushdb()
     store = Store(rclient)
     sched = Scheduler(rclient)
-    cfg = flow_settings(provider_rates={"CHATGPT": {"rps": rate, "burst": burst}})
+    cfg = make_settings("flow", provider_rates={"CHATGPT": {"rps": rate, "burst": burst}})
     queue(store, cfg, sum(k for _, k in steps))
     clock, starts = T0, []
     for gap, k in steps:
@@ -264,11 +262,11 @@ def test_metrics_and_dashboard_data_show_each_key_and_a_stopped_lane_loudly(
 
     from taskq.api import create_app
 
-    cfg = flow_settings(provider_rates={"CHATGPT": {"rpm": 600}})
+    cfg = make_settings("flow", provider_rates={"CHATGPT": {"rpm": 600}})
     queue(store, cfg, 3)
     [task] = claim_at(sched, cfg, T0)
     refuse(sched, cfg, task, Refusal("quota", "You exceeded your current quota"), T0)
-    client = create_app(make_settings(admin_token="admin-secret"), client=store.client).test_client()
+    client: Any = create_app(make_settings(admin_token="admin-secret"), client=store.client).test_client()
     text = client.get("/metrics", headers={"Authorization": "Bearer admin-secret"}).data.decode()
     found = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
@@ -287,7 +285,7 @@ def test_the_lane_commands_pause_resume_and_show_a_provider(
     import json
 
     from taskq.cli import main
-    from tests.conftest import REAL_REDIS_URL
+    from tests.support.env import REAL_REDIS_URL
 
     monkeypatch.setenv("TASKQ_REDIS_URL", REAL_REDIS_URL)
     assert main(["lane", "pause", "gemini", "--reason", "key rotation"]) == 0

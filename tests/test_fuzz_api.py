@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, settings
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
-_app = create_app(
+_app: Any = create_app(
     make_settings(rate_limit_per_second=10**9, webhook_resolve_timeout_seconds=0.01), client=_client
 )
 # Concurrency 0: a valid monitor call is refused at once (429) rather than waiting for a worker.

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from taskq.api import create_app
 from taskq.errors import Code
 from taskq.store import Store
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
 _app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)

@@ -12,26 +12,27 @@ import pytest
 from taskq.errors import Code
 from taskq.providers import goto
 from taskq.providers.base import ProviderError
-from tests.conftest import auth, make_settings
-from tests.proof_support import SimulatorThread
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
 
 LINK = "https://www.google.com/goto?url=CAESaAHrOzAVev0pi_wnTxm1qpiZTmMy"
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread() as server:
+def sim() -> Iterator[Upstream]:
+    with Upstream(simulator=True) as server:
         yield server
 
 
 def test_a_redirect_link_resolves_for_free_without_a_concurrency_slot(
-    sim: SimulatorThread, rclient: Any, make_org: Any, store: Any
+    sim: Upstream, rclient: Any, make_org: Any, store: Any
 ) -> None:
     from taskq.api import create_app
 
     app = create_app(make_settings(upstream_base_url=sim.url), client=rclient)
     org, key = make_org(credits=0, concurrency=1)
-    http = app.test_client()
+    http: Any = app.test_client()
     got = http.post("/v1/monitor/google/goto", json={"url": LINK}, headers=auth(key))
     assert got.status_code == 200, got.json
     assert got.json == {"success": True, "result": {"url": "https://example.com/simulated/CAESaAHrOzAVev0pi_wnTxm1qpiZTmMy",
@@ -49,13 +50,13 @@ def test_a_redirect_link_resolves_for_free_without_a_concurrency_slot(
 
 
 def test_a_link_google_does_not_redirect_is_502_and_a_foreign_link_is_400(
-    sim: SimulatorThread, rclient: Any, make_org: Any
+    sim: Upstream, rclient: Any, make_org: Any
 ) -> None:
     from taskq.api import create_app
 
     app = create_app(make_settings(upstream_base_url=sim.url), client=rclient)
     _, key = make_org()
-    http = app.test_client()
+    http: Any = app.test_client()
     failed = http.post("/v1/monitor/google/goto", json={"url": LINK + "[sim:404]"}, headers=auth(key))
     assert failed.status_code == 502
     assert failed.json["error"]["code"] == "EXTERNAL_SERVICE_ERROR"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from taskq.store import Store
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -189,7 +189,7 @@ def test_admission_survives_the_server_losing_its_scripts(private_redis: Any, se
     from taskq.api import create_app
 
     rclient, store = private_redis, Store(private_redis, settings.shards)
-    http = create_app(settings, client=rclient).test_client()
+    http: Any = create_app(settings, client=rclient).test_client()
     org, key = store.create_org("test", credits=10_000, concurrency=100, queue_limit=100_000)
     first = http.post("/v1/async/task/batch", json=[task("a"), task("b")], headers=auth(key))
     assert first.status_code == 200 and first.json["summary"]["succeeded"] == 2

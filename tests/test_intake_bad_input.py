@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 BATCH = "/v1/async/task/batch"
 SINGLE = "/v1/async/task"
@@ -229,11 +229,11 @@ def test_credits_to_charge_follow_the_price_table(http: Any, make_org: Any, item
 def test_unconfigured_provider_is_refused_naming_its_setting(rclient: Any) -> None:
     from taskq.api import create_app
     from taskq.store import Store
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     settings = make_settings(openai_api_key=None)
     _, key = Store(rclient).create_org("o", credits=100, concurrency=1, queue_limit=10)
-    http = create_app(settings, client=rclient).test_client()
+    http: Any = create_app(settings, client=rclient).test_client()
     r = http.post(
         BATCH,
         json=[

@@ -11,7 +11,8 @@ import pytest
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 
 @pytest.mark.redis
@@ -25,7 +26,7 @@ def test_concurrent_batches_never_overdraw_or_pass_limits(real_redis: Any) -> No
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        http = app.test_client()
+        http: Any = app.test_client()
         for _ in range(10):
             batch = [
                 {

@@ -11,7 +11,8 @@ import redis
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 
@@ -57,7 +58,7 @@ def test_redis_refusing_writes_is_a_503(intake: tuple[Any, Store, str, str]) -> 
 
 def test_an_unreachable_redis_is_a_503() -> None:
     dead = redis.Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=0.5)
-    http = create_app(make_settings(), client=dead).test_client()
+    http: Any = create_app(make_settings(), client=dead).test_client()
     r = http.post("/v1/async/task", json=TASK, headers=auth("sk_live_" + "0" * 32))
     assert r.status_code == 503, r.json
     assert r.json["error"]["code"] == "SERVICE_UNAVAILABLE"

@@ -12,8 +12,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,17 +19,9 @@ import pytest
 import redis
 
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL
-from tests.proof_support import (
-    Processes,
-    env_float,
-    env_int,
-    org_counters,
-    start_intake,
-    start_simulator,
-    task_fields,
-    worker_env,
-)
+from tests.support.env import REAL_REDIS_URL, env_float, env_int
+from tests.support.processes import Processes, start_intake, start_simulator, worker_env
+from tests.support.tasks import org_counters, task_fields
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -44,13 +34,6 @@ KINDS = [
     ("GEMINI", {"prompt": "load", "country": "DE"}),
     ("GOOGLE", {"query": "load", "country": "FR"}),
 ]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
 
 
 def client_loop(url: str, key: str, stop: threading.Event, seed: int, acked: list[str],

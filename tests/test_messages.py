@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import auth
+from tests.support.orgs import auth
 
 
 def test_a_validator_message_reads_without_pydantics_value_error_prefix(http: Any, make_org: Any) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 from taskq.errors import Code
 from taskq.scheduler import ALL_TYPES, Claimed, claim, complete, fail
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import admit_tasks, counters, request
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request
 
 CHAT = {"prompt": "Which vector databases support hybrid search?", "country": "US"}
 
@@ -124,7 +125,7 @@ def test_a_call_over_the_concurrency_its_processing_tasks_use_gets_429_at_once(
     admit_tasks(store, settings, org, [request(prompt=f"a{i}") for i in range(3)])
     running = take(store, org)
     assert len(running) == 2, "the org's two slots are taken by PROCESSING async tasks"
-    http = app.test_client()
+    http: Any = app.test_client()
     started = time.monotonic()
     got = http.post("/v1/monitor/chatgpt", json=CHAT, headers=auth(key))
     assert got.status_code == 429 and got.json["error"]["code"] == "CONCURRENCY_LIMIT_EXCEEDED", got.json
@@ -190,7 +191,7 @@ def test_no_worker_in_time_is_500_maximum_timeout_and_the_call_is_canceled_uncha
 ) -> None:
     from taskq.api import create_app
 
-    app = create_app(make_settings(sync_timeout_seconds=0.5), client=rclient)
+    app: Any = create_app(make_settings(sync_timeout_seconds=0.5), client=rclient)
     org, key = make_org(credits=50)
     got = app.test_client().post("/v1/monitor/chatgpt", json=CHAT, headers=auth(key))
     assert got.status_code == 500, got.json
@@ -242,7 +243,7 @@ def test_monitor_paths_map_to_their_task_types_and_unconfigured_providers_are_re
 ) -> None:
     from taskq.api import create_app
 
-    app = create_app(make_settings(openai_api_key=None), client=rclient)
+    app: Any = create_app(make_settings(openai_api_key=None), client=rclient)
     _, key = make_org()
     got = app.test_client().post("/v1/monitor/chatgpt", json=CHAT, headers=auth(key))
     assert got.status_code == 400

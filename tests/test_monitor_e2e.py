@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,8 +18,12 @@ import redis
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.drain import drain
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import PROVIDER_ENV, Processes, SimulatorThread, start_intake
+from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.processes import Processes, start_intake
+from tests.support.settings import make_settings
+from tests.support.upstream import Upstream
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -73,19 +76,9 @@ def with_drain(
     return box[0]
 
 
-def settings_for(sim: SimulatorThread, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": REAL_REDIS_URL, "upstream_base_url": sim.url, "worker_idle_wait_seconds": 0.1,
-        "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "worker_deliver_webhooks": False,
-        "shutdown_grace_seconds": 0.5,
-    }  # fmt: skip
-    values.update(overrides)
-    return make_settings(**values)
-
-
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread("0.01") as server:
+def sim() -> Iterator[Upstream]:
+    with Upstream("0.01", simulator=True) as server:
         yield server
 
 
@@ -105,11 +98,11 @@ def post_all(app: Any, key: str, calls: list[tuple[str, dict[str, Any]]]) -> lis
 
 
 def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
-    sim: SimulatorThread, real_redis: redis.Redis
+    sim: Upstream, real_redis: redis.Redis
 ) -> None:
     from taskq.api import create_app
 
-    cfg = settings_for(sim)
+    cfg = make_settings("drain", upstream=sim.url)
     app = create_app(cfg, client=real_redis)
     store = Store(real_redis)
     org, key = store.create_org("sync", credits=1000, concurrency=20, queue_limit=1000)
@@ -138,11 +131,11 @@ def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
 
 
 def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
-    sim: SimulatorThread, real_redis: redis.Redis
+    sim: Upstream, real_redis: redis.Redis
 ) -> None:
     from taskq.api import create_app
 
-    cfg = settings_for(sim)
+    cfg = make_settings("drain", upstream=sim.url)
     app = create_app(cfg, client=real_redis)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     calls = [("chatgpt", {"prompt": "retry me [sim:503-once:sync-e2e]", "country": "US"}),
@@ -156,12 +149,12 @@ def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
     assert int(Store(real_redis).org_fields(org)["credits"]) == 100 - 7
 
 
-def test_no_attempt_starts_after_the_deadline(sim: SimulatorThread, real_redis: redis.Redis) -> None:
+def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: redis.Redis) -> None:
     """A call that keeps failing is retried until its deadline and then answered 500 at once."""
     from taskq.api import create_app
 
-    cfg = settings_for(sim, sync_timeout_seconds=1.5, max_attempts=100, retry_base_seconds=0.3,
-                       retry_max_seconds=0.3)  # fmt: skip
+    cfg = make_settings("drain", upstream=sim.url, sync_timeout_seconds=1.5, max_attempts=100,
+                        retry_base_seconds=0.3, retry_max_seconds=0.3)  # fmt: skip
     app = create_app(cfg, client=real_redis)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     started = time.monotonic()
@@ -186,24 +179,10 @@ def raw_request(base: str, key: str, body: dict[str, Any]) -> socket.socket:
     return sock
 
 
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
-
-
 def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not_charged(
     procs: Processes, real_redis: redis.Redis
 ) -> None:
-    with SimulatorThread("1.5") as slow:
+    with Upstream("1.5", simulator=True) as slow:
         env = {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": slow.url,
                "TASKQ_LOG_LEVEL": "WARNING", **PROVIDER_ENV}  # fmt: skip
         base = start_intake(procs, env, workers=1, threads=8)
@@ -216,26 +195,26 @@ def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not
 
         # Queued (no worker yet): canceled at once.
         queued = raw_request(base, key, {"prompt": "nobody takes me", "country": "US"})
-        wait_until(lambda: field("q11") == 1, 20, "the call to be admitted")
+        wait_for(lambda: field("q11") == 1, 20, "the call to be admitted")
         assert field("reserved") == 7
         queued.close()
-        wait_until(lambda: field("q11") == 0 and field("reserved") == 0, 20, "the queued call to be canceled")
+        wait_for(lambda: field("q11") == 0 and field("reserved") == 0, 20, "the queued call to be canceled")
 
         # Running: canceled when its provider call ends (its next safe point), not charged.
         def leave_while_running() -> None:
             running = raw_request(base, key, {"prompt": "slow answer", "country": "US"})
-            wait_until(lambda: field("inflight") == 1, 20, "a worker to take the call")
+            wait_for(lambda: field("inflight") == 1, 20, "a worker to take the call")
             running.close()
-            wait_until(lambda: field("inflight") == 0, 20, "the running call to end")
+            wait_for(lambda: field("inflight") == 0, 20, "the running call to end")
 
-        with_drain(settings_for(slow), leave_while_running)
+        with_drain(make_settings("drain", upstream=slow.url), leave_while_running)
         assert (field("credits"), field("reserved"), field("q11")) == (100, 0, 0)
-        statuses = [real_redis.hget(k, "status") for k in real_redis.scan_iter("tq:*:t:*") if
+        statuses = [str(real_redis.hget(k, "status")) for k in real_redis.scan_iter("tq:*:t:*") if
                     real_redis.type(k) == "hash"]  # fmt: skip
         assert sorted(statuses) == ["CANCELED", "CANCELED"], statuses
         # the intake is fine and answers the next call
         got = with_drain(
-            settings_for(slow),
+            make_settings("drain", upstream=slow.url),
             lambda: httpx.post(
                 base + "/v1/monitor/chatgpt",
                 json={"prompt": "hi", "country": "US"},

@@ -8,7 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskq.api import create_app
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from taskq import keys
 from taskq.ops import OpsError
 from taskq.ops.stack import Target, read_stack, remove_stack, resolve_target, write_stack
 from taskq.ops.stackorg import CREDITS, ensure_stack_org
-from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.settings import make_settings
 
 
 @pytest.fixture
@@ -60,10 +60,6 @@ def test_credits_are_topped_up_when_low(store: Store) -> None:
     assert store.credits(store.org(first.org_id))["remaining"] == CREDITS + 5
 
 
-def settings_in(path: Path) -> Settings:
-    return Settings(data_dir=str(path))
-
-
 def where(target: Target) -> tuple[str, str]:
     return target.url, target.api_key
 
@@ -71,7 +67,7 @@ def where(target: Target) -> tuple[str, str]:
 def test_flags_beat_the_environment_which_beats_the_stack_card(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_in(tmp_path)
+    settings = make_settings(data_dir=str(tmp_path))
     write_stack(settings, {"url": "http://card:1/", "apiKey": "sk_card", "pid": os.getpid()})
     monkeypatch.delenv("TASKQ_URL", raising=False)
     monkeypatch.delenv("TASKQ_API_KEY", raising=False)
@@ -88,7 +84,7 @@ def test_without_a_stack_the_error_says_how_to_start_one(
     monkeypatch.delenv("TASKQ_URL", raising=False)
     monkeypatch.delenv("TASKQ_API_KEY", raising=False)
     with pytest.raises(OpsError, match="taskq up"):
-        resolve_target(settings_in(tmp_path), None, None)
+        resolve_target(make_settings(data_dir=str(tmp_path)), None, None)
 
 
 def test_a_card_left_by_a_killed_stack_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,13 +92,15 @@ def test_a_card_left_by_a_killed_stack_is_ignored(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("TASKQ_API_KEY", raising=False)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    write_stack(settings_in(tmp_path), {"url": "http://card:1/", "apiKey": "sk_card", "pid": dead.pid})
+    write_stack(
+        make_settings(data_dir=str(tmp_path)), {"url": "http://card:1/", "apiKey": "sk_card", "pid": dead.pid}
+    )
     with pytest.raises(OpsError, match="taskq up"):
-        resolve_target(settings_in(tmp_path), None, None)
+        resolve_target(make_settings(data_dir=str(tmp_path)), None, None)
 
 
 def test_the_stack_card_is_private_and_removed_only_by_its_writer(tmp_path: Path) -> None:
-    settings = settings_in(tmp_path)
+    settings = make_settings(data_dir=str(tmp_path))
     path = write_stack(settings, {"url": "u", "apiKey": "k", "pid": 42})
     assert path.stat().st_mode & 0o777 == 0o600
     remove_stack(settings, 41)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +17,10 @@ import pytest
 
 from taskq.cli import main
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, real_redis_client
+from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL, real_redis_client
+from tests.support.redis_server import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-PROVIDER_ENV = {
-    "TASKQ_OPENAI_API_KEY": "sk-test",
-    "TASKQ_GEMINI_API_KEY": "g-test",
-    "TASKQ_PERPLEXITY_API_KEY": "pplx-test",
-    "TASKQ_XAI_API_KEY": "xai-test",
-    "TASKQ_SERPAPI_API_KEY": "serp-test",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import pytest
 import redis
 
 from taskq.embedded import EmbeddedServer, server_binary
+from tests.support.redis_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CHATS = ["CHATGPT", "GEMINI", "PERPLEXITY", "GROK", "COPILOT", "AIMODE"]
 TYPES = [(t, "prompt") for t in CHATS] + [("GOOGLE", "query"), ("GOOGLE_NEWS", "query")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_stack_parts() -> None:
@@ -50,7 +43,8 @@ def descendants(root: int) -> set[int]:
             except OSError:
                 continue
             parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {root}
+    found: set[int] = set()
+    frontier = {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
@@ -121,7 +115,7 @@ def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
             if client.type(key) == "hash" and client.hexists(key, "status"):
                 status, priority = client.hmget(key, ["status", "prio"])
                 if priority != "11":  # the demo's synchronous call: not a queued task
-                    statuses[status] += 1
+                    statuses[str(status)] += 1
         leases = sum(client.zcard(k) for k in client.scan_iter("tq:*:proc"))
         client.close()
         return statuses, leases
@@ -242,7 +236,11 @@ def test_the_reference_clients_monitor_countries_and_states_calls_work_against_u
         engines = ["chatgpt", "gemini", "perplexity", "copilot", "grok", "aimode", "google", "google/news"]
         for path in engines:
             field = "query" if path.startswith("google") else "prompt"
-            params = {field: "What do you know about Acme Corp?", "country": "US", "include": None}
+            params: dict[str, Any] = {
+                field: "What do you know about Acme Corp?",
+                "country": "US",
+                "include": None,
+            }
             if path == "chatgpt":
                 params["include"] = {"markdown": True}
             answer = client.monitor(path, **params)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REAL_REDIS_URL
-from tests.proof_support import free_port
+from tests.support.env import REAL_REDIS_URL
+from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

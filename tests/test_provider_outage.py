@@ -10,26 +10,20 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import (
-    Processes,
-    SimulatorThread,
-    env_float,
-    env_int,
-    org_counters,
-    stuck_work,
-    task_fields,
-    wait_for,
-    worker_env,
-)
+from tests.support.env import REAL_REDIS_URL, env_float, env_int
+from tests.support.orgs import auth
+from tests.support.processes import Processes, worker_env
+from tests.support.settings import make_settings
+from tests.support.tasks import org_counters, task_fields
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -39,22 +33,15 @@ CREDITS = 1_000_000
 COST = 5  # CHATGPT
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
-
-
 def submit(real_redis: redis.Redis, key: str, n: int) -> list[str]:
-    http = create_app(make_settings(), client=real_redis).test_client()
+    http: Any = create_app(make_settings(), client=real_redis).test_client()
     body = [{"taskType": "CHATGPT", "payload": {"prompt": f"outage {i}", "country": "US"}} for i in range(n)]
     r = http.post("/v1/async/task/batch", json=body, headers=auth(key))
     assert r.status_code == 200 and r.json["summary"]["succeeded"] == n
     return [item["task"]["id"] for item in r.json["results"]]
 
 
-def start_worker(procs: Processes, sim: SimulatorThread, **env: str) -> None:
+def start_worker(procs: Processes, sim: Upstream, **env: str) -> None:
     values = worker_env(REAL_REDIS_URL, sim.url, TASKQ_LEASE_SECONDS="5", TASKQ_REAPER_INTERVAL_SECONDS="1",
                         TASKQ_WORKER_IDLE_WAIT_SECONDS="0.2", **env)  # fmt: skip
     procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "200"], values)
@@ -66,7 +53,7 @@ def test_tasks_retry_through_an_outage_and_each_completes_once(
     store = Store(real_redis)
     org, key = store.create_org("outage", credits=CREDITS, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
-    with SimulatorThread() as sim:
+    with Upstream(simulator=True) as sim:
         sim.down.set()
         # Back-off 0.25-0.5 s, 0.5-1 s, 1-2 s, 2-4 s, 4-8 s, 8-16 s, 16-32 s: eight attempts outlast an
         # outage of 31.75 s, however long a loaded machine takes to see every task refused once.
@@ -111,8 +98,8 @@ def test_a_lasting_outage_fails_tasks_after_the_attempt_limit_with_a_clear_code(
     store = Store(real_redis)
     org, key = store.create_org("outage", credits=CREDITS, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
-    http = create_app(make_settings(), client=real_redis).test_client()
-    with SimulatorThread() as sim:
+    http: Any = create_app(make_settings(), client=real_redis).test_client()
+    with Upstream(simulator=True) as sim:
         sim.down.set()
         start_worker(procs, sim, TASKQ_RETRY_BASE_SECONDS="0.2", TASKQ_MAX_ATTEMPTS="3")
         ids = submit(real_redis, key, TASKS)

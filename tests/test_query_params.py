@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import auth, make_settings
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
 
 _client = fakeredis.FakeRedis(decode_responses=True)
 _app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)
 _org, _key = Store(_client).create_org("params", credits=10**9, concurrency=10, queue_limit=10**9)
-_http = _app.test_client()
+_http: Any = _app.test_client()
 _batch = _http.post(
     "/v1/async/task/batch",
     json=[

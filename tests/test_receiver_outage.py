@@ -14,27 +14,22 @@ import itertools
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import (
-    HookReceiver,
-    Processes,
-    SimulatorThread,
-    env_float,
-    env_int,
-    stuck_work,
-    task_fields,
-    wait_for,
-    worker_env,
-)
+from tests.support.env import REAL_REDIS_URL, env_float, env_int
+from tests.support.orgs import auth
+from tests.support.processes import Processes, worker_env
+from tests.support.receiver import ReceiverProcess
+from tests.support.settings import make_settings
+from tests.support.tasks import task_fields
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -42,13 +37,6 @@ TASKS = env_int("TASKQ_RECEIVER_TASKS", 40)
 DOWN = env_float("TASKQ_RECEIVER_DOWN_SECONDS", 4.0)
 SCHEDULE = [0.25, 0.5, 1, 2, 4, 8, 16]
 SLACK = 1.0  # claim polling (up to 0.1 s), the send and the record, on a loaded 2-core CI machine
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
 
 
 def seconds(iso: str) -> float:
@@ -61,9 +49,11 @@ def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
     store = Store(real_redis)
     org, key = store.create_org("hooks", credits=1_000_000, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
-    http = create_app(make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis).test_client()
-    receiver = HookReceiver(store.webhook_secrets(org)).prepare()  # its port stays closed for now
-    with SimulatorThread() as sim:
+    http: Any = create_app(
+        make_settings(webhook_allow_networks=["127.0.0.0/8"]), client=real_redis
+    ).test_client()
+    receiver = ReceiverProcess(store.webhook_secrets(org)).prepare()  # its port stays closed for now
+    with Upstream(simulator=True) as sim:
         env = worker_env(REAL_REDIS_URL, sim.url, TASKQ_WEBHOOK_SCHEDULE_SECONDS=json.dumps(SCHEDULE),
                          TASKQ_REAPER_INTERVAL_SECONDS="0.5", TASKQ_WEBHOOK_TIMEOUT_SECONDS="2")  # fmt: skip
         procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "100"], env)

@@ -12,11 +12,22 @@ from taskq.recurrence import BadRecurrence, Recurrence, check_cron
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def ms(*parts: int, tz: ZoneInfo = BERLIN, fold: int = 0) -> int:
-    return int(datetime(*parts, tzinfo=tz, fold=fold).timestamp() * 1000)  # type: ignore[misc]
+def ms(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    *,
+    tz: ZoneInfo = BERLIN,
+    fold: int = 0,
+) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=tz, fold=fold).timestamp() * 1000)
 
 
-def utc(value: int) -> str:
+def utc(value: int | None) -> str:
+    assert value is not None, "no occurrence"
     return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 

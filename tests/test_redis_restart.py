@@ -21,8 +21,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -30,20 +28,14 @@ import pytest
 import redis
 
 from taskq.store import Store
-from tests.conftest import IN_CI
-from tests.proof_support import (
-    Processes,
-    RedisServer,
-    SimulatorThread,
-    env_float,
-    org_counters,
-    start_intake,
-    stuck_work,
-    task_fields,
-    wait_for,
-    worker_env,
-)
+from tests.support.env import IN_CI, env_float
+from tests.support.processes import Processes, start_intake, worker_env
+from tests.support.redis_server import RedisServer
 from tests.support.sentinel import valkey_binary
+from tests.support.submitters import Submitter
+from tests.support.tasks import org_counters, task_fields
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -51,42 +43,6 @@ LOAD = env_float("TASKQ_RESTART_LOAD_SECONDS", 3.0)
 DOWN = env_float("TASKQ_RESTART_DOWN_SECONDS", 2.0)
 CREDITS = 10**9
 COST = 5  # CHATGPT
-
-
-@dataclass
-class Submitter:
-    """Clients posting 10-task batches in a loop; remembers when each task was acknowledged."""
-
-    url: str
-    key: str
-    acked: list[tuple[float, str]] = field(default_factory=list)
-    answers: Counter[tuple[int, str]] = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, client_no: int) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        n = 0
-        with httpx.Client(base_url=self.url, headers=headers, timeout=15) as client:
-            while not self.stop.is_set():
-                payload = {"prompt": f"client {client_no} batch {n}", "country": "US"}
-                body = [{"taskType": "CHATGPT", "payload": payload} for _ in range(10)]
-                n += 1
-                r = client.post("/v1/async/task/batch", json=body)
-                data = r.json()
-                code = "ok" if r.status_code == 200 else data["error"]["code"]
-                self.answers[(r.status_code, code)] += 1
-                if r.status_code == 200:
-                    assert data["success"] and data["summary"]["succeeded"] == 10
-                    at = time.time()
-                    self.acked += [(at, item["task"]["id"]) for item in data["results"]]
-                time.sleep(0.02)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
 
 
 @pytest.mark.timeout(180)
@@ -106,7 +62,7 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
     org, key = store.create_org("restart", credits=CREDITS, concurrency=1000, queue_limit=10**6)
     shard = store.org(org).shard
     try:
-        with SimulatorThread("0.02") as sim:
+        with Upstream("0.02", simulator=True) as sim:
             env = worker_env(server.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
                              TASKQ_DURABILITY=durability)  # fmt: skip
             intake = start_intake(procs, env, workers=1)
@@ -159,7 +115,7 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
             # Every task the org has, acknowledged or not: a batch Redis ran just before it was killed
             # was admitted, but its reply was lost and its client saw 503 (what idempotency keys are for).
             admitted = client.lrange(shard.org_tasks(org), 0, -1)
-            statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+            statuses = Counter(s for [s] in task_fields(client, shard, map(str, admitted), ["status"]))
             completed = statuses["COMPLETED"]
             counters = org_counters(client, shard, org)
     finally:

@@ -16,7 +16,8 @@ from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
 from taskq.worker.clients import redis_client
 from taskq.worker.schedules import run_schedules
-from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.support.env import REAL_REDIS_URL
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.redis
 
@@ -78,7 +79,7 @@ def test_two_loops_fire_a_new_schedule_each_occurrence_once(real_redis: redis.Re
     assert ats[0] == first and all((at - first) % 1000 == 0 for at in ats)
     assert ats == sorted(set(ats)), "an occurrence fired twice"
     task_ids = real_redis.lrange(org.shard.org_tasks(org_id), 0, -1)
-    batches = [real_redis.hget(org.shard.task(t), "batch") for t in task_ids]
+    batches = [str(real_redis.hget(org.shard.task(str(t)), "batch")) for t in task_ids]
     assert len(task_ids) == len(runs) and sorted(batches) == sorted(r["batchId"] for r in runs)
 
 

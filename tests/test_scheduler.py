@@ -23,8 +23,9 @@ from taskq.scheduler import (
 from taskq.scripts import merge_shared
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.orgs import new_org
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import admit_tasks, counters, nonzero, request, status_of
+from tests.support.tasks import admit_tasks, counters, nonzero, request, status_of
 
 LEASE = 30_000
 ALL = {"CHATGPT": None, "GEMINI": None, "PERPLEXITY": None}
@@ -35,10 +36,6 @@ def sched(rclient: Any) -> Scheduler:
     return Scheduler(rclient)
 
 
-def new_org(store: Store, *, concurrency: int = 100, credits: int = 10_000) -> str:
-    return store.create_org("t", credits=credits, concurrency=concurrency, queue_limit=10_000)[0]
-
-
 def take(sched: Scheduler, store: Store, k: int = 1, now: int = 1_000, caps: Any = None) -> list[Claimed]:
     return sched.run(claim(store.org("x").shard, caps or ALL, now=now, lease_ms=LEASE, k=k))
 
@@ -46,7 +43,7 @@ def take(sched: Scheduler, store: Store, k: int = 1, now: int = 1_000, caps: Any
 def test_higher_priority_anywhere_is_claimed_first(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    a, b = new_org(store), new_org(store)
+    a, b = new_org(store).id, new_org(store).id
     admit_tasks(store, settings, a, [request(priority=8), request(priority=8)])
     [p9] = admit_tasks(store, settings, b, [request("GEMINI", priority=9)])
     assert [t.id for t in take(sched, store)] == [p9]
@@ -56,7 +53,7 @@ def test_higher_priority_anywhere_is_claimed_first(
 def test_orgs_take_turns_within_a_priority_and_fifo_within_an_org(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    a, b, c = new_org(store), new_org(store), new_org(store)
+    a, b, c = new_org(store).id, new_org(store).id, new_org(store).id
     a_ids = admit_tasks(store, settings, a, [request(prompt=f"a{i}", priority=5) for i in range(4)])
     b_ids = admit_tasks(store, settings, b, [request("GEMINI", 5), request("CHATGPT", 5)])
     c_ids = admit_tasks(store, settings, c, [request(priority=9), request(priority=9)])
@@ -68,7 +65,7 @@ def test_orgs_take_turns_within_a_priority_and_fifo_within_an_org(
 def test_claim_leases_the_task_and_moves_the_counters(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request(priority=3)])
     [task] = take(sched, store, now=5_000)
     assert (task.id, task.attempts, task.started_ms, task.cost) == (tid, 1, 5_000, 5)
@@ -83,7 +80,7 @@ def test_claim_leases_the_task_and_moves_the_counters(
 def test_org_at_its_concurrency_is_parked_until_a_task_finishes(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    busy, other = new_org(store, concurrency=1), new_org(store)
+    busy, other = new_org(store, concurrency=1).id, new_org(store).id
     admit_tasks(store, settings, busy, [request(priority=9), request(priority=9)])
     [low] = admit_tasks(store, settings, other, [request(priority=1)])
     first, second = take(sched, store, k=5)
@@ -96,7 +93,7 @@ def test_org_at_its_concurrency_is_parked_until_a_task_finishes(
 
 
 def test_provider_at_its_cap_is_skipped(store: Store, settings: Settings, sched: Scheduler) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     admit_tasks(store, settings, org, [request(priority=9), request(priority=9), request("GEMINI", 1)])
     caps = {"CHATGPT": 1, "GEMINI": None}
     assert [t.task_type for t in take(sched, store, k=5, caps=caps)] == ["CHATGPT", "GEMINI"]
@@ -106,7 +103,7 @@ def test_provider_at_its_cap_is_skipped(store: Store, settings: Settings, sched:
 def test_ack_charges_credits_queues_the_webhook_and_starts_retention(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request(webhook="https://example.com/h", idem="k1")])
     [task] = take(sched, store, now=1_000)
     assert sched.run(complete(task, {"text": "answer"}, now=4_000, retention=3600))
@@ -132,7 +129,7 @@ def test_ack_charges_credits_queues_the_webhook_and_starts_retention(
 def test_acks_sharing_one_call_are_each_fenced_and_counted_once(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store, concurrency=2)
+    org = new_org(store, concurrency=2).id
     batch = [request(prompt=str(i)) for i in range(4)]
     ids = admit_tasks(store, settings, org, batch)
     first, second = take(sched, store, k=4, now=1_000)  # the org is parked at its concurrency
@@ -157,7 +154,7 @@ def test_acks_sharing_one_call_are_each_fenced_and_counted_once(
 def test_ops_share_a_call_only_with_the_same_script_keys_and_shared_arguments(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     admit_tasks(store, settings, org, [request(prompt=str(i)) for i in range(3)])
     a, b, c = take(sched, store, k=3, now=1_000)
     ops = [
@@ -175,7 +172,7 @@ def test_ops_share_a_call_only_with_the_same_script_keys_and_shared_arguments(
 def test_permanent_failure_releases_the_reservation(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request(webhook="https://example.com/h")])
     [task] = take(sched, store)
     assert sched.run(fail(task, Code.PROVIDER_REJECTED, "bad prompt", now=2_000, retention=60))
@@ -194,7 +191,7 @@ def _after_error(task: Claimed, now: int, retryable: bool = True, hint: float | 
 def test_retry_waits_then_runs_again_at_its_place_in_line(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     first, second = admit_tasks(store, settings, org, [request(priority=4), request(priority=4)])
     [task] = take(sched, store, now=1_000)
     assert sched.run(_after_error(task, now=1_000, hint=5.0))
@@ -211,7 +208,7 @@ def test_retry_waits_then_runs_again_at_its_place_in_line(
 def test_retryable_error_on_the_last_attempt_fails_with_the_provider_code(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request()])
     [task] = take(sched, store, now=1_000)
     sched.run(_after_error(task, now=1_000))
@@ -224,7 +221,7 @@ def test_retryable_error_on_the_last_attempt_fails_with_the_provider_code(
 
 
 def test_release_gives_the_task_back_unharmed(store: Store, settings: Settings, sched: Scheduler) -> None:
-    org = new_org(store, concurrency=1)
+    org = new_org(store, concurrency=1).id
     first, _ = admit_tasks(store, settings, org, [request(), request()])
     [task] = take(sched, store)
     assert sched.run(release(task, now=1, retention=60))
@@ -236,7 +233,7 @@ def test_release_gives_the_task_back_unharmed(store: Store, settings: Settings, 
 def test_expired_lease_returns_to_its_original_place(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store, concurrency=1)
+    org = new_org(store, concurrency=1).id
     first, _ = admit_tasks(store, settings, org, [request(), request()])
     [task] = take(sched, store, now=1_000)
     early = sched.run(reap(store.org(org).shard, now=1_000 + LEASE - 1, max_attempts=3, retention=60))
@@ -251,7 +248,7 @@ def test_expired_lease_returns_to_its_original_place(
 def test_task_lost_max_attempts_times_fails_as_worker_lost(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request(webhook="https://example.com/h")])
     shard, now = store.org(org).shard, 1_000
     for _ in range(2):
@@ -271,7 +268,7 @@ def test_task_lost_max_attempts_times_fails_as_worker_lost(
 def test_stalled_holder_whose_lease_was_reaped_is_fenced_out(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     [tid] = admit_tasks(store, settings, org, [request()])
     shard = store.org(org).shard
     [stalled] = take(sched, store, now=1_000)
@@ -292,7 +289,7 @@ def test_stalled_holder_whose_lease_was_reaped_is_fenced_out(
 def test_reaper_does_not_fail_a_task_whose_holder_renewed_meanwhile(
     store: Store, settings: Settings, sched: Scheduler
 ) -> None:
-    org = new_org(store)
+    org = new_org(store).id
     admit_tasks(store, settings, org, [request()])
     shard = store.org(org).shard
     [task] = take(sched, store, now=1_000)

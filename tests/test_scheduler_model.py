@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from taskq.scheduler import Claimed, claim, complete, release
 from taskq.store import Store
-from tests.conftest import make_settings
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import admit_tasks, counters, request
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request
 
 TYPES = ["CHATGPT", "GEMINI", "PERPLEXITY"]
 CAPS: dict[str, int | None] = {"CHATGPT": 3, "GEMINI": None, "PERPLEXITY": 1}

@@ -13,8 +13,9 @@ from taskq.schedules import FIRING_LEASE_MS, firing_batch_id
 from taskq.schemas.tasks import epoch_ms
 from taskq.settings import Settings
 from taskq.store import Store
-from tests.conftest import auth, make_settings
-from tests.test_scheduler_support import counters
+from tests.support.orgs import auth
+from tests.support.settings import make_settings
+from tests.support.tasks import counters
 
 TASK = {"taskType": "CHATGPT", "payload": {"prompt": "best vector db?", "country": "US"}}
 
@@ -332,7 +333,7 @@ def test_a_schedule_deleted_during_its_firing_records_nothing(
 def test_the_dashboard_data_lists_schedules_with_next_run_and_last_outcome(
     rclient: Any, store: Store, settings: Settings, make_org: Any
 ) -> None:
-    ops = create_app(make_settings(admin_token="admin-secret"), client=rclient).test_client()
+    ops: Any = create_app(make_settings(admin_token="admin-secret"), client=rclient).test_client()
     org, key = make_org()
     made = new_schedule(ops, key)
     schedules.fire_due(store, settings, next_ms(made))
@@ -347,11 +348,11 @@ def test_cli_lists_shows_pauses_and_resumes_schedules(
     real_redis: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from taskq.cli import main
-    from tests.conftest import REAL_REDIS_URL
+    from tests.support.env import REAL_REDIS_URL
 
     store = Store(real_redis)
     org, key = store.create_org("cli", credits=100, concurrency=10, queue_limit=100)
-    http = create_app(make_settings(), client=real_redis).test_client()
+    http: Any = create_app(make_settings(), client=real_redis).test_client()
     made = new_schedule(http, key)
     monkeypatch.setenv("TASKQ_REDIS_URL", REAL_REDIS_URL)
 

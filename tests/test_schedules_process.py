@@ -18,8 +18,10 @@ from taskq import keys, schedules
 from taskq.schedules import firing_batch_id
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store, now_ms
-from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.proof_support import Processes, env_float, start_simulator, wait_for, worker_env
+from tests.support.env import REAL_REDIS_URL, env_float
+from tests.support.processes import Processes, start_simulator, worker_env
+from tests.support.settings import make_settings
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -59,7 +61,7 @@ def test_two_pools_fire_each_occurrence_once_even_when_one_is_killed(
     grid = [first + k * EVERY_MS for k in range(int(SECONDS * 1000) // EVERY_MS + 2)]
     batch_of = {firing_batch_id(made["id"], at): at for at in grid}
     task_ids = real_redis.lrange(org.shard.org_tasks(org_id), 0, -1)
-    batches = [real_redis.hget(org.shard.task(t), "batch") for t in task_ids]
+    batches = [str(real_redis.hget(org.shard.task(str(t)), "batch")) for t in task_ids]
     assert all(b in batch_of for b in batches), "a batch that is no occurrence of the schedule"
     fired = sorted(batch_of[b] for b in batches)
     expected = [at for at in grid if at < end]

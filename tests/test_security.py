@@ -25,10 +25,13 @@ from taskq.settings import load_settings
 from taskq.store import Store, key_digest, now_ms
 from taskq.webhooks.sender import WebhookSender
 from taskq.worker.webhook_loop import run_deliveries
-from tests.conftest import ALL_KEYS, REAL_REDIS_URL, auth, make_settings
-from tests.proof_support import HookReceiver, Processes, start_intake, worker_env
+from tests.support.deliveries import finish_task, log_of, states
+from tests.support.env import ALL_KEYS, REAL_REDIS_URL
+from tests.support.orgs import auth
+from tests.support.processes import Processes, start_intake, worker_env
+from tests.support.receiver import ReceiverProcess
 from tests.support.scheduler import Scheduler
-from tests.test_deliveries import fast_settings, finish_task, log_of, states
+from tests.support.settings import make_settings
 
 BATCH = "/v1/async/task/batch"
 PUBLIC_HOOK = "https://93.184.216.34/hook"  # a literal public address: admitted without DNS
@@ -190,12 +193,12 @@ def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
 ) -> None:
     store = Store(real_redis)
     org, _ = store.create_org("ssrf", credits=100, concurrency=1, queue_limit=10)
-    receiver = HookReceiver(store.webhook_secrets(org)).start()  # a live target on loopback
+    receiver = ReceiverProcess(store.webhook_secrets(org)).start()  # a live target on loopback
     try:
         rebound = f"http://hooks.customer.example:{receiver.port}/hook"  # public at admission, not now
         literal = f"http://127.0.0.1:{receiver.port}/hook"
         made = [finish_task(store, org, url) for url in (rebound, literal)]
-        settings = fast_settings(webhook_allow_networks=[])
+        settings = make_settings("webhooks", webhook_allow_networks=[])
 
         async def resolve(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]  # DNS rebinding: the name points at the loopback address now
@@ -225,7 +228,7 @@ def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
 
 # Rate limits ---------------------------------------------------------------------------------------
 def test_rate_limit_per_key_and_endpoint_with_headers_on_every_answer(rclient: Any, make_org: Any) -> None:
-    http = create_app(make_settings(rate_limit_per_second=5), client=rclient).test_client()
+    http: Any = create_app(make_settings(rate_limit_per_second=5), client=rclient).test_client()
     org, key = make_org()
     other_key = Store(rclient).create_key(org)
     start_of_a_second()
@@ -246,10 +249,10 @@ def test_the_default_limit_is_1000_per_second_and_the_environment_changes_it(
     rclient: Any, make_org: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, key = make_org()
-    default = create_app(make_settings(), client=rclient).test_client()
+    default: Any = create_app(make_settings(), client=rclient).test_client()
     assert default.get("/v1/credits", headers=auth(key)).headers["X-RateLimit-Limit"] == "1000"
     monkeypatch.setenv("TASKQ_RATE_LIMIT_PER_SECOND", "7")
-    configured = create_app(load_settings(**ALL_KEYS), client=rclient).test_client()
+    configured: Any = create_app(load_settings(**ALL_KEYS), client=rclient).test_client()
     assert configured.get("/v1/async/status", headers=auth(key)).headers["X-RateLimit-Limit"] == "7"
 
 
@@ -257,8 +260,8 @@ def test_the_default_limit_is_1000_per_second_and_the_environment_changes_it(
 def test_two_intake_instances_on_one_redis_share_one_budget(real_redis: redis.Redis) -> None:
     _, key = Store(real_redis).create_org("rl", credits=10, concurrency=1, queue_limit=10)
     settings = make_settings(rate_limit_per_second=6)
-    first = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
-    second = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
+    first: Any = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
+    second: Any = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
     start_of_a_second()
     remaining = [int(c.get("/v1/credits", headers=auth(key)).headers["X-RateLimit-Remaining"])
                  for c in (first, second) * 3]  # fmt: skip

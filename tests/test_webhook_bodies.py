@@ -14,16 +14,16 @@ import redis
 import redis.asyncio
 import standardwebhooks
 from aiohttp import web
-from taskq.worker.delivery import run_deliveries
 
 from taskq import deliveries, scheduler
 from taskq.api import create_app
 from taskq.errors import Code
 from taskq.keys import first_delivery
-from taskq.scheduler import Scheduler
 from taskq.schemas.tasks import TaskRecord, TaskType, event_view
 from taskq.store import Store
+from taskq.worker.webhook_loop import run_deliveries
 from tests.conftest import REAL_REDIS_URL, auth, make_settings
+from tests.support.scheduler import Scheduler
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 HOOK = "https://93.184.215.14/hooks"

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from taskq.scheduler import ALL_TYPES
-from taskq.settings import Settings
 from taskq.store import Store
-from taskq.worker.drain import drain
-from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
-from tests.test_worker_support import Upstream
+from tests.support.drain import run_drain, settled
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import new_org
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, nonzero, request
+from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.redis
 
@@ -32,65 +32,9 @@ def wstore(real_redis: redis.Redis) -> Store:
     return Store(real_redis)
 
 
-def worker_settings(upstream: Upstream, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": REAL_REDIS_URL, "upstream_base_url": upstream.url, "lease_seconds": 3.0,
-        "reaper_interval_seconds": 0.5, "worker_idle_wait_seconds": 0.1, "retry_base_seconds": 0.05,
-        "retry_max_seconds": 0.2, "shutdown_grace_seconds": 0.5, "max_attempts": 3,
-        "worker_deliver_webhooks": False,
-    }  # fmt: skip
-    values.update(overrides)
-    return make_settings(**values)
-
-
-def settled(store: Store, org: str) -> Callable[[], bool]:
-    def check() -> bool:
-        c = counters(store, org)
-        return c["queued"] == 0 and c["inflight"] == 0
-
-    return check
-
-
-def run_drain(
-    settings: Settings,
-    until: Callable[[], bool],
-    *,
-    concurrency: int = 50,
-    timeout: float = 20,
-    stuck: Callable[[], str] | None = None,
-) -> Any:
-    """Run one drain in this process until `until()` holds, then stop it gracefully; return its stats.
-
-    With stuck given, a drain that ends before `until()` holds fails the test with stuck()'s account.
-    """
-
-    async def main() -> dict[str, int]:
-        stop = asyncio.Event()
-        job = asyncio.create_task(drain(settings, concurrency=concurrency, seconds=timeout, stop=stop))
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while not until() and loop.time() < end and not job.done():
-            await asyncio.sleep(0.05)
-        stop.set()
-        if stuck is not None and not until():
-            detail = stuck()
-            stats = await job
-            raise AssertionError(
-                f"the drain ended after {timeout:g} s before it was done ({stats}): {detail}"
-            )
-        return await job
-
-    return asyncio.run(main())
-
-
-def new_org(store: Store, **limits: int) -> str:
-    values = {"credits": 10_000, "concurrency": 100, "queue_limit": 10_000, **limits}
-    return store.create_org("w", **values)[0]
-
-
 def test_drain_completes_every_task_and_charges_each_once(upstream: Upstream, wstore: Store) -> None:
-    cfg = worker_settings(upstream)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore).id
     ids = admit_tasks(wstore, cfg, org, [request(prompt=f"q{i}", priority=1 + i % 10) for i in range(60)])
     stats = run_drain(cfg, settled(wstore, org))
     assert stats["ack"] == 60
@@ -102,8 +46,8 @@ def test_drain_completes_every_task_and_charges_each_once(upstream: Upstream, ws
 
 
 def test_retryable_error_waits_and_then_completes(upstream: Upstream, wstore: Store) -> None:
-    cfg = worker_settings(upstream)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore).id
     [tid] = admit_tasks(wstore, cfg, org, [request(prompt="flaky:2:a")])
     stats = run_drain(cfg, settled(wstore, org))
     record = wstore.task(wstore.org(org), tid)
@@ -112,8 +56,8 @@ def test_retryable_error_waits_and_then_completes(upstream: Upstream, wstore: St
 
 
 def test_retryable_error_fails_with_its_code_once_attempts_run_out(upstream: Upstream, wstore: Store) -> None:
-    cfg = worker_settings(upstream, max_attempts=2)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url, max_attempts=2)
+    org = new_org(wstore).id
     [tid] = admit_tasks(wstore, cfg, org, [request(prompt="fail:503", webhook="https://example.com/h")])
     run_drain(cfg, settled(wstore, org))
     record = wstore.task(wstore.org(org), tid)
@@ -124,8 +68,8 @@ def test_retryable_error_fails_with_its_code_once_attempts_run_out(upstream: Ups
 
 
 def test_permanent_error_fails_at_once_and_releases_the_credits(upstream: Upstream, wstore: Store) -> None:
-    cfg = worker_settings(upstream)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore).id
     [tid] = admit_tasks(wstore, cfg, org, [request(prompt="fail:400")])
     run_drain(cfg, settled(wstore, org))
     record = wstore.task(wstore.org(org), tid)
@@ -135,8 +79,8 @@ def test_permanent_error_fails_at_once_and_releases_the_credits(upstream: Upstre
 
 
 def test_a_bug_in_worker_code_fails_the_task_instead_of_hanging(upstream: Upstream, wstore: Store) -> None:
-    cfg = worker_settings(upstream)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore).id
     [tid] = admit_tasks(wstore, cfg, org, [request()])
     wstore.client.hset(wstore.org(org).shard.task(tid), "payload", "{not json")
     run_drain(cfg, settled(wstore, org))
@@ -147,8 +91,8 @@ def test_a_bug_in_worker_code_fails_the_task_instead_of_hanging(upstream: Upstre
 
 def test_org_concurrency_bounds_calls_in_flight(upstream: Upstream, wstore: Store) -> None:
     upstream.latency = 0.1
-    cfg = worker_settings(upstream)
-    org = new_org(wstore, concurrency=3)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore, concurrency=3).id
     admit_tasks(wstore, cfg, org, [request(prompt=f"c{i}") for i in range(12)])
     run_drain(cfg, settled(wstore, org))
     assert upstream.peak == 3
@@ -157,8 +101,8 @@ def test_org_concurrency_bounds_calls_in_flight(upstream: Upstream, wstore: Stor
 
 def test_provider_cap_bounds_calls_in_flight_across_orgs(upstream: Upstream, wstore: Store) -> None:
     upstream.latency = 0.1
-    cfg = worker_settings(upstream, provider_caps={"CHATGPT": 2})
-    orgs = [new_org(wstore), new_org(wstore)]
+    cfg = make_settings("worker", upstream=upstream.url, provider_caps={"CHATGPT": 2})
+    orgs = [new_org(wstore).id, new_org(wstore).id]
     for org in orgs:
         admit_tasks(wstore, cfg, org, [request(prompt=f"{org}{i}") for i in range(5)])
     run_drain(cfg, lambda: all(settled(wstore, org)() for org in orgs))
@@ -169,8 +113,8 @@ def test_provider_cap_bounds_calls_in_flight_across_orgs(upstream: Upstream, wst
 def test_stop_lets_short_calls_finish_and_releases_long_ones_unharmed(
     upstream: Upstream, wstore: Store
 ) -> None:
-    cfg = worker_settings(upstream, shutdown_grace_seconds=0.5)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url, shutdown_grace_seconds=0.5)
+    org = new_org(wstore).id
     quick = admit_tasks(wstore, cfg, org, [request(prompt=f"slow:0.2:{i}") for i in range(5)])
     slow = admit_tasks(wstore, cfg, org, [request(prompt=f"slow:30:{i}") for i in range(5)])
     stats = run_drain(cfg, lambda: counters(wstore, org)["inflight"] == 10)
@@ -199,7 +143,7 @@ def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: 
     from tests.support.scheduler import Scheduler
 
     settings = make_settings(reaper_interval_seconds=5.0, lease_seconds=30.0)
-    org = new_org(wstore)
+    org = new_org(wstore).id
     ids = admit_tasks(wstore, settings, org, [request() for _ in range(3)])
     shard = wstore.org(org).shard
     claimed = Scheduler(wstore.client).run(

@@ -13,14 +13,15 @@ import redis.asyncio as aioredis
 
 from taskq.asyncops import AsyncScheduler
 from taskq.errors import Code
-from taskq.scheduler import Claimed, claim, complete, fail, release
+from taskq.scheduler import Claimed, Claims, claim, complete, fail, release
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.clients import steady_gc
 from taskq.worker.http import ProviderClient
-from tests.conftest import REAL_REDIS_URL, make_settings
+from tests.support.env import REAL_REDIS_URL
 from tests.support.scheduler import Scheduler
-from tests.test_scheduler_support import admit_tasks, counters, request, status_of
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request, status_of
 
 pytestmark = pytest.mark.redis
 
@@ -85,7 +86,7 @@ def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: redis.R
     ids = admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(10)])
     shard = store.org(org).shard
 
-    async def claims(ops_runner: AsyncScheduler) -> list[list[Claimed]]:
+    async def claims(ops_runner: AsyncScheduler) -> list[Claims]:
         return await ops_runner.run_many([claim(shard, CAPS, now=1_000, lease_ms=60_000, k=4)] * 3)
 
     got = _run(claims)

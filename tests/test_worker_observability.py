@@ -23,10 +23,12 @@ from taskq.store import Store
 from taskq.worker.drain import Drain
 from taskq.worker.http import http_client
 from taskq.worker.upstreams import provider_configs
-from tests.conftest import REAL_REDIS_URL
-from tests.test_scheduler_support import admit_tasks, counters, request, status_of
-from tests.test_worker import new_org, run_drain, settled, worker_settings
-from tests.test_worker_support import Upstream
+from tests.support.drain import run_drain, settled
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import new_org
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request, status_of
+from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.redis
 
@@ -61,10 +63,10 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_a_running_drain_shows_its_heartbeat_on_the_dashboard_and_is_gone_after_stop(
     upstream: Upstream, wstore: Store
 ) -> None:
-    cfg = worker_settings(upstream, admin_token="admin-secret")
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url, admin_token="admin-secret")
+    org = new_org(wstore).id
     admit_tasks(wstore, cfg, org, [request(prompt=f"slow:30:{i}") for i in range(3)])
-    dashboard = create_app(cfg, client=wstore.client).test_client()
+    dashboard: Any = create_app(cfg, client=wstore.client).test_client()
     seen: dict[str, Any] = {}
 
     def three_in_flight() -> bool:
@@ -105,8 +107,10 @@ class SlowOutcomeReplies(AsyncScheduler):
 def test_a_renewal_racing_an_applied_ack_does_not_cancel_the_call(
     upstream: Upstream, wstore: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = worker_settings(upstream, lease_seconds=60.0)  # the background renewer stays out of the way
-    org = new_org(wstore)
+    cfg = make_settings(
+        "worker", upstream=upstream.url, lease_seconds=60.0
+    )  # the background renewer stays out of the way
+    org = new_org(wstore).id
     [tid] = admit_tasks(wstore, cfg, org, [request()])
 
     async def main() -> tuple[int, dict[str, int]]:
@@ -138,8 +142,8 @@ def test_retries_log_their_task_context_and_completions_stay_below_info(
     upstream: Upstream, wstore: Store, json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure("json", "INFO")  # TASKQ_LOG_FORMAT=json
-    cfg = worker_settings(upstream)
-    org = new_org(wstore)
+    cfg = make_settings("worker", upstream=upstream.url)
+    org = new_org(wstore).id
     [flaky, *_] = admit_tasks(wstore, cfg, org, [request(prompt="flaky:1:a")] + [request()] * 20)
     run_drain(cfg, settled(wstore, org))
     lines = json_lines(capsys.readouterr().err)
@@ -155,11 +159,11 @@ def test_failed_tasks_and_webhook_failures_log_at_warning_without_secrets(
     upstream: Upstream, wstore: Store, json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure("json", "INFO")
-    cfg = worker_settings(
-        upstream, worker_deliver_webhooks=True, webhook_allow_networks=["127.0.0.0/8"],
+    cfg = make_settings(
+        "worker", upstream=upstream.url, worker_deliver_webhooks=True, webhook_allow_networks=["127.0.0.0/8"],
         webhook_schedule_seconds=[60.0],
     )  # fmt: skip
-    org = new_org(wstore)
+    org = new_org(wstore).id
     hook = "http://127.0.0.1:9/hook?token=receiver-secret"  # nothing listens on port 9
     [tid] = admit_tasks(wstore, cfg, org, [request(prompt="fail:400", webhook=hook)])
     shard = wstore.org(org).shard

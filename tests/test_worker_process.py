@@ -17,10 +17,12 @@ import redis
 from rq import Queue, Worker
 
 from taskq.store import Store
-from tests.conftest import REAL_REDIS_URL, make_settings
-from tests.proof_support import session_members, stuck_work, wait_for
-from tests.test_scheduler_support import admit_tasks, counters, nonzero, request
-from tests.test_worker_support import Upstream
+from tests.support.env import REAL_REDIS_URL
+from tests.support.processes import session_members
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, nonzero, request
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 DRAIN = "from taskq.worker.hosting import run; run()"
@@ -140,6 +142,7 @@ def test_rq_respawns_a_killed_worker_process_with_a_fresh_drain(
             lambda: [w.get_state() for w in Worker.all(connection=rq)] == ["busy"], 20, "a draining worker"
         )
         [first] = Worker.all(connection=rq)
+        assert first.pid is not None
         os.kill(first.pid, signal.SIGKILL)
         wait_for(lambda: any(w.name != first.name for w in Worker.all(connection=rq)), 20, "a new worker")
         ids = admit_tasks(wstore, make_settings(), org, [request(prompt=f"r{i}") for i in range(100)])

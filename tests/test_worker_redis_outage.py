@@ -23,11 +23,13 @@ from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.drain import drain
 from taskq.worker.loops import pause, reraise_cancellation, stop_tasks
-from tests.conftest import IN_CI, make_settings
-from tests.proof_support import RedisServer, stuck_work, wait_for
-from tests.test_scheduler_support import admit_tasks, counters, request, status_of
-from tests.test_worker import new_org, worker_settings
-from tests.test_worker_support import Upstream
+from tests.support.env import IN_CI
+from tests.support.orgs import new_org
+from tests.support.redis_server import RedisServer
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, counters, request, status_of
+from tests.support.upstream import Upstream
+from tests.support.waits import stuck_work, wait_for
 
 
 async def _redis_call_that_hides_cancellation() -> None:
@@ -102,7 +104,7 @@ def test_a_drain_keeps_running_through_a_redis_crash_and_finishes_everything(tmp
         pytest.skip("no redis-server binary to start a private Redis; mandatory in CI")
     client = redis.Redis.from_url(server.url, decode_responses=True)
     store = Store(client)
-    org = new_org(store, credits=10**6, queue_limit=10**6)
+    org = new_org(store, credits=10**6, queue_limit=10**6).id
 
     def pending() -> int:
         c = counters(store, org)
@@ -128,7 +130,7 @@ def test_a_drain_keeps_running_through_a_redis_crash_and_finishes_everything(tmp
     try:
         ids = admit_tasks(store, make_settings(), org, [request(prompt=f"q{i}") for i in range(3000)])
         with Upstream(latency=0.05) as upstream:
-            settings = worker_settings(upstream, redis_url=server.url, lease_seconds=2.0)
+            settings = make_settings("worker", upstream=upstream.url, redis_url=server.url, lease_seconds=2.0)
             alive_while_down, alive_after, left = asyncio.run(main(settings))
         assert alive_while_down, "the drain ended while Redis was down"
         assert alive_after, "the drain ended instead of riding out the outage"

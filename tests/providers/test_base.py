@@ -160,7 +160,11 @@ def test_adapter_given_another_task_types_payload_fails_without_calling_upstream
     seen: list[httpx.Request] = []
 
     async def go() -> None:
-        transport = httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(500))
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(500)
+
+        transport = httpx.MockTransport(answer)
         async with httpx.AsyncClient(transport=transport) as client:
             config = ProviderConfig("https://upstream.test", "key", "m", 5.0)
             await ADAPTERS["CHATGPT"](GeminiPayload.model_validate(CHAT), client, config)

@@ -122,7 +122,9 @@ def test_per_day_quota_429_fails_fast(fails, upstream) -> None:
 
 
 def test_invalid_api_key_400_is_an_auth_failure(fails, upstream) -> None:
-    details = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]
+    details: list[dict[str, object]] = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}
+    ]
     body = _rpc_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", details)
     error = fails("GEMINI", PAYLOAD, upstream(httpx.Response(400, json=body)))
     assert (error.code, error.retryable) == (Code.PROVIDER_AUTH_FAILED, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import redis
 
 from taskq.embedded import server_binary
+from tests.support.waits import wait_for
 
 
 def free_port() -> int:
@@ -72,6 +74,45 @@ class PrivateRedis:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer:
+    """A private redis-server with AOF on a fixed port and directory, which can be crashed and restarted."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = True, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server") or server_binary()
+        assert binary, "no redis-server binary (install redis-server)"
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "everysec", "--logfile", str(self.workdir / "redis.log")]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ready, 30, "redis-server to load its data")
+        return self
+
+    def ready(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def crash(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.crash(signal.SIGTERM)
 
 
 _session: PrivateRedis | None = None

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import redis
 
 from taskq.embedded import server_binary
 from tests.support.redis_server import free_port
+from tests.support.waits import wait_for
 
 SERVICE = "mymaster"
 
@@ -31,16 +31,8 @@ def valkey_binary() -> str:
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll until check() is truthy (errors count as not yet); return the seconds it took."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except (redis.RedisError, OSError):
-            pass
-        assert time.monotonic() - start < timeout, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(interval)
+    """Poll until check() is truthy (a server that does not answer yet counts as not yet)."""
+    return wait_for(check, timeout, what, interval, errors=(redis.RedisError, OSError))
 
 
 class Node:

@@ -6,77 +6,22 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime
 
 import pytest
-import standardwebhooks
 from aiohttp import web
 
 from taskq.webhooks import signing
 from taskq.webhooks.sender import Attempt, WebhookSender, next_delay, parse_retry_after
 from taskq.webhooks.ssrf import parse_networks
+from tests.support.receiver import Receiver, receiving
 
 LOOPBACK = parse_networks(["127.0.0.0/8"])
 SECRET = signing.generate_secret()
 BODY = b'{"type":"task.completed","data":{"id":"t_1"}}'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Receiver:
-    """A local webhook receiver: verifies signatures like a customer would and records hits."""
-
-    def __init__(self) -> None:
-        self.hits: dict[str, int] = {}
-        self.release = asyncio.Event()  # lets hanging handlers finish before the server stops
-        self.base = ""
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] = self.hits.get(request.path, 0) + 1
-        body = await request.read()
-        match request.path:
-            case "/ok":
-                try:
-                    standardwebhooks.Webhook(SECRET).verify(body, dict(request.headers))
-                except standardwebhooks.WebhookVerificationError:
-                    return web.Response(status=401)
-                return web.Response(status=204)
-            case "/redirect":
-                raise web.HTTPFound("/landed")
-            case "/gone":
-                return web.Response(status=410)
-            case "/busy":
-                return web.Response(status=429, headers={"Retry-After": "120"})
-            case "/down":
-                later = format_datetime(datetime.now(UTC).replace(microsecond=0), usegmt=True)
-                return web.Response(status=503, headers={"Retry-After": later})
-            case "/hang":
-                await self.release.wait()
-                return web.Response(status=200)
-            case "/host":
-                return web.Response(status=200 if request.host.startswith("hooks.example") else 400)
-        return web.Response(status=500)
-
-
-@asynccontextmanager
-async def receiving() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    receiver.base = f"http://{host}:{port}"
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        await runner.cleanup()
 
 
 def signed() -> dict[str, str]:
@@ -86,7 +31,7 @@ def signed() -> dict[str, str]:
 def deliver(path: str, *, timeout: float = 15.0, require_https: bool = False) -> tuple[Attempt, Receiver]:
     async def run() -> tuple[Attempt, Receiver]:
         async with (
-            receiving() as receiver,
+            receiving([SECRET]) as receiver,
             WebhookSender(LOOPBACK, require_https=require_https, timeout=timeout) as s,
         ):
             return await s.send(receiver.base + path, BODY, signed()), receiver
@@ -103,7 +48,7 @@ def test_a_redirect_is_a_failure_and_is_not_followed() -> None:
     attempt, receiver = deliver("/redirect")
     assert (attempt.outcome, attempt.status) == ("retry", 302)
     assert attempt.error is not None and "not followed" in attempt.error
-    assert "/landed" not in receiver.hits
+    assert "/landed" not in receiver.paths
 
 
 def test_410_gone_stops_retries() -> None:
@@ -155,7 +100,7 @@ def test_a_refused_connection_is_retried_not_raised() -> None:
 
 def test_a_private_target_is_blocked_before_connecting() -> None:
     async def run() -> tuple[Attempt, Attempt, Receiver]:
-        async with receiving() as receiver, WebhookSender(require_https=False) as sender:
+        async with receiving([SECRET]) as receiver, WebhookSender(require_https=False) as sender:
             literal = await sender.send(receiver.base + "/ok", BODY, signed())
             by_name = await sender.send(
                 receiver.base.replace("127.0.0.1", "localhost") + "/ok", BODY, signed()
@@ -166,14 +111,14 @@ def test_a_private_target_is_blocked_before_connecting() -> None:
     assert (literal.outcome, literal.status) == ("blocked", None)
     assert literal.error is not None and "a loopback address" in literal.error
     assert by_name.outcome == "blocked"
-    assert receiver.hits == {}
+    assert receiver.hits == []
 
 
 def test_https_is_required_unless_switched_off() -> None:
     attempt, receiver = deliver("/ok", require_https=True)
     assert attempt.outcome == "blocked"
     assert attempt.error == "webhook url must use https"
-    assert receiver.hits == {}
+    assert receiver.hits == []
 
 
 def test_the_connection_goes_to_the_checked_address_and_keeps_the_hostname() -> None:
@@ -182,7 +127,7 @@ def test_the_connection_goes_to_the_checked_address_and_keeps_the_hostname() -> 
 
     async def run() -> tuple[Attempt, Attempt]:
         async with (
-            receiving() as receiver,
+            receiving([SECRET]) as receiver,
             WebhookSender(LOOPBACK, require_https=False, resolver=pinned) as s,
         ):
             port = receiver.base.rsplit(":", 1)[1]
@@ -198,7 +143,7 @@ def test_the_connection_goes_to_the_checked_address_and_keeps_the_hostname() -> 
 def test_hanging_receivers_do_not_hold_up_other_sends() -> None:
     async def run() -> tuple[Attempt, list[Attempt]]:
         sender = WebhookSender(LOOPBACK, require_https=False, timeout=5, max_connections=8)
-        async with receiving() as slow, receiving() as fast, sender:
+        async with receiving([SECRET]) as slow, receiving([SECRET]) as fast, sender:
             hanging = [
                 asyncio.create_task(sender.send(slow.base + "/hang", BODY, signed())) for _ in range(8)
             ]

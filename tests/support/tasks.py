@@ -1,10 +1,14 @@
-"""Helpers shared by the scheduler and worker tests: admit tasks, read counters, check invariants."""
+"""Tasks and their counters: admit tasks through the real admission path, read task fields and counters."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import redis
+
 from taskq.admission import Accepted, admit
+from taskq.keys import Shard
 from taskq.providers import PAYLOAD_MODELS
 from taskq.schemas.tasks import TaskRequest, TaskType
 from taskq.settings import Settings
@@ -35,3 +39,17 @@ def status_of(store: Store, org_id: str, task_id: str) -> str:
 
 def nonzero(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v}
+
+
+def task_fields(client: redis.Redis, shard: Shard, ids: Iterable[str], names: list[str]) -> list[list[Any]]:
+    """HMGET of the given fields for every task id, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(shard.task(task_id), names)
+    return list(pipe.execute())
+
+
+def org_counters(client: redis.Redis, shard: Shard, org: str) -> dict[str, int]:
+    raw = client.hgetall(shard.org(org))
+    names = ("credits", "reserved", "queued", "inflight")
+    return {name: int(raw.get(name, 0)) for name in names}

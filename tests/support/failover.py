@@ -15,81 +15,21 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from taskq.connection import connect
 from taskq.store import Store
-from tests.proof_support import (
-    HookReceiver,
-    Processes,
-    SimulatorThread,
-    org_counters,
-    start_intake,
-    task_fields,
-    wait_for,
-    worker_env,
-)
+from tests.support.processes import Processes, start_intake, worker_env
+from tests.support.receiver import ReceiverProcess
 from tests.support.sentinel import SentinelGroup
+from tests.support.submitters import KeyedSubmitter
+from tests.support.tasks import org_counters, task_fields
+from tests.support.upstream import Upstream
+from tests.support.waits import wait_for
 
 CREDITS = 10**9
 COST = 5  # CHATGPT
-
-
-@dataclass
-class KeyedSubmitter:
-    """Clients posting 10-task batches with idempotency keys; a batch answered 503 (or not at all) is
-    sent again with the same keys until it is answered. Remembers each key's task id and when."""
-
-    url: str
-    key: str
-    hook: str
-    acked: dict[str, tuple[float, str]] = field(default_factory=dict)  # idempotency key -> (at, task id)
-    answers: Counter[tuple[int, str]] = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def ok_after(self, at: float) -> bool:
-        with self.lock:
-            return any(when >= at for when, _ in self.acked.values())
-
-    def run(self, client_no: int) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        n = 0
-        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
-            while not self.stop.is_set():
-                keys = [f"c{client_no}-b{n}-t{i}" for i in range(10)]
-                n += 1
-                payloads = [{"prompt": k, "country": "US"} for k in keys]
-                hook = {"url": self.hook}
-                body = [{"taskType": "CHATGPT", "payload": p, "idempotencyKey": k, "webhook": hook}
-                        for k, p in zip(keys, payloads, strict=True)]  # fmt: skip
-                while not self._send(client, body):  # the same keys until an answer says what happened
-                    time.sleep(0.05)
-                time.sleep(0.02)
-
-    def _send(self, client: httpx.Client, body: list[dict[str, Any]]) -> bool:
-        try:
-            r = client.post("/v1/async/task/batch", json=body)
-        except httpx.HTTPError:
-            self.answers[(0, "no answer")] += 1
-            return False
-        data = r.json()
-        self.answers[(r.status_code, "ok" if r.status_code == 200 else data["error"]["code"])] += 1
-        if r.status_code != 200:
-            return False
-        at = time.time()
-        with self.lock:
-            for item, task in zip(data["results"], body, strict=True):
-                if item["success"]:
-                    self.acked[task["idempotencyKey"]] = (at, item["task"]["id"])
-                else:
-                    assert item["error"]["code"] == "RESOURCE_ALREADY_EXISTS", item
-                    self.acked.setdefault(task["idempotencyKey"], (at, item["error"]["details"]["taskId"]))
-        return True
 
 
 @dataclass
@@ -136,8 +76,8 @@ def run_failover(
         store = Store(client)
         org, key = store.create_org("failover", credits=CREDITS, concurrency=1000, queue_limit=10**6)
         shard = store.org(org).shard
-        hooks = HookReceiver(secrets=store.webhook_secrets(org)).start()
-        with SimulatorThread("0.02") as sim:
+        hooks = ReceiverProcess(secrets=store.webhook_secrets(org)).start()
+        with Upstream("0.02", simulator=True) as sim:
             # A send that fails while the primary is gone (or times out on a loaded machine) is retried
             # within seconds, not on the default schedule's 300 s second step.
             env = worker_env(group.url, sim.url, TASKQ_LEASE_SECONDS="3", TASKQ_REAPER_INTERVAL_SECONDS="1",
@@ -190,7 +130,7 @@ def run_failover(
         acked = [task_id for _, task_id in submitter.acked.values()]
         status = [s for [s] in task_fields(client, shard, acked, ["status"])]
         admitted = client.lrange(shard.org_tasks(org), 0, -1)
-        statuses = Counter(s for [s] in task_fields(client, shard, admitted, ["status"]))
+        statuses = Counter(s for [s] in task_fields(client, shard, map(str, admitted), ["status"]))
         events = hooks.event_ids_by_task()
         return FailoverResult(
             durability=durability,

@@ -7,14 +7,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import redis
 from redis.crc import key_slot
 
 from taskq.keys import Shard
+from tests.support.waits import wait_for
+
+NOT_YET = (redis.RedisError,)  # a node that does not answer yet
 
 
 def free_ports(n: int) -> list[int]:
@@ -45,19 +48,6 @@ def binaries() -> tuple[str, str]:
     return server, cli
 
 
-def _wait(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def place_shards(url: str, shards: int) -> None:
     """Move the slot of shard i to master i % masters (empty slots only), so every master gets a shard.
 
@@ -80,11 +70,23 @@ def place_shards(url: str, shards: int) -> None:
         for port in [target[0], owner[0], *(p for p in nodes if p not in (target[0], owner[0]))]:
             nodes[port].cluster("setslot", slot, "node", target[1])
         for node in nodes.values():
-            _wait(lambda n=node, s=slot, t=target[0]: _owner(n, s) == t, 10, f"slot {slot} to move")
+            wait_for(partial(_owns, node, slot, target[0]), 10, f"slot {slot} to move", errors=NOT_YET)
 
 
 def _owner(node: redis.Redis, slot: int) -> int:
     return next(int(n[1]) for start, end, n, *_ in node.cluster("slots") if start <= slot <= end)
+
+
+def _owns(node: redis.Redis, slot: int, port: int) -> bool:
+    return _owner(node, slot) == port
+
+
+def _pings(port: int) -> bool:
+    return bool(redis.Redis(port=port).ping())
+
+
+def _cluster_ok(port: int) -> bool:
+    return bool(redis.Redis(port=port).cluster("info")["cluster_state"] == "ok")
 
 
 @contextmanager
@@ -106,7 +108,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
                 subprocess.Popen([server, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
         for port in ports:
-            _wait(lambda p=port: redis.Redis(port=p).ping(), 10, f"redis-server on port {port}")
+            wait_for(partial(_pings, port), 10, f"redis-server on port {port}", errors=NOT_YET)
         addresses = [f"127.0.0.1:{p}" for p in ports]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
@@ -115,11 +117,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             timeout=30,
         )
         for port in ports:
-            _wait(
-                lambda p=port: redis.Redis(port=p).cluster("info")["cluster_state"] == "ok",
-                20,
-                f"cluster_state:ok on port {port}",
-            )
+            wait_for(partial(_cluster_ok, port), 20, f"cluster_state:ok on port {port}", errors=NOT_YET)
         yield f"redis+cluster://127.0.0.1:{ports[0]}"
     finally:
         for proc in procs:
