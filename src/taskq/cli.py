@@ -124,7 +124,7 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
     from taskq.providers.simulator import serve
 
     serve(args.host, args.port, args.latency, args.error_rate, rate_limit=args.rate_limit, quota=args.quota,
-          revoked=tuple(args.revoke_key))  # fmt: skip
+          revoked=tuple(args.revoke_key), limit_headers=not args.no_limit_headers)  # fmt: skip
     return 0
 
 
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="requests/s each flavor and key allows; above it the flavor's own 429")  # fmt: skip
     sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
     sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
+    sim.add_argument("--no-limit-headers", action="store_true",
+                     help="under --rate-limit, send x-ratelimit-* headers on 429s only, not on successes")  # fmt: skip
     sim.set_defaults(handler=cmd_simulator)
 
     org = _command(sub, "org", "manage organizations").add_subparsers(
