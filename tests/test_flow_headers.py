@@ -139,9 +139,10 @@ def test_tpm_is_accepted_beside_a_request_rate_or_alone() -> None:
     assert (lane.rate, lane.tokens) == (0.0, 100.0)
 
 
-@pytest.mark.parametrize(
-    "bad", [{"tpm": 0}, {"tpm": -5}, {"burst": 2}, {"rps": 0}, 0, -1, {"rpm": 60, "tpm": "lots"}, {"tpm": None}]
-)
+BAD_LIMITS = [{"tpm": 0}, {"tpm": -5}, {"burst": 2}, {"rps": 0}, 0, -1, {"rpm": 6, "tpm": "x"}, {"tpm": None}]
+
+
+@pytest.mark.parametrize("bad", BAD_LIMITS)
 def test_a_limit_without_a_positive_rate_or_tpm_is_refused(bad: Any) -> None:
     with pytest.raises(ValidationError):
         make_settings(provider_rates={"CHATGPT": bad})
@@ -237,7 +238,9 @@ def claim_at(sched: Scheduler, cfg: Settings, clock: float, k: int = 8) -> list[
     return list(sched.run(claim(SHARD, {"CHATGPT": None}, now=T0, lease_ms=30_000, k=k, flow=spec)))
 
 
-def ended(sched: Scheduler, cfg: Settings, task: Claimed, used: int | None, clock: float, **learned: Any) -> None:
+def ended(
+    sched: Scheduler, cfg: Settings, task: Claimed, used: int | None, clock: float, **learned: Any
+) -> None:
     lane = flow.lanes(cfg, ["CHATGPT"])["CHATGPT"]
     told = Note(used=used, reserved=task.reserved, **learned)
     assert sched.run(note(task, told, rate=lane.rate, burst=lane.burst, tokens=lane.tokens, clock=int(clock)))
@@ -337,3 +340,25 @@ def test_the_token_limit_never_admits_more_than_a_windows_worth_plus_one_call(
         for j in range(i + 1, len(admitted)):
             before_last = sum(u for _, u in admitted[i:j])
             assert before_last <= tps * (admitted[j][0] - admitted[i][0]) / 1000 + 1e-6
+
+
+def test_metrics_and_the_dashboard_show_tokens_per_minute_beside_the_rate(
+    store: Store, sched: Scheduler, rclient: Any
+) -> None:
+    from taskq.api import create_app
+    from taskq.metrics import lane_families
+
+    cfg = token_settings(6000, rps=5)
+    store.client.hset(SHARD.flow, mapping=flow.announcement(flow.lanes(cfg, ["CHATGPT"]), T0))
+    queue(store, cfg, 4)
+    [first] = claim_at(sched, cfg, T0)
+    ended(sched, cfg, first, 60, T0 + 1, limit=8.0)
+    samples = {(m.name, s.value) for m in lane_families(flow.status(store)) for s in m.samples}
+    for sample in [("taskq_provider_tpm_configured", 6000), ("taskq_provider_tpm", 6000),
+                   ("taskq_provider_rate_configured", 5), ("taskq_provider_rate_stated", 8),
+                   ("taskq_provider_tokens", 60)]:  # fmt: skip
+        assert sample in samples
+    console = create_app(make_settings(admin_token="admin-secret"), client=rclient).test_client()
+    assert console.get("/dashboard?token=admin-secret").status_code == 303
+    page = console.get("/dashboard").data.decode()
+    assert "6000 tpm" in page and "configured 5/s, stated 8/s, configured 6000 tpm" in page

@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
     sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
     sim.add_argument("--no-limit-headers", action="store_true",
-                     help="under --rate-limit, send x-ratelimit-* headers on 429s only, not on successes")  # fmt: skip
+                     help="under --rate-limit, x-ratelimit-* headers on 429s only")  # fmt: skip
     sim.set_defaults(handler=cmd_simulator)
 
     org = _command(sub, "org", "manage organizations").add_subparsers(

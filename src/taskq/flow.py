@@ -7,9 +7,9 @@ task whose call a key may make now. A refusal by the provider (throttle.lua) pau
 worker and puts the task back in line without spending an attempt.
 
 Providers that state their limits (OpenAI's ``x-ratelimit-*`` headers, on every response) teach the
-limiter without a 429: a ``Learner`` in each drain (worker/learning.py) turns what a call's responses said into a note
-(flow_note.lua) only when it changes something: a new stated limit, a pause until the limit resets when
-none remained, the tokens a call used against a tokens-per-minute limit.
+limiter without a 429: a ``Learner`` in each drain (worker/learning.py) turns what a call's responses
+said into a note (flow_note.lua) only when it changes something: a new stated limit, a pause until the
+limit resets when none remained, the tokens a call used against a tokens-per-minute limit.
 
 The operator's functions, ``pause``, ``resume`` and ``status``, are what `taskq lane`, /metrics and the
 dashboard call. With several shards each shard paces its own share: the configured rate is split
@@ -198,7 +198,8 @@ def _slot_state(slot: Mapping[str, str], lane_paused: bool, now: int) -> str:
 
 def status(store: Any) -> list[dict[str, Any]]:
     """Every lane a worker announced or that has state: per key its state, configured and learned rate,
-    the rate in force, the same for tokens per minute and the tokens charged, calls in the last second, 429s, paused-until and the provider's message."""
+    the rate in force, the same for tokens per minute and the tokens charged, calls in the last second,
+    429s, paused-until and the provider's message."""
     now = _now_ms()
     lanes_: dict[str, dict[str, Any]] = {}
     slots: dict[tuple[str, str], list[dict[str, str]]] = {}

@@ -257,8 +257,9 @@ def note(
     task: Claimed, note: Note, *, rate: float, burst: int, tokens: float, clock: int | None = None
 ) -> Op[bool]:
     """Note what a call of the task's key learned (notes of one shard share a script call)."""
+    pause = "" if note.pause is None else int(note.pause * 1000)
     item = [task.task_type, task.key, rate, burst, tokens, _blank(note.limit), _blank(note.token_limit),
-            "" if note.pause is None else int(note.pause * 1000), _blank(note.used), note.reserved]  # fmt: skip
+            pause, _blank(note.used), note.reserved]  # fmt: skip
     shared = ["" if clock is None else clock]
     return Op("flow_note", [task.shard.flow], [*shared, *item], _first_ok, shared=len(shared))
 

@@ -46,7 +46,7 @@ class Learner:
         learned again from the next responses, so a note Redis did not take is only logged."""
         try:
             await ops.run_batched(op)
-        except Exception as exc:  # noqa: BLE001 - Redis unreachable: the outcome's own retries report it
+        except Exception as exc:
             log.debug("could not note what a call taught flow control: %s", exc)
 
     def note(self, task: Claimed, observed: Observed | None, now: float) -> Note | None:
