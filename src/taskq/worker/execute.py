@@ -59,7 +59,9 @@ async def execute(
     lanes: Mapping[str, Lane] | None = None,
 ) -> Outcome:
     """``attempt`` with what the provider's responses said about its limits and the tokens used, when
-    they said something (x-ratelimit-* headers, a usage block)."""
+    they said something (x-ratelimit-* headers, a usage block) and flow control is on (``lanes``)."""
+    if not lanes:
+        return await attempt(task, http, configs, settings, rng, lanes)
     observed = observe()
     outcome = await attempt(task, http, configs, settings, rng, lanes)
     if observed.requests is None and observed.tokens is None and observed.used is None:
