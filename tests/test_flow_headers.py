@@ -188,12 +188,15 @@ def test_each_shard_learns_its_share_and_is_told_on_its_own() -> None:
     assert learn.note(claimed(fp, shard=1), observed(limits), 2.0) is None
 
 
-def test_none_remaining_pauses_the_key_until_the_limit_resets() -> None:
+def test_none_remaining_pauses_the_key_until_one_call_is_back() -> None:
     learn, fp = learner()
     empty = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "850ms"}
-    assert learn.note(claimed(fp), observed(empty), 1.0) == Note(pause=0.85)
+    assert learn.note(claimed(fp), observed(empty), 1.0) == Note(pause=0.85)  # no limit stated: the reset
     both = {**empty, "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"}
     assert learn.note(claimed(fp), observed(both), 1.0) == Note(pause=2.0)
+    full_in_a_minute = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                        "x-ratelimit-reset-requests": "1m0s"}  # fmt: skip
+    assert learn.note(claimed(fp), observed(full_in_a_minute), 1.0) == Note(limit=10.0, pause=0.1)
     assert learn.note(claimed(fp), observed({**empty, "x-ratelimit-remaining-requests": "3"}), 1.0) is None
 
 

@@ -8,8 +8,8 @@ worker and puts the task back in line without spending an attempt.
 
 Providers that state their limits (OpenAI's ``x-ratelimit-*`` headers, on every response) teach the
 limiter without a 429: a ``Learner`` in each drain (worker/learning.py) turns what a call's responses
-said into a note (flow_note.lua) only when it changes something: a new stated limit, a pause until the
-limit resets when none remained, the tokens a call used against a tokens-per-minute limit.
+said into a note (flow_note.lua) only when it changes something: a new stated limit, a pause until a
+call is allowed again when none remained, the tokens a call used against a tokens-per-minute limit.
 
 The operator's functions, ``pause``, ``resume`` and ``status``, are what `taskq lane`, /metrics and the
 dashboard call. With several shards each shard paces its own share: the configured rate is split

@@ -1,6 +1,6 @@
 -- flow_note.lua: what upstream responses said about a key of a lane, noted after its calls ended (flow
--- control, taskq.flow): the limits their x-ratelimit-* headers state, a pause until the limit resets when
--- none remained, and the tokens each call used, charged to the key's token limit (flow_lib.lua).
+-- control, taskq.flow): the limits their x-ratelimit-* headers state, a pause until a call is allowed
+-- again when none remained, and the tokens each call used, charged to the key's token limit (flow_lib.lua).
 --
 -- KEYS[1]  flow control  T:flow
 -- ARGV[1]  clock (ms; "" = the server's)
@@ -29,7 +29,7 @@ for i = 2, #ARGV, 10 do
   end
   if wait and wait > 0 and (st.pause or 0) < fnow + wait then
     set(st, "pause", fnow + wait)
-    redis.call("HSET", KEYS[1], slot_field(ttype, fp, "why"), "none left until the provider's limit resets")
+    redis.call("HSET", KEYS[1], slot_field(ttype, fp, "why"), "the provider said none remained")
   end
   slot_charge(st, fnow, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]) or 0)
   local fields = lane_writes({lane}, {})

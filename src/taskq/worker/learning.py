@@ -51,7 +51,7 @@ class Learner:
 
     def note(self, task: Claimed, observed: Observed | None, now: float) -> Note | None:
         """What this call taught (``now``: monotonic seconds): limits the headers state, per shard; a
-        pause until the limit resets when none remained; the tokens to charge when tokens are limited."""
+        pause until a call is allowed again when none remained; the tokens to charge when tokens are limited."""
         lane = self.lanes.get(task.task_type)
         if lane is None or task.key not in lane.keys or (observed is None and not task.reserved):
             return None
@@ -79,7 +79,12 @@ class Learner:
 
 
 def _exhausted(limit: Limit | None) -> list[float]:
-    """[seconds until the limit resets] when the response said none remained, else []."""
+    """[seconds until one more call is allowed] when the response said none remained, else [].
+
+    OpenAI's reset is the time until the limit is full again, refilling evenly: with none of `limit`
+    remaining, one call is back after reset / limit (a minute's limit of 600 at 0: 0.1 s, not 60 s). With
+    no limit stated, the whole reset."""
     if limit is None or limit.remaining is None or limit.remaining >= 1 or not limit.reset:
         return []
-    return [limit.reset]
+    short = (limit.per_minute or 0) - limit.remaining
+    return [limit.reset / short if short > 1 else limit.reset]
