@@ -105,9 +105,13 @@ async def _note_into_the_call_in_progress() -> None:
     config = ProviderConfig("http://upstream.test", "sk", "m", 5.0)
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         assert current() is None
-        json_object("OpenAI", await send(client, "OpenAI", config, "POST", "http://upstream.test/v1/responses"))
+        json_object(
+            "OpenAI", await send(client, "OpenAI", config, "POST", "http://upstream.test/v1/responses")
+        )
         seen = observe()
-        json_object("OpenAI", await send(client, "OpenAI", config, "POST", "http://upstream.test/v1/responses"))
+        json_object(
+            "OpenAI", await send(client, "OpenAI", config, "POST", "http://upstream.test/v1/responses")
+        )
     assert seen.requests is not None and seen.requests.per_minute == 600 and seen.used == 7
 
 

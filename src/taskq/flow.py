@@ -77,8 +77,9 @@ def lanes(settings: Settings, task_types: Iterable[str]) -> dict[str, Lane]:
 def spec(settings: Settings, by_type: Mapping[str, Lane], *, clock: int | None = None) -> str:
     """The flow spec claim.lua reads (see flow_lib.lua)."""
     body: dict[str, Any] = {
-        "lanes": {t: [[fp, lane.rate, lane.burst, lane.tokens] for fp in lane.keys]
-                  for t, lane in by_type.items()},
+        "lanes": {
+            t: [[fp, lane.rate, lane.burst, lane.tokens] for fp in lane.keys] for t, lane in by_type.items()
+        },
         "probe": int(settings.quota_probe_seconds * 1000),
         "ss": 1 if settings.rate_slow_start else 0,
     }

@@ -208,4 +208,4 @@ def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Any]:
             tokens.add_metric(at, key["tokens"])
             paused.add_metric(at, (key["pausedUntil"] or 0) / 1000)
     yield from (state, configured, learned, stated, in_force, tpm_configured, tpm_stated, tpm, tokens, per_s,
-                calls, limited, paused)
+                calls, limited, paused)  # fmt: skip

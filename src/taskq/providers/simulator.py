@@ -164,8 +164,9 @@ def serve(
     """Run the simulator until interrupted (blocking); prints the URL to point upstream_base_url at."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(latency, error_rate, rate_limit=rate_limit, quota=quota, revoked=revoked,
-                     limit_headers=limit_headers)
+    app = create_app(
+        latency, error_rate, rate_limit=rate_limit, quota=quota, revoked=revoked, limit_headers=limit_headers
+    )
     url = f"http://{host}:{port}"
 
     def announce(_message: str) -> None:

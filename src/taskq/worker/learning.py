@@ -51,7 +51,7 @@ class Learner:
 
     def note(self, task: Claimed, observed: Observed | None, now: float) -> Note | None:
         """What this call taught (``now``: monotonic seconds): limits the headers state, per shard; a
-        pause until a call is allowed again when none remained; the tokens to charge when tokens are limited."""
+        pause until a call is allowed again when none remained; tokens to charge where tokens are limited."""
         lane = self.lanes.get(task.task_type)
         if lane is None or task.key not in lane.keys or (observed is None and not task.reserved):
             return None
