@@ -86,3 +86,18 @@ def test_a_tokens_per_minute_limit_holds_over_every_window(
             assert tokens <= allowed, (i, j, arrivals[j] - arrivals[i])
     key = chatgpt_row(hstore)
     assert key["configuredTpm"] == 14_400 and key["tpm"] == 14_400 and key["tokens"] == 20 * TOKENS_PER_CALL
+
+
+@pytest.mark.parametrize("headers", [True, False])
+def test_successes_alone_teach_the_limit_when_the_provider_states_it(
+    hstore: Store, simulator: Callable[..., LimitedSimulator], headers: bool
+) -> None:
+    """Three calls, well under the limit: no 429 ever; the limit is known only from the headers."""
+    sim = simulator(rate_limit=30, limit_headers=headers)
+    cfg = settings_for(sim)
+    org = new_org(hstore)
+    ids = admit_tasks(hstore, cfg, org, [request(prompt=f"q{i}") for i in range(3)])
+    run_drain(cfg, settled(hstore, org, ids, lambda s: s == "COMPLETED"), concurrency=3, timeout=60)
+    assert sim.calls(429) == []
+    key = chatgpt_row(hstore)
+    assert key["statedLimit"] == (30 if headers else None)
