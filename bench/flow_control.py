@@ -11,7 +11,8 @@ Each run: a fresh Redis, the simulator with --rate-limit RATE (OpenAI's 429 body
 N CHATGPT tasks admitted at once, one drain process with K calls in flight (or --pools P pools of
 `taskq worker --processes 2`). Figures: tasks COMPLETED/FAILED, wall time against the ideal N/RATE,
 the share of upstream calls that were 429s, and the most calls the simulator saw in any 1 s window;
-the tpm run also the most tokens in any 10 s window against TPM/6 (each simulated call uses 60 tokens).
+the tpm run also the most tokens in any 10 s window against TPM/6 (each simulated call uses 60 tokens);
+and Redis commands per task (INFO commandstats over the run, the bench's own polling included).
 
 quota: the simulator serves QUOTA calls per key, then OpenAI's insufficient_quota; N CHATGPT and
 N/4 GEMINI tasks; watched for WATCH seconds: FAILED tasks, the lane's state, GEMINI's progress.
@@ -109,6 +110,7 @@ def run(mode: str, n: int, k: int, rate: float, pools: int = 0, tpm: float = 0.0
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.communicate(timeout=60)
+        commands = sum(int(v["calls"]) for v in b.client.info("commandstats").values())
         statuses = statuses_of(b, org, ids)
         calls = httpx.get(sim + "/sim/calls").json()["calls"]
     limited = sum(1 for c in calls if c[3] == 429)
@@ -121,6 +123,7 @@ def run(mode: str, n: int, k: int, rate: float, pools: int = 0, tpm: float = 0.0
         "calls": len(calls),
         "limited": limited,
         "busiest": busiest_second([c[0] for c in calls]),
+        "commands": commands / n,
         "tokens10s": TOKENS_PER_CALL * busiest_window([c[0] for c in calls if c[3] == 200], 10_000),
     }
 
@@ -230,10 +233,12 @@ def row(label: str, r: dict[str, Any], rate: float) -> list[Any]:
         f"{r['completed'] / r['wall']:.1f}/s",
         f"{share:.1%} of {r['calls']}",
         f"{r['busiest']} (limit {rate:g})",
+        f"{r['commands']:.1f}",
     ]
 
 
-HEADER = ["run", "tasks", "time vs ideal N/rate", "tasks/s", "upstream 429s", "most calls in 1 s"]
+HEADER = ["run", "tasks", "time vs ideal N/rate", "tasks/s", "upstream 429s", "most calls in 1 s",
+          "Redis commands/task"]  # fmt: skip
 
 
 def main() -> None:

@@ -369,3 +369,11 @@ def test_metrics_and_the_dashboard_show_tokens_per_minute_beside_the_rate(
     assert console.get("/dashboard?token=admin-secret").status_code == 303
     page = console.get("/dashboard").data.decode()
     assert "6000 tpm" in page and "configured 5/s, stated 8/s, configured 6000 tpm" in page
+
+
+def test_a_pause_shorter_than_a_claims_granularity_is_left_to_the_limiter() -> None:
+    learn, fp = learner()
+    soon = {"x-ratelimit-limit-requests": "1200", "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1s"}  # fmt: skip
+    assert learn.note(claimed(fp), observed(soon), 1.0) == Note(limit=20.0)
+    assert learn.note(claimed(fp), observed(soon), 2.0) is None

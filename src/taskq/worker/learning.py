@@ -19,6 +19,9 @@ from taskq.scripts import Op
 
 log = logging.getLogger("taskq.worker")
 
+#: Pauses shorter than this are left to the limiter's own pacing (a claim's granularity, flow.TICK_MS).
+MIN_PAUSE_SECONDS = 0.05
+
 #: A drain states a key's learned limits again this often even when unchanged (another drain, or an
 #: operator's resume, may have changed them meanwhile).
 RESTATE_SECONDS = 30.0
@@ -58,7 +61,7 @@ class Learner:
         requests = observed.requests if observed else None
         tokens = observed.tokens if observed else None
         limit, token_limit = self._share(requests), self._share(tokens)
-        waits = _exhausted(requests) + _exhausted(tokens)
+        waits = [wait for wait in _exhausted(requests) + _exhausted(tokens) if wait >= MIN_PAUSE_SECONDS]
         pause = max(waits) if waits else None
         slot = (task.shard.index, task.task_type, task.key)
         old_limit, old_tokens, at = self._stated.get(slot, (None, None, -RESTATE_SECONDS))
