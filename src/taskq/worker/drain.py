@@ -48,7 +48,7 @@ from taskq.worker.clients import (
 )
 from taskq.worker.debug import DUMP_SIGNAL, dump_tasks
 from taskq.worker.delivery import run_deliveries
-from taskq.worker.execute import Outcome, context, execute
+from taskq.worker.execute import context, execute
 from taskq.worker.http import http_client
 from taskq.worker.learning import Learner
 from taskq.worker.leases import Leases, reap_forever
@@ -100,7 +100,6 @@ class Drain:
         self.flow_spec = flow.spec(settings, self.lanes) if self.lanes else ""
         self._reopens: float | None = None  # seconds until a paced lane with queued tasks reopens
         self.learner = Learner(self.lanes, settings.shards) if self.lanes else None
-        self._notes: set[asyncio.Future[None]] = set()  # flow notes on their way (worker/learning.py)
         self._logged: dict[tuple[str, str], float] = {}  # (type, key) -> last rate-limit log (monotonic)
         self.slot_freed = asyncio.Event()
         self.rng = random.Random()
@@ -293,7 +292,7 @@ class Drain:
         try:
             outcome = await execute(task, self.http, self.configs, self.settings, self.rng, self.lanes)
             if self.learner is not None and (outcome.observed is not None or task.reserved):
-                self._learn(task, outcome)
+                self.learner.learn(self.ops, task, outcome.observed)  # flow control: what the responses said
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
             self.leases.settling.add(task.id)
@@ -323,15 +322,6 @@ class Drain:
             self.leases.settling.discard(task.id)
             self.leases.held.pop(task.id, None)
             self.slot_freed.set()
-
-    def _learn(self, task: Claimed, outcome: Outcome) -> None:
-        """Flow control: what the call's responses said, noted in the round trip of the outcome."""
-        assert self.learner is not None
-        note = self.learner.op(task, outcome.observed, time.monotonic())
-        if note is not None:
-            sent = asyncio.ensure_future(self.learner.send(self.ops, note))
-            self._notes.add(sent)
-            sent.add_done_callback(self._notes.discard)
 
     async def _apply(self, op: Op[Any]) -> Any:
         """Apply a task's outcome (sharing a round trip with others); False if its lease was lost.

@@ -8,7 +8,9 @@ trip of the task's outcome. A call that taught nothing new costs no Redis comman
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,16 @@ class Learner:
         self.lanes, self.shards = by_type, shards
         # (shard, type, key) -> the limits last stated to that shard's flow state, and when (monotonic)
         self._stated: dict[tuple[int, str, str], tuple[float | None, float | None, float]] = {}
+        self._sending: set[asyncio.Future[None]] = set()  # notes on their way
+
+    def learn(self, ops: Any, task: Claimed, observed: Observed | None) -> None:
+        """Send what this call taught, if anything, with the next batch of outcomes: scheduled before the
+        caller submits the task's outcome, so both usually leave in one round trip."""
+        op = self.op(task, observed, time.monotonic())
+        if op is not None:
+            sent = asyncio.ensure_future(self.send(ops, op))
+            self._sending.add(sent)
+            sent.add_done_callback(self._sending.discard)
 
     def op(self, task: Claimed, observed: Observed | None, now: float) -> Op[bool] | None:
         """The flow_note call of what this call taught, None when it taught nothing new."""
