@@ -1,14 +1,18 @@
 """Flow-control benchmark: tasks against a provider limit of RATE requests/s, with flow control off
-(the anchor), with the rate configured, and learned (no rate configured).
+(the anchor), with the rate configured, learned from 429s alone (no rate configured, no x-ratelimit-*
+headers on successes), learned from headers (OpenAI's x-ratelimit-* on every response), and a
+tokens-per-minute limit (tpm: TPM configured, RATE configured too).
 
-Run: python bench/flow_control.py   (about 3 minutes; prints figures, asserts nothing)
+Run: python bench/flow_control.py   (about 4 minutes; prints figures, asserts nothing)
      python bench/flow_control.py --runs configured --pools 2   (two pools of `taskq worker --processes 2`)
      python bench/flow_control.py --runs quota,revoked   (quota exhausted; a pool with a revoked key)
 
 Each run: a fresh Redis, the simulator with --rate-limit RATE (OpenAI's 429 body and headers above it),
 N CHATGPT tasks admitted at once, one drain process with K calls in flight (or --pools P pools of
 `taskq worker --processes 2`). Figures: tasks COMPLETED/FAILED, wall time against the ideal N/RATE,
-the share of upstream calls that were 429s, and the most calls the simulator saw in any 1 s window.
+the share of upstream calls that were 429s, and the most calls the simulator saw in any 1 s window;
+the tpm run also the most tokens in any 10 s window against TPM/6 (each simulated call uses 60 tokens);
+and Redis commands per task (INFO commandstats over the run, the bench's own polling included).
 
 quota: the simulator serves QUOTA calls per key, then OpenAI's insufficient_quota; N CHATGPT and
 N/4 GEMINI tasks; watched for WATCH seconds: FAILED tasks, the lane's state, GEMINI's progress.
@@ -37,15 +41,18 @@ from bench.worker import DRAIN, Bench, spawn_out  # noqa: E402
 from taskq.settings import Settings  # noqa: E402
 
 LATENCY = "uniform:0.2,0.8"
+TOKENS_PER_CALL = 60  # the simulator's OpenAI usage.total_tokens
 
 
 @contextmanager
-def limited_simulator(rate: float, quota: int = 0, revoked: tuple[str, ...] = ()) -> Any:
+def limited_simulator(
+    rate: float, quota: int = 0, revoked: tuple[str, ...] = (), headers: bool = True
+) -> Any:
     port = free_port()
     code = (
         "from taskq.simulator.app import serve; "
         f"serve('127.0.0.1', {port}, '{LATENCY}', 0.0, rate_limit={rate}, quota={quota}, "
-        f"revoked={revoked!r})"
+        f"revoked={revoked!r}, limit_headers={headers!r})"
     )
     proc = spawn(["-c", code])
     url = f"http://127.0.0.1:{port}"
@@ -68,14 +75,28 @@ def busiest_second(times_ms: list[int]) -> int:
     return most
 
 
-def run(mode: str, n: int, k: int, rate: float, pools: int = 0) -> dict[str, Any]:
-    """One run in a fresh Redis and simulator; mode off | configured | learned."""
+def busiest_window(times_ms: list[int], window_ms: int) -> int:
+    """The most calls in any window of this length (sliding, at every call)."""
+    times_ms = sorted(times_ms)
+    most, lo = 0, 0
+    for hi, t in enumerate(times_ms):
+        while times_ms[lo] <= t - window_ms:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return most
+
+
+def run(mode: str, n: int, k: int, rate: float, pools: int = 0, tpm: float = 0.0) -> dict[str, Any]:
+    """One run in a fresh Redis and simulator; mode off | configured | learned | headers | tpm."""
     env = {"TASKQ_WORKER_CONCURRENCY": str(k), "TASKQ_MAX_ATTEMPTS": "5"}
     if mode == "off":
         env["TASKQ_FLOW_CONTROL"] = "false"
     elif mode == "configured":
         env["TASKQ_PROVIDER_RATES"] = f'{{"CHATGPT": {rate}}}'
-    with private_redis() as url, limited_simulator(rate) as sim:
+    elif mode == "tpm":
+        env["TASKQ_PROVIDER_RATES"] = f'{{"CHATGPT": {{"rps": {rate}, "tpm": {tpm}}}}}'
+    ideal = n / rate if mode != "tpm" else max(n / rate, n * TOKENS_PER_CALL / (tpm / 60))
+    with private_redis() as url, limited_simulator(rate, headers=mode != "learned") as sim:
         b = Bench(url)
         org = b.new_org()
         procs = start_workers(b, sim, k, pools, env)
@@ -83,7 +104,7 @@ def run(mode: str, n: int, k: int, rate: float, pools: int = 0) -> dict[str, Any
             time.sleep(3.0 if pools else 2.0)  # imports and first idle wait
             t0 = time.monotonic()
             ids = b.admit(org, n)
-            while b.remaining(org) and time.monotonic() - t0 < 40 * n / rate:
+            while b.remaining(org) and time.monotonic() - t0 < 40 * ideal:
                 time.sleep(0.05)
             wall = time.monotonic() - t0
         finally:
@@ -91,6 +112,7 @@ def run(mode: str, n: int, k: int, rate: float, pools: int = 0) -> dict[str, Any
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.communicate(timeout=60)
+        commands = sum(int(v["calls"]) for v in b.client.info("commandstats").values())
         statuses = statuses_of(b, org, ids)
         calls = httpx.get(sim + "/sim/calls").json()["calls"]
     limited = sum(1 for c in calls if c[3] == 429)
@@ -99,10 +121,12 @@ def run(mode: str, n: int, k: int, rate: float, pools: int = 0) -> dict[str, Any
         "completed": statuses.get("COMPLETED", 0),
         "failed": statuses.get("FAILED", 0),
         "wall": wall,
-        "ideal": n / rate,
+        "ideal": ideal,
         "calls": len(calls),
         "limited": limited,
         "busiest": busiest_second([c[0] for c in calls]),
+        "commands": commands / n,
+        "tokens10s": TOKENS_PER_CALL * busiest_window([c[0] for c in calls if c[3] == 200], 10_000),
     }
 
 
@@ -211,20 +235,23 @@ def row(label: str, r: dict[str, Any], rate: float) -> list[Any]:
         f"{r['completed'] / r['wall']:.1f}/s",
         f"{share:.1%} of {r['calls']}",
         f"{r['busiest']} (limit {rate:g})",
+        f"{r['commands']:.1f}",
     ]
 
 
-HEADER = ["run", "tasks", "time vs ideal N/rate", "tasks/s", "upstream 429s", "most calls in 1 s"]
+HEADER = ["run", "tasks", "time vs ideal N/rate", "tasks/s", "upstream 429s", "most calls in 1 s",
+          "Redis commands/task"]  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", default="off,configured,learned")
+    parser.add_argument("--runs", default="off,configured,learned,headers,tpm")
     parser.add_argument("--tasks", type=int, default=800)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--tpm", type=float, default=48000.0, help="tpm run: tokens per minute per key")
     parser.add_argument("--pools", type=int, default=0, help="P pools of `taskq worker --processes 2`")
     parser.add_argument("--quota", type=int, default=200, help="quota run: calls each key serves")
     parser.add_argument("--watch", type=float, default=60.0, help="quota run: seconds to watch")
@@ -247,9 +274,13 @@ def main() -> None:
                 f"{r['refused']} of {r['calls']} upstream calls were 401s"
             )
             continue
-        r = run(mode, opts.tasks, opts.concurrency, opts.rate, opts.pools)
+        r = run(mode, opts.tasks, opts.concurrency, opts.rate, opts.pools, opts.tpm)
         where = f"{opts.pools} pools x 2 processes" if opts.pools else "1 process"
-        rows.append(row(f"{mode}, {where}, K={opts.concurrency}", r, opts.rate))
+        label = {"learned": "learned (429s)", "headers": "learned (headers)", "tpm": f"tpm {opts.tpm:g}"}
+        rows.append(row(f"{label.get(mode, mode)}, {where}, K={opts.concurrency}", r, opts.rate))
+        if mode == "tpm":
+            print(f"tpm run: most tokens in any 10 s window {r['tokens10s']} (limit {opts.tpm / 6:g} "
+                  f"+ one call's {TOKENS_PER_CALL})")  # fmt: skip
     if rows:
         print(table(f"{opts.tasks} CHATGPT tasks at a {opts.rate:g} req/s provider limit", HEADER, rows))
 

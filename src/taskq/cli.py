@@ -122,6 +122,7 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> int:
         rate_limit=args.rate_limit,
         quota=args.quota,
         revoked=tuple(args.revoke_key),
+        limit_headers=not args.no_limit_headers,
     )
     return 0
 
@@ -319,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--quota", type=int, default=0, help="calls each key serves, then quota errors")
     sim.add_argument("--revoke-key", action="append", default=[], help="a key answered with 401 (repeatable)")
+    sim.add_argument("--no-limit-headers", action="store_true",
+                     help="under --rate-limit, x-ratelimit-* headers on 429s only")  # fmt: skip
     sim.set_defaults(handler=cmd_simulator)
 
     org = _command(sub, "org", "manage organizations").add_subparsers(

@@ -6,6 +6,11 @@ T:flow hash (keys.FLOW_FIELDS) and is enforced inside claim.lua (flow_lib.lua): 
 task whose call a key may make now. A refusal by the provider (throttle.lua) pauses the key for every
 worker and puts the task back in line without spending an attempt.
 
+Providers that state their limits (OpenAI's ``x-ratelimit-*`` headers, on every response) teach the
+limiter without a 429: a ``Learner`` in each drain (worker/learning.py) turns what a call's responses
+said into a note (flow_note.lua) only when it changes something: a new stated limit, a pause until a
+call is allowed again when none remained, the tokens a call used against a tokens-per-minute limit.
+
 The operator's functions, ``pause``, ``resume`` and ``status``, are what `taskq lane`, /metrics and the
 dashboard call. With several shards each shard paces its own share: the configured rate is split
 evenly between shards, and a 429 pauses the key in the shard of the task that met it.
@@ -44,12 +49,14 @@ def fingerprint(api_key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Lane:
-    """One task type's keys (fingerprint -> key) and its configured limit per key (0 = none)."""
+    """One task type's keys (fingerprint -> key) and its configured limits per key (0 = none): calls/s,
+    burst and tokens/s, each this shard's share."""
 
     task_type: str
     keys: dict[str, str]
     rate: float
     burst: int
+    tokens: float = 0.0
 
     @property
     def pool(self) -> list[str]:
@@ -63,14 +70,17 @@ def lanes(settings: Settings, task_types: Iterable[str]) -> dict[str, Lane]:
         keys = {fingerprint(key): key for key in settings.provider_keys(ttype)}
         limit = settings.provider_rate(ttype)
         rate = limit.rps / settings.shards if limit else 0.0
-        out[ttype] = Lane(ttype, keys, rate, limit.burst if limit else 1)
+        tokens = limit.tpm / 60 / settings.shards if limit and limit.tpm else 0.0
+        out[ttype] = Lane(ttype, keys, rate, limit.burst if limit else 1, tokens)
     return out
 
 
 def spec(settings: Settings, by_type: Mapping[str, Lane], *, clock: int | None = None) -> str:
     """The flow spec claim.lua reads (see flow_lib.lua)."""
     body: dict[str, Any] = {
-        "lanes": {t: [[fp, lane.rate, lane.burst] for fp in lane.keys] for t, lane in by_type.items()},
+        "lanes": {
+            t: [[fp, lane.rate, lane.burst, lane.tokens] for fp in lane.keys] for t, lane in by_type.items()
+        },
         "probe": int(settings.quota_probe_seconds * 1000),
         "ss": 1 if settings.rate_slow_start else 0,
     }
@@ -87,6 +97,7 @@ def announcement(by_type: Mapping[str, Lane], now_ms: int) -> dict[str, Any]:
             prefix = f"{ttype}/{fp}:"
             fields[prefix + "rate"] = lane.rate
             fields[prefix + "burst"] = lane.burst
+            fields[prefix + "tps"] = lane.tokens
             fields[prefix + "seen"] = now_ms
     return fields
 
@@ -177,6 +188,13 @@ def rate_now(slot: Mapping[str, str], now_ms: float, slow: bool = True) -> float
     return r if r < UNLIMITED else None
 
 
+def tokens_now(slot: Mapping[str, str]) -> float | None:
+    """The token rate (tokens/s) a claim limits this slot to; None when tokens are not limited
+    (flow_lib.slot_tps)."""
+    rates = [r for r in (_num(slot, "tps"), _num(slot, "ltps")) if r]
+    return min(rates) if rates else None
+
+
 def _slot_state(slot: Mapping[str, str], lane_paused: bool, now: int) -> str:
     if lane_paused:
         return "paused-by-operator"
@@ -191,7 +209,8 @@ def _slot_state(slot: Mapping[str, str], lane_paused: bool, now: int) -> str:
 
 def status(store: Sharded) -> list[dict[str, Any]]:
     """Every lane a worker announced or that has state: per key its state, configured and learned rate,
-    the rate in force, calls in the last second, 429s, paused-until and the provider's message."""
+    the rate in force, the same for tokens per minute and the tokens charged, calls in the last second,
+    429s, paused-until and the provider's message."""
     now = _now_ms()
     lanes_: dict[str, dict[str, Any]] = {}
     slots: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -259,6 +278,8 @@ def _key_row(fp: str, shards: Sequence[Mapping[str, str]], lane_paused: bool, no
         for s in shards
     )  # fmt: skip
     lcap = [_num(s, "lcap") for s in shards]
+    ltps = [_num(s, "ltps") for s in shards]
+    tps = [tokens_now(s) for s in shards]
     return {
         "key": fp,
         "state": state,
@@ -267,6 +288,10 @@ def _key_row(fp: str, shards: Sequence[Mapping[str, str]], lane_paused: bool, no
         "learnedRate": round(sum(x for x in learned if x), 3) if any(learned) else None,
         "statedLimit": round(sum(x for x in lcap if x), 3) if any(lcap) else None,
         "rate": None if any(r is None for r in in_force) else round(sum(r for r in in_force if r), 3),
+        "configuredTpm": round(total("tps") * 60, 3) or None,
+        "learnedTpm": round(sum(x for x in ltps if x) * 60, 3) if any(ltps) else None,
+        "tpm": None if any(t is None for t in tps) else round(sum(t for t in tps if t) * 60, 3),
+        "tokens": int(total("tok")),
         "callsPerSecond": calls_per_s,
         "calls": int(total("calls")),
         "rateLimited": int(total("n429")),

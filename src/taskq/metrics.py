@@ -174,6 +174,11 @@ def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Metric]:
     state = gauge("taskq_provider_key_state", "1 for the key's flow state", labels=[*labels, "state"])
     configured = gauge("taskq_provider_rate_configured", "Configured calls/s per key", labels=labels)
     learned = gauge("taskq_provider_rate_learned", "Rate learned from 429s (calls/s)", labels=labels)
+    stated = gauge("taskq_provider_rate_stated", "Limit the provider states (calls/s)", labels=labels)
+    tpm_configured = gauge("taskq_provider_tpm_configured", "Configured tokens/min per key", labels=labels)
+    tpm_stated = gauge("taskq_provider_tpm_stated", "Tokens/min the provider states", labels=labels)
+    tpm = gauge("taskq_provider_tpm", "Tokens/min claims limit the key to now", labels=labels)
+    tokens = counter("taskq_provider_tokens", "Tokens charged to token-limited keys", labels=labels)
     in_force = gauge("taskq_provider_rate", "Calls/s claims pace the key at now", labels=labels)
     per_s = gauge("taskq_provider_calls_per_second", "Calls started in the last second", labels=labels)
     calls = counter("taskq_provider_calls", "Calls started under flow control", labels=labels)
@@ -188,11 +193,17 @@ def lane_families(lanes: list[dict[str, Any]]) -> Iterator[Metric]:
                 (configured, key["configuredRate"]),
                 (learned, key["learnedRate"]),
                 (in_force, key["rate"]),
+                (stated, key["statedLimit"]),
+                (tpm_configured, key["configuredTpm"]),
+                (tpm_stated, key["learnedTpm"]),
+                (tpm, key["tpm"]),
             ):
                 if value is not None:
                     family.add_metric(at, value)
             per_s.add_metric(at, key["callsPerSecond"])
             calls.add_metric(at, key["calls"])
             limited.add_metric(at, key["rateLimited"])
+            tokens.add_metric(at, key["tokens"])
             paused.add_metric(at, (key["pausedUntil"] or 0) / 1000)
-    yield from (state, configured, learned, in_force, per_s, calls, limited, paused)
+    yield from (state, configured, learned, stated, in_force, tpm_configured, tpm_stated, tpm, tokens, per_s,
+                calls, limited, paused)  # fmt: skip

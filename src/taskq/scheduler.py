@@ -51,15 +51,16 @@ class Claimed:
     batch: str
     key: str = ""  # fingerprint of the API key this call may use (flow control), "" when not paced
     probe: bool = False  # the call probes a key whose quota was exhausted
+    reserved: float = 0.0  # tokens the claim reserved for this call (a tokens-per-minute limit)
 
     @classmethod
     def from_reply(cls, shard: Shard, row: Sequence[Any]) -> Claimed:
         (id_, token, ttype, payload, org, prio, created, idem, webhook, cost, attempts, started, batch,
          *flow) = (str(x) for x in row)  # fmt: skip
-        key, probe = [*flow, "", ""][:2]
+        key, probe, reserved = [*flow, "", "", ""][:3]
         return cls(shard, id_, token, ttype, payload, org, int(prio), int(created), idem, webhook,
                    int(cost or 0), int(attempts or 0), int(started or 0), batch, key,
-                   probe == "1")  # fmt: skip
+                   probe == "1", float(reserved or 0))  # fmt: skip
 
     def record(
         self, status: TaskStatus, now: int, *, result: str | None = None, error: str | None = None
@@ -247,6 +248,33 @@ def throttle(
             limit, refusal.message, int(give_up_seconds * 1000), int(probe_seconds * 1000), ",".join(pool),
             "" if clock is None else clock]  # fmt: skip
     return Op("throttle", [task.shard.proc, task.shard.flow], args, int)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """What a call's responses said about its key (flow_note.lua): stated limits (calls/s, tokens/s),
+    a pause (s), the tokens the call used (None: unknown) and what its claim reserved."""
+
+    limit: float | None = None
+    token_limit: float | None = None
+    pause: float | None = None
+    used: int | None = None
+    reserved: float = 0.0
+
+
+def note(
+    task: Claimed, note: Note, *, rate: float, burst: int, tokens: float, clock: int | None = None
+) -> Op[bool]:
+    """Note what a call of the task's key learned (notes of one shard share a script call)."""
+    pause = "" if note.pause is None else int(note.pause * 1000)
+    item = [task.task_type, task.key, rate, burst, tokens, _blank(note.limit), _blank(note.token_limit),
+            pause, _blank(note.used), note.reserved]  # fmt: skip
+    shared = ["" if clock is None else clock]
+    return Op("flow_note", [task.shard.flow], [*shared, *item], _first_ok, shared=len(shared))
+
+
+def _blank(value: float | None) -> float | str:
+    return "" if value is None else value
 
 
 def backoff(attempts: int, *, base: float, cap: float, hint: float | None, rng: random.Random) -> float:

@@ -73,21 +73,25 @@ def _upstream_settings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 class RateLimit(BaseModel):
-    """A provider's request rate, per API key: ``rps`` calls per second, ``burst`` calls at once.
+    """A provider's limits, per API key: ``rps`` calls per second, ``burst`` calls at once, and ``tpm``
+    tokens per minute (charged with the tokens each call's response says it used).
 
-    Written as a bare number (requests per second) or an object with ``rps`` or ``rpm`` and an
-    optional ``burst`` (default 1).
+    Written as a bare number (requests per second) or an object with ``rps`` or ``rpm``, an optional
+    ``burst`` (default 1) and an optional ``tpm``; at least one of rps, rpm and tpm.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rps: float = Field(gt=0)
+    rps: float = Field(default=0.0, ge=0)  # 0: no request rate configured (tpm only)
     burst: int = Field(default=1, ge=1)
+    tpm: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
     def _shapes(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not value > 0:
+                raise ValueError("a rate must be a positive number")
             return {"rps": value}
         if isinstance(value, dict) and "rpm" in value:
             if "rps" in value:
@@ -96,6 +100,8 @@ class RateLimit(BaseModel):
             if not isinstance(rpm, int | float) or isinstance(rpm, bool) or rpm <= 0:
                 raise ValueError("rpm must be a positive number")
             return {**{k: v for k, v in value.items() if k != "rpm"}, "rps": rpm / 60}
+        if isinstance(value, dict) and not value.get("rps") and value.get("tpm") is None:
+            raise ValueError("give rps, rpm or tpm")
         return value
 
 

@@ -30,9 +30,9 @@
 -- limiter, pause and quota allow a call); each claimed task takes a call of one key.
 --
 -- Returns one entry per claimed task: {id, token, type, payload, org, prio, created, idem, webhook,
--- cost, attempts, started, batch, key fingerprint, probe} (attempts counts this claim; started is the
--- first pickup; probe "1" for a quota probe), then, last, the ms until a lane that holds back queued
--- tasks reopens (-1: none does).
+-- cost, attempts, started, batch, key fingerprint, probe, tokens reserved} (attempts counts this claim;
+-- started is the first pickup; probe "1" for a quota probe; tokens reserved by the key's token limit,
+-- "0" for none), then, last, the ms until a lane that holds back queued tasks reopens (-1: none does).
 
 --#include queue_lib
 --#include flow_lib
@@ -219,13 +219,14 @@ while #out < k and rounds < k + 64 do
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
       turns[org] = rr
-      local fp, probe = "", ""
+      local fp, probe, reserved = "", "", 0
       if lane_of(ttype) then
-        fp, probe = lane_take(lane_of(ttype), fnow, slow, probe_ms)
-        fp, probe = fp or "", probe or ""
+        fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
+        fp, probe, reserved = fp or "", probe or "", reserved or 0
       end
       out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or "", fp, probe}
+        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or "", fp, probe,
+        string.format("%.17g", reserved)}
     end
     -- The popped lane's new head (or none: the lane left the org's types).
     local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")

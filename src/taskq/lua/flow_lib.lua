@@ -12,8 +12,14 @@
 -- paused it. Times are the server's clock (TIME) so every machine paces against one clock; a flow spec
 -- may carry an explicit clock (tests).
 --
--- Flow spec (JSON, one ARGV of claim.lua): {"lanes": {TYPE: [[fp, rate calls/s or 0, burst], ...]},
---   "probe": ms between quota probes, "ss": 1 for slow start, "clock": ms (optional)}
+-- Tokens: a slot with a token rate (configured, or the limit the provider's x-ratelimit-*-tokens headers
+-- stated: ltps) has a second GCRA over tokens (ttat) with no tolerance: a claim takes one call while
+-- ttat <= now and reserves the tokens its calls use on average (tavg; one second's worth until a call
+-- told); flow_note.lua charges what the call used (a debt when above the reservation). Over any window
+-- a slot's calls start with at most the window's worth of tokens plus one call's.
+--
+-- Flow spec (JSON, one ARGV of claim.lua): {"lanes": {TYPE: [[fp, rate calls/s or 0, burst,
+--   tokens/s or 0], ...]}, "probe": ms between quota probes, "ss": 1 for slow start, "clock": ms (optional)}
 
 local SS_RATE, SS_DOUBLE_MS, UNLIMITED = 10, 100, 10000
 local AI_PER_S, MD, MD_KNOWN, DECREASE_GAP_MS = 0.1, 0.7, 0.9, 1000
@@ -22,7 +28,8 @@ local TICK_MS = 50  -- a claim may take this much time's worth of calls at once 
 local FOREVER = 1e15  -- an operator's pause without an end
 local BIG = 1e9
 local SLOT_FIELDS = {"tat", "pause", "quota", "auth", "lrate", "lset", "lcap", "ss", "calls", "w", "wn",
-  "pn"}
+  "pn", "ttat", "tavg", "ltps", "tok"}
+local TAVG_WEIGHT = 0.2  -- weight of a call's tokens in the moving average a claim reserves
 
 local function flow_clock(clock)
   if clock and clock ~= cjson.null and clock ~= "" then
@@ -48,7 +55,8 @@ local function read_lane(fkey, ttype, slots)
   local lane = {type = ttype, pause = tonumber(v[1] or "0") or 0, slots = {}}
   local i = 2
   for _, s in ipairs(slots) do
-    local st = {fp = s[1], cfg = tonumber(s[2]) or 0, burst = tonumber(s[3]) or 1, dirty = {}}
+    local st = {fp = s[1], cfg = tonumber(s[2]) or 0, burst = tonumber(s[3]) or 1, tcfg = tonumber(s[4]) or 0,
+      dirty = {}}
     for _, f in ipairs(SLOT_FIELDS) do
       st[f] = tonumber(v[i])
       i = i + 1
@@ -98,6 +106,33 @@ local function slot_rate(st, now, slow)
   return nil
 end
 
+-- The slot's token rate (tokens/s): the configured one or the stated one, the lower; nil: none.
+local function slot_tps(st)
+  local tps = st.tcfg > 0 and st.tcfg or nil
+  if st.ltps and st.ltps > 0 and (not tps or st.ltps < tps) then
+    tps = st.ltps
+  end
+  return tps
+end
+
+-- Tokens a claim reserves for one call: the moving average of what the slot's calls used, or one
+-- second's worth until a call told.
+local function slot_estimate(st, tps)
+  return st.tavg or tps
+end
+
+-- Calls the token limit lets this slot start now: one while its bucket is not in debt (BIG: no limit).
+local function token_room(st, now)
+  local tps = slot_tps(st)
+  if not tps or slot_estimate(st, tps) <= 0 then
+    return BIG
+  end
+  if (st.ttat or 0) > now then
+    return 0
+  end
+  return 1
+end
+
 -- GCRA of a rate and burst: (emission interval, tolerance) in ms.
 local function gcra(r, burst)
   local t = 1000 / r
@@ -117,14 +152,14 @@ local function slot_room(st, now, slow)
   end
   local r = slot_rate(st, now, slow)
   if not r then
-    return BIG
+    return token_room(st, now)
   end
   local t, tau = gcra(r, st.burst)
   local ahead = math.max(st.tat or 0, now) - now
   if ahead > tau then
     return 0
   end
-  return math.floor((tau - ahead) / t) + 1
+  return math.min(math.floor((tau - ahead) / t) + 1, token_room(st, now))
 end
 
 -- When a closed slot may start a call again (ms), or nil (never by itself).
@@ -135,12 +170,16 @@ local function slot_reopens(st, now, slow)
   if (st.pause or 0) > now then
     return st.pause
   end
+  local at = now
   local r = slot_rate(st, now, slow)
-  if not r then
-    return now
+  if r then
+    local _, tau = gcra(r, st.burst)
+    at = math.max(st.tat or 0, now) - tau
   end
-  local _, tau = gcra(r, st.burst)
-  return math.max(st.tat or 0, now) - tau
+  if slot_tps(st) and (st.ttat or 0) > at then
+    at = st.ttat
+  end
+  return at
 end
 
 local function lane_room(lane, now, slow)
@@ -169,7 +208,8 @@ local function lane_reopens(lane, now, slow)
 end
 
 -- Take one call of the lane: the slot with room that is least ahead (then least used). Returns its
--- fingerprint and "1" for a quota probe ("" otherwise), or nil when the lane has no room.
+-- fingerprint, "1" for a quota probe ("" otherwise) and the tokens reserved, or nil when the lane has
+-- no room.
 local function lane_take(lane, now, slow, probe_ms)
   if lane.pause > now then
     return nil
@@ -200,6 +240,12 @@ local function lane_take(lane, now, slow, probe_ms)
       set(best, "tat", math.max(best.tat or 0, now) + t)
     end
   end
+  local reserved = 0
+  local tps = slot_tps(best)
+  if tps and probe == "" then
+    reserved = slot_estimate(best, tps)
+    set(best, "ttat", math.max(best.ttat or 0, now) + reserved * 1000 / tps)
+  end
   local sec = math.floor(now / 1000)
   if best.w ~= sec then
     set(best, "pn", best.w == sec - 1 and (best.wn or 0) or 0)
@@ -208,7 +254,24 @@ local function lane_take(lane, now, slow, probe_ms)
   end
   set(best, "wn", (best.wn or 0) + 1)
   set(best, "calls", (best.calls or 0) + 1)
-  return best.fp, probe
+  return best.fp, probe, reserved
+end
+
+-- A call of this slot ended: charge the tokens it used (nil: unknown, none) against what its claim
+-- reserved; learn the slot's tokens per call.
+local function slot_charge(st, now, used, reserved)
+  local tps = slot_tps(st)
+  if tps and (used or reserved > 0) then
+    local base = st.ttat or now
+    if reserved <= 0 then
+      base = math.max(base, now)
+    end
+    set(st, "ttat", base + ((used or 0) - reserved) * 1000 / tps)
+  end
+  if used then
+    set(st, "tavg", st.tavg and st.tavg + TAVG_WEIGHT * (used - st.tavg) or used)
+    set(st, "tok", (st.tok or 0) + used)
+  end
 end
 
 -- The HSET arguments of every changed slot field of these lanes (and nothing when none changed).

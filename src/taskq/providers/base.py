@@ -27,6 +27,7 @@ import httpx
 import orjson
 
 from taskq.errors import Code
+from taskq.providers.ratelimits import current, go_duration
 from taskq.schemas.payloads import Payload
 
 
@@ -150,6 +151,9 @@ async def send(
             f"could not reach {provider}: {type(exc).__name__}: {exc}",
             retryable=True,
         ) from exc
+    observed = current()
+    if observed is not None:  # a worker's call: flow control learns from every response's headers
+        observed.headers(response.headers)
     if not response.is_success:
         raise error_from_response(provider, response)
     return response
@@ -178,6 +182,9 @@ def json_object(provider: str, response: httpx.Response) -> dict[str, Any]:
             raise invalid(provider, f"not JSON ({_snippet(response.text)})") from exc
     if not isinstance(body, dict):
         raise invalid(provider, f"expected a JSON object, got {type(body).__name__}")
+    observed = current()
+    if observed is not None:  # the tokens the call used, for a tokens-per-minute limit
+        observed.usage(body)
     return body
 
 
@@ -211,19 +218,6 @@ def error_from_response(provider: str, response: httpx.Response) -> ProviderErro
         code, detail, retryable=retryable, retry_after=wait if retryable else None, status=status,
         limit=stated_limit(response.headers) if status == 429 else None,
     )  # fmt: skip
-
-
-_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def go_duration(text: str) -> float | None:
-    """Seconds in a Go-style duration (``1s``, ``6m0s``, ``12ms``), as OpenAI's x-ratelimit-reset-*."""
-    text = text.strip()
-    parts = _GO_PART.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        return None
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def stated_limit(headers: httpx.Headers) -> float | None:

@@ -18,7 +18,8 @@ Limits, per flavor and API key (as separate accounts would have them), answered 
 upstream rate limiters do:
 
     rate_limit N   N requests/s (a token bucket holding one second's worth); above it each flavor's
-                   own 429: OpenAI/xAI with retry-after(-ms) and x-ratelimit-* headers, Gemini
+                   own 429: OpenAI/xAI with retry-after(-ms) and x-ratelimit-* headers (on their
+                   successes too: the limit per minute, requests remaining, time until full), Gemini
                    RESOURCE_EXHAUSTED with a per-minute QuotaFailure and RetryInfo, Perplexity 429,
                    SerpApi's hourly throughput message
     quota N        N calls served, then each flavor's quota-exhausted error
@@ -32,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -83,6 +85,7 @@ class SimState:
     rate_limit: float = 0.0
     quota: int = 0
     revoked: frozenset[str] = frozenset()
+    limit_headers: bool = True  # OpenAI/xAI successes carry x-ratelimit-* headers under a rate limit
     buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # tokens, at
     served: Counter[tuple[str, str]] = field(default_factory=Counter)
     calls: deque[tuple[int, str, str, int]] = field(default_factory=lambda: deque(maxlen=200_000))
@@ -99,6 +102,18 @@ class SimState:
         self.buckets[(flavor, key)] = (tokens, now)
         return (1.0 - tokens) / self.rate_limit
 
+    def rate_headers(self, flavor: str, key: str) -> dict[str, str]:
+        """OpenAI's x-ratelimit-*-requests headers of a served call (xAI's are the same); others send none."""
+        if not self.rate_limit or not self.limit_headers or flavor not in ("openai", "xai"):
+            return {}
+        tokens, _ = self.buckets.get((flavor, key), (max(1.0, self.rate_limit), 0.0))
+        full_ms = math.ceil((max(1.0, self.rate_limit) - tokens) / self.rate_limit * 1000)
+        return {
+            "x-ratelimit-limit-requests": f"{self.rate_limit * 60:g}",
+            "x-ratelimit-remaining-requests": str(int(tokens)),
+            "x-ratelimit-reset-requests": f"{full_ms}ms" if full_ms < 1000 else f"{full_ms / 1000:g}s",
+        }
+
 
 STATE = web.AppKey("taskq_simulator", SimState)
 
@@ -112,6 +127,7 @@ def create_app(
     rate_limit: float = 0.0,
     quota: int = 0,
     revoked: tuple[str, ...] = (),
+    limit_headers: bool = True,
 ) -> web.Application:
     if not 0.0 <= error_rate <= 1.0:
         raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
@@ -119,7 +135,8 @@ def create_app(
         raise ValueError("rate_limit and quota must be >= 0")
     app = web.Application()
     app[STATE] = SimState(parse_latency(latency), error_rate, random.Random(seed), timeout_seconds,
-                          rate_limit=rate_limit, quota=quota, revoked=frozenset(revoked))  # fmt: skip
+                          rate_limit=rate_limit, quota=quota, revoked=frozenset(revoked),
+                          limit_headers=limit_headers)  # fmt: skip
     app.router.add_post("/v1/responses", _responses)
     app.router.add_post("/v1beta/models/{target}", _gemini)
     app.router.add_post("/chat/completions", _perplexity)
@@ -142,11 +159,14 @@ def serve(
     rate_limit: float = 0.0,
     quota: int = 0,
     revoked: tuple[str, ...] = (),
+    limit_headers: bool = True,
 ) -> None:
     """Run the simulator until interrupted (blocking); prints the URL to point upstream_base_url at."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(latency, error_rate, rate_limit=rate_limit, quota=quota, revoked=revoked)
+    app = create_app(
+        latency, error_rate, rate_limit=rate_limit, quota=quota, revoked=revoked, limit_headers=limit_headers
+    )
     url = f"http://{host}:{port}"
 
     def announce(_message: str) -> None:
@@ -332,7 +352,10 @@ async def _answer(request: web.Request, ask: Ask, key: str | None, scanned: str)
         return _send(failure(ask, fault))
     if empty:
         ask = replace(ask, empty=True)
-    return _send(success(ask))
+    reply = success(ask)
+    if state.rate_limit:
+        reply = replace(reply, headers={**reply.headers, **state.rate_headers(ask.flavor, fp)})
+    return _send(reply)
 
 
 def _limited(state: SimState, ask: Ask, key: str | None, fp: str) -> Reply | None:

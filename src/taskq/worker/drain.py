@@ -42,6 +42,7 @@ from taskq.worker.clients import redis_client, steady_gc
 from taskq.worker.debug import DUMP_SIGNAL, dump_tasks
 from taskq.worker.execute import context, execute
 from taskq.worker.http import http_client
+from taskq.worker.learning import Learner
 from taskq.worker.leases import Leases, reap_forever
 from taskq.worker.loops import first_done, pause, reraise_cancellation, stop_tasks
 from taskq.worker.schedules import run_schedules
@@ -92,6 +93,7 @@ class Drain:
         self.lanes = flow.lanes(settings, configs) if settings.flow_control else {}
         self.flow_spec = flow.spec(settings, self.lanes) if self.lanes else ""
         self._reopens: float | None = None  # seconds until a paced lane with queued tasks reopens
+        self.learner = Learner(self.lanes, settings.shards) if self.lanes else None
         self._logged: dict[tuple[str, str], float] = {}  # (type, key) -> last rate-limit log (monotonic)
         self.slot_freed = asyncio.Event()
         self.rng = random.Random()
@@ -283,6 +285,8 @@ class Drain:
     async def _run(self, task: Claimed) -> None:
         try:
             outcome = await execute(task, self.http, self.configs, self.settings, self.rng, self.lanes)
+            if self.learner is not None and (outcome.observed is not None or task.reserved):
+                self.learner.learn(self.ops, task, outcome.observed)  # flow control: what the responses said
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
             self.leases.settling.add(task.id)

@@ -15,6 +15,7 @@ import httpx
 from taskq.errors import Code
 from taskq.flow import Lane
 from taskq.providers import SPECS, ProviderConfig, ProviderError
+from taskq.providers.ratelimits import Observed, observe
 from taskq.scheduler import (
     Claimed,
     Refusal,
@@ -41,6 +42,7 @@ class Outcome:
     message: str | None = None
     refusal: Refusal | None = None  # the provider refused the key, not the task (see taskq.flow)
     fallback: Op[bool] | None = None  # applied when the throttle answers MUST_FAIL
+    observed: Observed | None = None  # what the responses said about limits and tokens (flow control)
 
 
 def context(task: Claimed) -> dict[str, Any]:
@@ -49,6 +51,25 @@ def context(task: Claimed) -> dict[str, Any]:
 
 
 async def execute(
+    task: Claimed,
+    http: httpx.AsyncClient,
+    configs: dict[str, ProviderConfig],
+    settings: Settings,
+    rng: random.Random,
+    lanes: Mapping[str, Lane] | None = None,
+) -> Outcome:
+    """``attempt`` with what the provider's responses said about its limits and the tokens used, when
+    they said something (x-ratelimit-* headers, a usage block) and flow control is on (``lanes``)."""
+    if not lanes:
+        return await attempt(task, http, configs, settings, rng, lanes)
+    observed = observe()
+    outcome = await attempt(task, http, configs, settings, rng, lanes)
+    if observed.requests is None and observed.tokens is None and observed.used is None:
+        return outcome
+    return dataclasses.replace(outcome, observed=observed)
+
+
+async def attempt(
     task: Claimed,
     http: httpx.AsyncClient,
     configs: dict[str, ProviderConfig],
