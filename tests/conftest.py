@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
-import redis
 
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.clients import Client, fake_client, sync_client
 from tests.support.drain import run_drain
 from tests.support.env import EXTERNAL_REDIS_URL, REAL_REDIS_URL, real_redis_client
 from tests.support.orgs import NewOrg, new_org
@@ -25,7 +24,7 @@ from tests.support.waits import stuck_work
 
 
 @pytest.fixture
-def real_redis() -> Iterator[redis.Redis]:
+def real_redis() -> Iterator[Client]:
     client = real_redis_client()
     client.flushdb()
     yield client
@@ -34,10 +33,10 @@ def real_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def private_redis() -> Iterator[redis.Redis]:
+def private_redis() -> Iterator[Client]:
     """A real Redis this test process started: the only kind that server-wide commands may touch."""
     server = PrivateRedis().start() if EXTERNAL_REDIS_URL else None
-    client = redis.Redis.from_url(server.url if server else REAL_REDIS_URL, decode_responses=True)
+    client = sync_client(server.url if server else REAL_REDIS_URL)
     client.flushdb()
     yield client
     client.flushdb()
@@ -47,10 +46,10 @@ def private_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.redis)])
-def rclient(request: pytest.FixtureRequest) -> Iterator[Any]:
+def rclient(request: pytest.FixtureRequest) -> Iterator[Client]:
     """Each test using this runs on fakeredis (with Lua) and on the real Redis."""
     if request.param == "fake":
-        client = fakeredis.FakeRedis(decode_responses=True)
+        client = fake_client()
         yield client
         client.close()
     else:
@@ -63,12 +62,12 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def store(rclient: Any, settings: Settings) -> Store:
+def store(rclient: Client, settings: Settings) -> Store:
     return Store(rclient, settings.shards)
 
 
 @pytest.fixture
-def app(settings: Settings, rclient: Any) -> Any:
+def app(settings: Settings, rclient: Client) -> Any:
     from taskq.api import create_app
 
     application = create_app(settings, client=rclient)
@@ -108,7 +107,7 @@ def make_upstream() -> Iterator[Callable[..., Upstream]]:
 
 
 @pytest.fixture
-def drain(real_redis: redis.Redis) -> Callable[..., Any]:
+def drain(real_redis: Client) -> Callable[..., Any]:
     """Factory: drain(settings, until, org=, concurrency=, timeout=) runs a drain in this process until
     until() holds and returns its stats; with org, a drain that ends first fails the test with what the
     org's shard still holds."""

@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from taskq.store import Store
+from tests.support.clients import sync_client
 from tests.support.processes import Processes, start_intake, worker_env
 from tests.support.redis_server import RedisServer
 from tests.support.submitters import Submitter
@@ -47,7 +48,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     procs = Processes(work / "logs")
     server = RedisServer(work / "redis").start()
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = sync_client(server.url)
     store = Store(client)
     org, key = store.create_org("soak", credits=10**9, concurrency=1000, queue_limit=10**6)
     shard = store.org(org).shard

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.support.clients import async_client
 from tests.support.orgs import auth
 
 
@@ -131,8 +132,6 @@ def test_trimming_expired_tasks_keeps_listing_cursors_valid(
 def test_sweeper_trims_each_org_listing_of_its_shard_once_a_minute(real_redis: Any) -> None:
     import asyncio
 
-    import redis.asyncio
-
     from taskq.asyncops import AsyncScheduler
     from taskq.store import Store
     from taskq.worker.leases import sweep_once
@@ -148,7 +147,7 @@ def test_sweeper_trims_each_org_listing_of_its_shard_once_a_minute(real_redis: A
             real_redis.hset(store.org(org).shard.task(f"live-{i}"), "status", "QUEUED")
 
     async def sweep() -> tuple[int, int]:
-        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         try:
             ops = AsyncScheduler(client)
             shard = store.org(orgs[0]).shard

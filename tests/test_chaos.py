@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from taskq import keys
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL, env_float, env_int
 from tests.support.orgs import auth
 from tests.support.processes import Processes, session_members, start_simulator, worker_env
@@ -44,7 +44,7 @@ CREDITS = 10**9
 
 @pytest.mark.timeout(120 + int(TASKS / 25))
 def test_kill_9_every_few_seconds_completes_every_task_exactly_once(
-    real_redis: redis.Redis, tmp_path: Path
+    real_redis: Client, tmp_path: Path
 ) -> None:
     store = Store(real_redis)
     org, key = store.create_org("chaos", credits=CREDITS, concurrency=10_000, queue_limit=10**6)

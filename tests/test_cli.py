@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.cli import build_parser, main
 from taskq.ops import OpsError
 from taskq.ops.stack import resolve_target
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.redis_server import free_port
 
@@ -60,7 +60,7 @@ def test_a_command_module_that_fails_to_import_is_a_loud_error(monkeypatch: pyte
 
 
 @pytest.fixture
-def cli(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+def cli(real_redis: Client, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """Run `taskq ARGS` in this process against the test Redis; returns (exit code, JSON out, stderr)."""
     monkeypatch.setenv("TASKQ_REDIS_URL", REAL_REDIS_URL)
 
@@ -75,7 +75,7 @@ def cli(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest
     return run
 
 
-def snapshot(client: redis.Redis) -> dict[str, Any]:
+def snapshot(client: Client) -> dict[str, Any]:
     return {str(key): client.dump(key) for key in sorted(client.keys("*"))}
 
 
@@ -95,7 +95,7 @@ def snapshot(client: redis.Redis) -> dict[str, Any]:
     ],
 )
 def test_negative_or_absurd_numbers_are_refused_and_change_nothing(
-    cli: Any, real_redis: redis.Redis, args: list[str], complaint: str
+    cli: Any, real_redis: Client, args: list[str], complaint: str
 ) -> None:
     org, _ = Store(real_redis).create_org("acme", credits=100, concurrency=5, queue_limit=50)
     before = snapshot(real_redis)
@@ -105,14 +105,14 @@ def test_negative_or_absurd_numbers_are_refused_and_change_nothing(
     assert snapshot(real_redis) == before
 
 
-def test_org_set_without_a_change_says_what_it_takes(cli: Any, real_redis: redis.Redis) -> None:
+def test_org_set_without_a_change_says_what_it_takes(cli: Any, real_redis: Client) -> None:
     org, _ = Store(real_redis).create_org("acme", credits=1, concurrency=1, queue_limit=1)
     code, out, err = cli("org", "set", org)
     assert code == 1 and out is None and "Traceback" not in err
     assert json.loads(err)["error"]["message"].startswith("nothing to change: pass --concurrency")
 
 
-def test_organizations_are_named_by_id_or_name_in_every_command(cli: Any, real_redis: redis.Redis) -> None:
+def test_organizations_are_named_by_id_or_name_in_every_command(cli: Any, real_redis: Client) -> None:
     code, created, _ = cli("org", "create", "acme", "--credits", "100")
     assert code == 0
     org = created["orgId"]
@@ -127,7 +127,7 @@ def test_organizations_are_named_by_id_or_name_in_every_command(cli: Any, real_r
     assert Store(real_redis).org_fields(org)["concurrency"] == "7"
 
 
-def test_a_name_two_organizations_share_is_refused_with_their_ids(cli: Any, real_redis: redis.Redis) -> None:
+def test_a_name_two_organizations_share_is_refused_with_their_ids(cli: Any, real_redis: Client) -> None:
     a, _ = Store(real_redis).create_org("twin", credits=1, concurrency=1, queue_limit=1)
     b, _ = Store(real_redis).create_org("twin", credits=1, concurrency=1, queue_limit=1)
     code, out, err = cli("org", "show", "twin")
@@ -147,7 +147,7 @@ def test_a_name_two_organizations_share_is_refused_with_their_ids(cli: Any, real
     ],
 )
 def test_an_unknown_organization_is_an_error_with_exit_1(
-    cli: Any, real_redis: redis.Redis, args: list[str]
+    cli: Any, real_redis: Client, args: list[str]
 ) -> None:
     code, out, err = cli(*args)
     assert code == 1 and out is None
@@ -160,7 +160,7 @@ def test_an_unknown_organization_is_an_error_with_exit_1(
 
 # The running stack's card, found from anywhere in the project ----------------------------------------
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_redis: redis.Redis) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_redis: Client) -> Path:
     """A project directory whose .taskq/stack.json names a running stack (this process) on the test Redis;
     no TASKQ_REDIS_URL, and no local Redis for taskq to fall back on."""
     for name in ("TASKQ_REDIS_URL", "REDIS_URL", "TASKQ_DATA_DIR", "TASKQ_STACK_FILE"):
@@ -178,7 +178,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_redis: redis.R
 def test_org_commands_use_the_running_stacks_redis_from_a_subdirectory(
     project: Path,
     monkeypatch: pytest.MonkeyPatch,
-    real_redis: redis.Redis,
+    real_redis: Client,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(project / "src" / "deep")
@@ -189,7 +189,7 @@ def test_org_commands_use_the_running_stacks_redis_from_a_subdirectory(
 
 def test_stack_names_the_stack_file_from_any_directory(
     project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
-    real_redis: redis.Redis, capsys: pytest.CaptureFixture[str],
+    real_redis: Client, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     assert main(["org", "create", "far", "--credits", "5"]) == 1  # no stack here, no Redis to guess
@@ -203,7 +203,7 @@ def test_stack_names_the_stack_file_from_any_directory(
 def test_a_stack_file_of_a_stopped_stack_is_not_used(
     project: Path,
     monkeypatch: pytest.MonkeyPatch,
-    real_redis: redis.Redis,
+    real_redis: Client,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     card = project / ".taskq" / "stack.json"

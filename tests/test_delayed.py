@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.admission import Accepted, admit
 from taskq.scheduler import ALL_TYPES, claim
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.drain import run_drain, settled
 from tests.support.env import REAL_REDIS_URL
 from tests.support.orgs import auth
@@ -128,7 +128,7 @@ def test_bad_delays_are_refused_naming_the_field(
 
 
 @pytest.mark.redis
-def test_a_drain_claims_a_delayed_task_not_before_it_is_due(real_redis: redis.Redis) -> None:
+def test_a_drain_claims_a_delayed_task_not_before_it_is_due(real_redis: Client) -> None:
     """A real drain idle on its wake list (5 s idle wait): the task starts once due, never before."""
     store = Store(real_redis)
     with Upstream() as upstream:

@@ -8,8 +8,6 @@ import json
 from typing import Any
 
 import pytest
-import redis
-import redis.asyncio
 import standardwebhooks
 
 from taskq import deliveries
@@ -17,6 +15,7 @@ from taskq.deliveries import stored
 from taskq.scripts import Scripts, merge_shared
 from taskq.store import Store, now_ms
 from taskq.webhooks.signing import generate_secret
+from tests.support.clients import Client, async_client
 from tests.support.deliveries import deliver_until, finish_task, log_of, states
 from tests.support.env import REAL_REDIS_URL
 from tests.support.receiver import Receiver, receiving
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def rstore(real_redis: redis.Redis) -> Store:
+def rstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 
@@ -39,7 +38,7 @@ def org(rstore: Store) -> tuple[str, list[str]]:
 
 # Tests ----------------------------------------------------------------------------------------------
 def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
 
@@ -77,7 +76,7 @@ def test_finished_tasks_webhooks_arrive_signed_and_are_recorded(
 
 
 def test_a_failing_receiver_gets_one_success_per_event_with_a_stable_id_and_backoff(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
 
@@ -111,7 +110,7 @@ def test_a_failing_receiver_gets_one_success_per_event_with_a_stable_id_and_back
 
 
 def test_retry_after_on_429_is_honoured(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
 
@@ -128,7 +127,7 @@ def test_retry_after_on_429_is_honoured(
     assert second.at - first.at >= 0.95  # Retry-After: 1 beats the 0.05 s schedule
 
 
-def test_410_gone_stops_at_once(real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]) -> None:
+def test_410_gone_stops_at_once(real_redis: Client, rstore: Store, org: tuple[str, list[str]]) -> None:
     org_id, secrets = org
 
     async def run() -> tuple[str, str, Receiver]:
@@ -149,7 +148,7 @@ def test_410_gone_stops_at_once(real_redis: redis.Redis, rstore: Store, org: tup
 
 
 def test_a_spent_schedule_marks_the_delivery_failed(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
 
@@ -170,7 +169,7 @@ def test_a_spent_schedule_marks_the_delivery_failed(
 
 
 def test_a_hanging_receiver_does_not_slow_other_receivers(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
     # 8 sends in flight, at most 2 per receiver; the hanging receiver never answers within the test
@@ -200,7 +199,7 @@ def test_a_hanging_receiver_does_not_slow_other_receivers(
 
 
 def test_during_a_secret_rotation_both_signatures_are_sent_and_each_verifies(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, [old] = org
     new = rstore.rotate_webhook_secret(org_id, overlap_seconds=3600)
@@ -223,7 +222,7 @@ def test_during_a_secret_rotation_both_signatures_are_sent_and_each_verifies(
 
 
 def test_a_delivery_whose_sender_died_is_sent_again_with_the_same_id(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
     shard = rstore.org(org_id).shard
@@ -231,7 +230,7 @@ def test_a_delivery_whose_sender_died_is_sent_again_with_the_same_id(
     async def run() -> tuple[str, str, Receiver]:
         async with receiving(secrets) as rx:
             task_id, delivery_id = finish_task(rstore, org_id, rx.base + "/ok")
-            client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+            client = async_client(REAL_REDIS_URL)
             now = now_ms()  # a sender claims it with a short lease, then dies without sending
             [claimed], _ = await deliveries.claim(Scripts(client), shard, now, now + 50, 10)
             await client.aclose()
@@ -268,14 +267,14 @@ async def _three_records(client: Any, shard: Any) -> list[Any]:
 
 
 def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, _ = org
     shard = rstore.org(org_id).shard
     finish_task(rstore, org_id, "http://127.0.0.1:9/ok")
 
     async def run() -> list[str]:
-        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         scripts = Scripts(client)
         results = []
         for op in await _three_records(client, shard):  # one call each
@@ -288,7 +287,7 @@ def test_only_the_current_claim_moves_a_delivery_but_a_late_success_counts(
 
 
 def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     """The same three records as above, sent together as the worker batches them: same answers."""
     org_id, _ = org
@@ -296,7 +295,7 @@ def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
     task_id, _ = finish_task(rstore, org_id, "http://127.0.0.1:9/ok")
 
     async def run() -> list[str]:
-        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         calls, members = merge_shared(await _three_records(client, shard))
         assert len(calls) == 1 and members == [[0, 1, 2]]
         [call] = calls
@@ -314,7 +313,7 @@ def test_records_sharing_one_call_are_each_checked_against_their_own_claim(
 
 
 def test_an_expired_task_is_not_recreated_by_its_deliveries(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     org_id, secrets = org
     shard = rstore.org(org_id).shard
@@ -343,7 +342,7 @@ def test_an_expired_task_is_not_recreated_by_its_deliveries(
 
 
 def test_a_task_expires_only_once_its_first_delivery_is_final(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     """The first delivery lives in its task's hash: the task has no expiry while the delivery waits
     (however long its retries take), and expires the retention after it is final, with its list of
@@ -377,7 +376,7 @@ def test_a_task_expires_only_once_its_first_delivery_is_final(
 
 
 def test_a_redelivery_record_is_final_on_its_own_and_marks_its_task(
-    real_redis: redis.Redis, rstore: Store, org: tuple[str, list[str]]
+    real_redis: Client, rstore: Store, org: tuple[str, list[str]]
 ) -> None:
     """A delivery with a record of its own (a redelivery): delivered, it expires after the retention,
     and its task counts the attempt and shows the delivery."""

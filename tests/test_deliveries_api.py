@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.api import create_app
 from taskq.api import webhooks as webhook_api
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.deliveries import deliver_until, finish_task, states
 from tests.support.orgs import auth
 from tests.support.receiver import Receiver, receiving
@@ -74,7 +74,7 @@ def test_redeliveries_of_one_task_are_capped(wh_http: Any, store: Store, make_or
 # Through the delivery loop (real Redis) ------------------------------------------------------------
 @pytest.mark.redis
 def test_deliveries_lists_every_attempt_and_redeliver_sends_the_same_event_again(
-    real_redis: redis.Redis,
+    real_redis: Client,
 ) -> None:
     settings = make_settings("webhooks")
     http = client_for(create_app(settings, client=real_redis))

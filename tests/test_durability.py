@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from taskq import keys
 from taskq.api import create_app
@@ -22,6 +21,7 @@ from taskq.connection import SentinelURL, connect
 from taskq.durability import AsyncCommitter, Committer, DurabilityUnsupported, Policy, check_server
 from taskq.errors import Unconfirmed
 from taskq.store import Store
+from tests.support.clients import async_client, sync_client
 from tests.support.env import IN_CI
 from tests.support.orgs import auth
 from tests.support.redis_server import PrivateRedis
@@ -75,10 +75,9 @@ def test_concurrent_confirms_share_commits(node: Node) -> None:
 
 
 def test_async_confirms_share_one_commit(node: Node) -> None:
-    import redis.asyncio as aioredis
 
     async def main() -> int:
-        client = aioredis.Redis(host="127.0.0.1", port=node.port, decode_responses=True)
+        client = async_client(f"redis://127.0.0.1:{node.port}")
         try:
             committer = AsyncCommitter(client, Policy.of(make_settings(durability="local")))  # type: ignore[arg-type]
             await client.set("a", "1")
@@ -142,7 +141,7 @@ def test_durability_refuses_a_server_without_an_append_only_file() -> None:
     server = PrivateRedis().start()  # appendonly no
     try:
         with pytest.raises(DurabilityUnsupported, match="appendonly yes"):
-            create_app(make_settings(durability="local"), client=redis.Redis.from_url(server.url))
+            create_app(make_settings(durability="local"), client=sync_client(server.url))
     finally:
         server.stop()
 

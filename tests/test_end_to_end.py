@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.flow import fingerprint
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.orgs import auth
 from tests.support.receiver import Receiver
@@ -45,7 +45,7 @@ HOOKED = {"redis_url": REAL_REDIS_URL, "worker_idle_wait_seconds": 0.1,
 
 
 def submit(
-    app_settings: Any, real_redis: redis.Redis, tasks: list[dict[str, Any]]
+    app_settings: Any, real_redis: Client, tasks: list[dict[str, Any]]
 ) -> tuple[Any, str, str, list[str]]:
     from taskq.api import create_app
 
@@ -62,7 +62,7 @@ def finished(http: Any, key: str, ids: list[str]) -> Any:
 
 
 def test_every_task_type_completes_through_the_simulator(
-    simulator: Upstream, real_redis: redis.Redis, drain: Any
+    simulator: Upstream, real_redis: Client, drain: Any
 ) -> None:
     cfg = make_settings("drain", upstream=simulator.url, retry_max_seconds=0.3)
     tasks = [{"taskType": t, "payload": p, "priority": 1 + n} for n, (t, p) in enumerate(TASKS.items())]
@@ -82,7 +82,7 @@ def test_every_task_type_completes_through_the_simulator(
 
 
 def test_injected_429_is_run_again_without_spending_an_attempt_and_400_fails_at_once(
-    simulator: Upstream, real_redis: redis.Redis, drain: Any
+    simulator: Upstream, real_redis: Client, drain: Any
 ) -> None:
     cfg = make_settings("drain", upstream=simulator.url, retry_max_seconds=0.3)
     tasks = [
@@ -105,7 +105,7 @@ def test_injected_429_is_run_again_without_spending_an_attempt_and_400_fails_at_
 
 
 def test_a_hanging_receiver_does_not_slow_task_completion(
-    simulator: Upstream, real_redis: redis.Redis, drain: Any
+    simulator: Upstream, real_redis: Client, drain: Any
 ) -> None:
     with Receiver() as hook:
         cfg = make_settings(upstream=simulator.url, **HOOKED)  # every send hangs until its 30 s timeout
@@ -132,7 +132,7 @@ def test_a_hanging_receiver_does_not_slow_task_completion(
 
 
 def test_batch_webhook_arrives_once_after_the_last_task_signed(
-    simulator: Upstream, real_redis: redis.Redis, drain: Any
+    simulator: Upstream, real_redis: Client, drain: Any
 ) -> None:
     from standardwebhooks import Webhook
 

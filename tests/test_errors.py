@@ -12,6 +12,7 @@ import redis
 from taskq import errors
 from taskq.api.errors import STATUS, status_of
 from taskq.errors import TASK_FAILURES, Code, TaskqError
+from tests.support.clients import Client
 
 
 def subclasses(cls: type[TaskqError]) -> list[type[TaskqError]]:
@@ -90,7 +91,7 @@ def test_every_key_without_arguments_is_a_declared_attribute_of_shard() -> None:
 
 @pytest.mark.redis
 def test_a_started_script_call_is_one_evalsha_reloads_after_noscript_and_raises_its_error(
-    private_redis: redis.Redis,
+    private_redis: Client,
 ) -> None:
     from taskq.keys import Shard
     from taskq.scripts import Scripts
@@ -113,7 +114,7 @@ def test_a_started_script_call_is_one_evalsha_reloads_after_noscript_and_raises_
 
 @pytest.mark.redis
 def test_a_forked_process_starts_script_calls_on_helper_threads_of_its_own(
-    private_redis: redis.Redis,
+    private_redis: Client,
 ) -> None:
     from taskq.keys import Shard
     from taskq.scripts import Scripts

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from taskq import flow
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.test_flow_worker import LimitedSimulator, new_org, settings_for, settled
 from tests.test_scheduler_support import admit_tasks, request, status_of
 from tests.test_worker import run_drain
@@ -22,7 +22,7 @@ TOKENS_PER_CALL = 60  # the simulator's OpenAI usage.total_tokens
 
 
 @pytest.fixture
-def hstore(real_redis: redis.Redis) -> Store:
+def hstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 

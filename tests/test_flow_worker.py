@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from taskq import flow
 from taskq.flow import fingerprint
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.drain import run_drain
 from tests.support.orgs import new_org
 from tests.support.settings import make_settings
@@ -23,7 +23,7 @@ ROOMY = {"credits": 10**6, "concurrency": 1000, "queue_limit": 10**6}
 
 
 @pytest.fixture
-def fstore(real_redis: redis.Redis) -> Store:
+def fstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 

@@ -21,6 +21,7 @@ from taskq import keys
 from taskq.connection import resolve_url
 from taskq.embedded import server_binary
 from taskq.store import Store
+from tests.support.clients import sync_client
 from tests.support.redis_server import PrivateRedis, free_port
 from tests.support.settings import make_settings
 
@@ -134,7 +135,7 @@ def test_taskq_up_beside_a_foreign_local_redis_runs_on_its_embedded_one(
         created = subprocess.run(
             argv, cwd=tmp_path / ".taskq", env=env, capture_output=True, text=True, timeout=60
         )
-        orgs = Store(redis.Redis.from_url(info["redisUrl"], decode_responses=True)).list_orgs()
+        orgs = Store(sync_client(info["redisUrl"])).list_orgs()
     finally:
         up.send_signal(signal.SIGINT)
         err = up.communicate(timeout=120)[1]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import fakeredis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import fake_client
 from tests.support.settings import make_settings
 
-_client = fakeredis.FakeRedis(decode_responses=True)
+_client = fake_client()
 _app: Any = create_app(
     make_settings(rate_limit_per_second=10**9, webhook_resolve_timeout_seconds=0.01), client=_client
 )

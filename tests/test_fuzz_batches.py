@@ -8,16 +8,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import fakeredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskq.api import create_app
 from taskq.errors import Code
 from taskq.store import Store
+from tests.support.clients import fake_client
 from tests.support.settings import make_settings
 
-_client = fakeredis.FakeRedis(decode_responses=True)
+_client = fake_client()
 _app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)
 _http = _app.test_client()
 _store = Store(_client)

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import Client, sync_client
 from tests.support.orgs import auth
 from tests.support.settings import make_settings
 
@@ -20,7 +20,7 @@ TASK = {"taskType": "CHATGPT", "payload": {"prompt": "What is taskq?", "country"
 
 
 @pytest.fixture
-def intake(private_redis: redis.Redis) -> Iterator[tuple[Any, Store, str, str]]:
+def intake(private_redis: Client) -> Iterator[tuple[Any, Store, str, str]]:
     """On a private server: one test sets the server's maxmemory."""
     settings = make_settings()
     store = Store(private_redis, settings.shards)
@@ -57,7 +57,7 @@ def test_redis_refusing_writes_is_a_503(intake: tuple[Any, Store, str, str]) -> 
 
 
 def test_an_unreachable_redis_is_a_503() -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=0.5)
+    dead = sync_client("redis://127.0.0.1:1", socket_connect_timeout=0.5)
     http: Any = create_app(make_settings(), client=dead).test_client()
     r = http.post("/v1/async/task", json=TASK, headers=auth("sk_live_" + "0" * 32))
     assert r.status_code == 503, r.json

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL, env_float, env_int
 from tests.support.processes import Processes, start_intake, start_simulator, worker_env
 from tests.support.tasks import org_counters, task_fields
@@ -55,9 +55,7 @@ def client_loop(url: str, key: str, stop: threading.Event, seed: int, acked: lis
 
 
 @pytest.mark.timeout(120 + int(SECONDS * 2))
-def test_sustained_submission_keeps_limits_and_exact_credits(
-    real_redis: redis.Redis, procs: Processes
-) -> None:
+def test_sustained_submission_keeps_limits_and_exact_credits(real_redis: Client, procs: Processes) -> None:
     store = Store(real_redis)
     org, key = store.create_org("load", credits=CREDITS, concurrency=1000, queue_limit=QUEUE_LIMIT)
     shard = store.org(org).shard

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import redis
 
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.drain import drain
+from tests.support.clients import Client
 from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
 from tests.support.orgs import auth
 from tests.support.processes import Processes, start_intake
@@ -98,7 +98,7 @@ def post_all(app: Any, key: str, calls: list[tuple[str, dict[str, Any]]]) -> lis
 
 
 def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
-    sim: Upstream, real_redis: redis.Redis
+    sim: Upstream, real_redis: Client
 ) -> None:
     from taskq.api import create_app
 
@@ -131,7 +131,7 @@ def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
 
 
 def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
-    sim: Upstream, real_redis: redis.Redis
+    sim: Upstream, real_redis: Client
 ) -> None:
     from taskq.api import create_app
 
@@ -149,7 +149,7 @@ def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
     assert int(Store(real_redis).org_fields(org)["credits"]) == 100 - 7
 
 
-def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: redis.Redis) -> None:
+def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: Client) -> None:
     """A call that keeps failing is retried until its deadline and then answered 500 at once."""
     from taskq.api import create_app
 
@@ -180,7 +180,7 @@ def raw_request(base: str, key: str, body: dict[str, Any]) -> socket.socket:
 
 
 def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not_charged(
-    procs: Processes, real_redis: redis.Redis
+    procs: Processes, real_redis: Client
 ) -> None:
     with Upstream("1.5", simulator=True) as slow:
         env = {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": slow.url,

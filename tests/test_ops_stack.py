@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 
 from taskq import keys
@@ -17,12 +16,13 @@ from taskq.ops import OpsError
 from taskq.ops.stack import Target, read_stack, remove_stack, resolve_target, write_stack
 from taskq.ops.stackorg import CREDITS, ensure_stack_org
 from taskq.store import Store
+from tests.support.clients import fake_client
 from tests.support.settings import make_settings
 
 
 @pytest.fixture
 def store() -> Any:
-    client = fakeredis.FakeRedis(decode_responses=True)
+    client = fake_client()
     yield Store(client)
     client.close()
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from taskq.embedded import EmbeddedServer, server_binary
+from tests.support.clients import sync_client
 from tests.support.redis_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -109,7 +109,7 @@ def task_statuses(data_dir: Path, port: int) -> tuple[Counter[str], int]:
     """Statuses of every task in the stack's (stopped) Redis, and how many leases are left."""
     server = EmbeddedServer(port, str(data_dir / "redis")).start()
     try:
-        client = redis.Redis.from_url(server.url, decode_responses=True)
+        client = sync_client(server.url)
         statuses: Counter[str] = Counter()
         for key in client.scan_iter("tq:*:t:*", count=1000):
             if client.type(key) == "hash" and client.hexists(key, "status"):

@@ -13,10 +13,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL, env_float, env_int
 from tests.support.orgs import auth
 from tests.support.processes import Processes, worker_env
@@ -33,7 +33,7 @@ CREDITS = 1_000_000
 COST = 5  # CHATGPT
 
 
-def submit(real_redis: redis.Redis, key: str, n: int) -> list[str]:
+def submit(real_redis: Client, key: str, n: int) -> list[str]:
     http: Any = create_app(make_settings(), client=real_redis).test_client()
     body = [{"taskType": "CHATGPT", "payload": {"prompt": f"outage {i}", "country": "US"}} for i in range(n)]
     r = http.post("/v1/async/task/batch", json=body, headers=auth(key))
@@ -47,9 +47,7 @@ def start_worker(procs: Processes, sim: Upstream, **env: str) -> None:
     procs.taskq("worker", ["worker", "--processes", "1", "--concurrency", "200"], values)
 
 
-def test_tasks_retry_through_an_outage_and_each_completes_once(
-    real_redis: redis.Redis, procs: Processes
-) -> None:
+def test_tasks_retry_through_an_outage_and_each_completes_once(real_redis: Client, procs: Processes) -> None:
     store = Store(real_redis)
     org, key = store.create_org("outage", credits=CREDITS, concurrency=1000, queue_limit=100_000)
     shard = store.org(org).shard
@@ -93,7 +91,7 @@ def test_tasks_retry_through_an_outage_and_each_completes_once(
 
 
 def test_a_lasting_outage_fails_tasks_after_the_attempt_limit_with_a_clear_code(
-    real_redis: redis.Redis, procs: Processes
+    real_redis: Client, procs: Processes
 ) -> None:
     store = Store(real_redis)
     org, key = store.create_org("outage", credits=CREDITS, concurrency=1000, queue_limit=100_000)

@@ -6,17 +6,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import fakeredis
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import fake_client
 from tests.support.orgs import auth
 from tests.support.settings import make_settings
 
-_client = fakeredis.FakeRedis(decode_responses=True)
+_client = fake_client()
 _app = create_app(make_settings(rate_limit_per_second=10**9), client=_client)
 _org, _key = Store(_client).create_org("params", credits=10**9, concurrency=10, queue_limit=10**9)
 _http: Any = _app.test_client()

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import redis
 
 from taskq.api import create_app
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL, env_float, env_int
 from tests.support.orgs import auth
 from tests.support.processes import Processes, worker_env
@@ -44,7 +44,7 @@ def seconds(iso: str) -> float:
 
 
 def test_events_wait_out_a_receiver_outage_on_the_retry_schedule(
-    real_redis: redis.Redis, procs: Processes
+    real_redis: Client, procs: Processes
 ) -> None:
     store = Store(real_redis)
     org, key = store.create_org("hooks", credits=1_000_000, concurrency=1000, queue_limit=100_000)

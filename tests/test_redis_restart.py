@@ -25,9 +25,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from taskq.store import Store
+from tests.support.clients import sync_client
 from tests.support.env import IN_CI, env_float
 from tests.support.processes import Processes, start_intake, worker_env
 from tests.support.redis_server import RedisServer
@@ -57,7 +57,7 @@ def test_acknowledged_tasks_survive_a_redis_crash_and_everything_reconnects(
         if IN_CI:
             raise
         pytest.skip("no redis-server binary to start a private Redis; mandatory in CI")
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = sync_client(server.url)
     store = Store(client)
     org, key = store.create_org("restart", credits=CREDITS, concurrency=1000, queue_limit=10**6)
     shard = store.org(org).shard

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 
 from taskq import keys, schedules
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store
 from taskq.worker.clients import redis_client
 from taskq.worker.schedules import run_schedules
+from tests.support.clients import Client, sync_client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.settings import make_settings
 
@@ -32,12 +32,12 @@ async def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None
         await asyncio.sleep(0.05)
 
 
-def url_of(client: redis.Redis) -> str:
+def url_of(client: Client) -> str:
     kw = client.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
 
 
-def with_loops(n: int, body: Callable[[redis.Redis], Any], url: str = REAL_REDIS_URL) -> Any:
+def with_loops(n: int, body: Callable[[Client], Any], url: str = REAL_REDIS_URL) -> Any:
     """Run n schedule loops (each with its own clients, as n worker processes would) around body."""
     cfg = make_settings(redis_url=url)
 
@@ -45,7 +45,7 @@ def with_loops(n: int, body: Callable[[redis.Redis], Any], url: str = REAL_REDIS
         stop = asyncio.Event()
         clients = [redis_client(cfg) for _ in range(n)]
         loops = [asyncio.create_task(run_schedules(c, cfg, stop)) for c in clients]
-        probe = redis.Redis.from_url(url, decode_responses=True)
+        probe = sync_client(url)
         try:
             await wait_for(
                 lambda: probe.pubsub_numsub(keys.SCHEDULES_CHANGED)[0][1] == n, 10, "subscriptions"
@@ -61,12 +61,12 @@ def with_loops(n: int, body: Callable[[redis.Redis], Any], url: str = REAL_REDIS
     return asyncio.run(main())
 
 
-def test_two_loops_fire_a_new_schedule_each_occurrence_once(real_redis: redis.Redis) -> None:
+def test_two_loops_fire_a_new_schedule_each_occurrence_once(real_redis: Client) -> None:
     store = Store(real_redis)
     org_id, _ = store.create_org("loop", credits=10_000, concurrency=10, queue_limit=1000)
     org = store.org(org_id)
 
-    async def body(probe: redis.Redis) -> dict[str, Any]:
+    async def body(probe: Client) -> dict[str, Any]:
         # Both loops are idle with no schedule at all: the new one wakes them (pub/sub), on time.
         made = schedules.create(store, SETTINGS, org, {"name": "s", "everySeconds": 1, "tasks": [TASK]})
         await wait_for(lambda: probe.llen(org.shard.sched_runs(made["id"])) >= 4, 20, "four firings")
@@ -83,7 +83,7 @@ def test_two_loops_fire_a_new_schedule_each_occurrence_once(real_redis: redis.Re
     assert len(task_ids) == len(runs) and sorted(batches) == sorted(r["batchId"] for r in runs)
 
 
-def test_idle_loops_send_nothing_between_firings(private_redis: redis.Redis) -> None:
+def test_idle_loops_send_nothing_between_firings(private_redis: Client) -> None:
     """Commands Redis processes over a quiet second: with two idle loops waiting for a schedule an hour
     away, the same as with no loop at all (the anchor, measured first in the same test)."""
     url = url_of(private_redis)
@@ -93,19 +93,19 @@ def test_idle_loops_send_nothing_between_firings(private_redis: redis.Redis) -> 
         store, SETTINGS, store.org(org_id), {"name": "hourly", "everySeconds": 3600, "tasks": [TASK]}
     )
 
-    def commands(probe: redis.Redis) -> int:
+    def commands(probe: Client) -> int:
         return int(probe.info("stats")["total_commands_processed"])
 
-    async def quiet_second(probe: redis.Redis) -> int:
+    async def quiet_second(probe: Client) -> int:
         await asyncio.sleep(0.3)  # the loops' first look at T:scheds is done
         before = commands(probe)
         await asyncio.sleep(1.0)
         return commands(probe) - before
 
-    async def anchor(probe: redis.Redis) -> int:
+    async def anchor(probe: Client) -> int:
         return await quiet_second(probe)
 
-    probe = redis.Redis.from_url(url, decode_responses=True)
+    probe = sync_client(url)
     try:
         baseline = asyncio.run(anchor(probe))
     finally:

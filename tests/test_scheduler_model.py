@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from taskq.scheduler import Claimed, claim, complete, release
 from taskq.store import Store
+from tests.support.clients import fake_client
 from tests.support.scheduler import Scheduler
 from tests.support.settings import make_settings
 from tests.support.tasks import admit_tasks, counters, request
@@ -104,7 +105,7 @@ operation = st.one_of(
 def test_claims_follow_the_model_and_counters_stay_exact(
     concurrency: list[int], ops: list[tuple[object, ...]]
 ) -> None:
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    client = fake_client(server=fakeredis.FakeServer())
     store, cfg, sched = Store(client), make_settings(), Scheduler(client)
     orgs = [store.create_org(f"o{i}", credits=CREDITS, concurrency=c, queue_limit=10_000)[0]
             for i, c in enumerate(concurrency)]  # fmt: skip

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from taskq import keys, schedules
 from taskq.schedules import firing_batch_id
 from taskq.schemas.tasks import epoch_ms
 from taskq.store import Store, now_ms
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL, env_float
 from tests.support.processes import Processes, start_simulator, worker_env
 from tests.support.settings import make_settings
@@ -32,7 +32,7 @@ TASK = {"taskType": "CHATGPT", "payload": {"prompt": "scheduled", "country": "US
 
 @pytest.mark.timeout(120 + int(SECONDS))
 def test_two_pools_fire_each_occurrence_once_even_when_one_is_killed(
-    real_redis: redis.Redis, tmp_path: Path
+    real_redis: Client, tmp_path: Path
 ) -> None:
     store = Store(real_redis)
     org_id, _ = store.create_org("proof", credits=10**9, concurrency=1000, queue_limit=10**6)

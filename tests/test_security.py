@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from taskq.api import create_app
 from taskq.connection import connect
@@ -25,6 +24,7 @@ from taskq.settings import load_settings
 from taskq.store import Store, key_digest, now_ms
 from taskq.webhooks.sender import WebhookSender
 from taskq.worker.webhook_loop import run_deliveries
+from tests.support.clients import Client, async_client
 from tests.support.deliveries import finish_task, log_of, states
 from tests.support.env import ALL_KEYS, REAL_REDIS_URL
 from tests.support.orgs import auth
@@ -189,7 +189,7 @@ def test_webhooks_to_private_addresses_are_refused_at_admission_per_task(
 
 @pytest.mark.redis
 def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
-    real_redis: redis.Redis,
+    real_redis: Client,
 ) -> None:
     store = Store(real_redis)
     org, _ = store.create_org("ssrf", credits=100, concurrency=1, queue_limit=10)
@@ -204,7 +204,7 @@ def test_a_delivery_whose_host_now_resolves_to_a_blocked_address_is_never_sent(
             return ["127.0.0.1"]  # DNS rebinding: the name points at the loopback address now
 
         async def run() -> None:
-            client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+            client = async_client(REAL_REDIS_URL)
             stop = asyncio.Event()
             async with WebhookSender((), require_https=False, timeout=2, resolver=resolve) as sender:
                 loop = asyncio.create_task(run_deliveries(client, settings, stop, sender=sender))
@@ -257,7 +257,7 @@ def test_the_default_limit_is_1000_per_second_and_the_environment_changes_it(
 
 
 @pytest.mark.redis
-def test_two_intake_instances_on_one_redis_share_one_budget(real_redis: redis.Redis) -> None:
+def test_two_intake_instances_on_one_redis_share_one_budget(real_redis: Client) -> None:
     _, key = Store(real_redis).create_org("rl", credits=10, concurrency=1, queue_limit=10)
     settings = make_settings(rate_limit_per_second=6)
     first: Any = create_app(settings, client=connect(REAL_REDIS_URL)).test_client()
@@ -297,7 +297,7 @@ def test_500_tasks_of_10000_characters_are_admitted_in_bounded_memory(http: Any,
 
 
 @pytest.fixture
-def served(tmp_path: Path, real_redis: redis.Redis) -> Iterator[tuple[str, str]]:
+def served(tmp_path: Path, real_redis: Client) -> Iterator[tuple[str, str]]:
     """`taskq serve` (one gthread worker, 4 threads) on the test Redis; yields (url, api key)."""
     procs = Processes(tmp_path / "logs")
     try:
@@ -372,7 +372,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 
 def test_more_stalled_clients_than_threads_get_408_and_the_intake_keeps_serving(
-    tmp_path: Path, real_redis: redis.Redis
+    tmp_path: Path, real_redis: Client
 ) -> None:
     procs = Processes(tmp_path / "logs")
     try:

@@ -10,8 +10,6 @@ import time
 from typing import Any
 
 import pytest
-import redis
-import redis.asyncio
 import standardwebhooks
 from aiohttp import web
 
@@ -23,6 +21,7 @@ from taskq.schemas.tasks import TaskRecord, TaskType, event_view
 from taskq.store import Store
 from taskq.worker.webhook_loop import run_deliveries
 from tests.conftest import REAL_REDIS_URL, auth, make_settings
+from tests.support.clients import Client, async_client
 from tests.support.scheduler import Scheduler
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
@@ -158,7 +157,7 @@ def test_a_batch_event_whose_batch_expired_before_its_first_claim_has_no_body(
 
 
 @pytest.mark.redis
-def test_the_sender_signs_built_bodies_and_fails_an_event_it_cannot_build(real_redis: redis.Redis) -> None:
+def test_the_sender_signs_built_bodies_and_fails_an_event_it_cannot_build(real_redis: Client) -> None:
     store = Store(real_redis)
     org_id, key = store.create_org("bodies", credits=100, concurrency=5, queue_limit=100)
     store.update_org(org_id, notify_canceled=1)
@@ -189,7 +188,7 @@ def test_the_sender_signs_built_bodies_and_fails_an_event_it_cannot_build(real_r
         sent = cancel_one(url, "/v1/async/task/batch?batchWebhook={url}")
         lost = cancel_one(url, "/v1/async/task/batch?batchWebhook={url}")
         real_redis.delete(shard.batch(lost))  # gone before the event's first send
-        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         stop = asyncio.Event()
         loop = asyncio.create_task(run_deliveries(client, settings, stop))
         deadline = time.monotonic() + 30

@@ -7,10 +7,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from taskq.scheduler import ALL_TYPES
 from taskq.store import Store
+from tests.support.clients import Client, async_client
 from tests.support.drain import run_drain, settled
 from tests.support.env import REAL_REDIS_URL
 from tests.support.orgs import new_org
@@ -28,7 +28,7 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture
-def wstore(real_redis: redis.Redis) -> Store:
+def wstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 
@@ -133,8 +133,6 @@ def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: 
     moment of its end, not at the next interval; and the reaper stops when cancelled."""
     import time
 
-    import redis.asyncio
-
     from taskq.asyncops import AsyncScheduler
     from taskq.scheduler import claim
     from taskq.store import now_ms
@@ -157,7 +155,7 @@ def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: 
         return all(wstore.client.hget(shard.task(i), "token") != tokens[i] for i in ids)
 
     async def run() -> tuple[float, int]:
-        client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         reaper = asyncio.create_task(reap_forever(AsyncScheduler(client), [shard], settings))
         try:
             while not requeued() and time.time() * 1000 < lease_end + 4_000:

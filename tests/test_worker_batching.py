@@ -8,8 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from taskq.asyncops import AsyncScheduler
 from taskq.errors import Code
@@ -18,6 +16,7 @@ from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.clients import steady_gc
 from taskq.worker.http import ProviderClient
+from tests.support.clients import Client, async_client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.scheduler import Scheduler
 from tests.support.settings import make_settings
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.redis
 CAPS: dict[str, int | None] = {"CHATGPT": None}
 
 
-def _setup(real_redis: redis.Redis, n: int) -> tuple[Store, Settings, str, list[Claimed]]:
+def _setup(real_redis: Client, n: int) -> tuple[Store, Settings, str, list[Claimed]]:
     store, settings = Store(real_redis), make_settings()
     org = store.create_org("t", credits=10_000, concurrency=100, queue_limit=10_000)[0]
     admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(n)])
@@ -40,7 +39,7 @@ def _setup(real_redis: redis.Redis, n: int) -> tuple[Store, Settings, str, list[
 
 def _run(coro_fn: Any, url: str = REAL_REDIS_URL) -> Any:
     async def main() -> Any:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = async_client(url)
         try:
             return await coro_fn(AsyncScheduler(client))
         finally:
@@ -49,7 +48,7 @@ def _run(coro_fn: Any, url: str = REAL_REDIS_URL) -> Any:
     return asyncio.run(main())
 
 
-def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: redis.Redis) -> None:
+def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: Client) -> None:
     store, _, org, tasks = _setup(real_redis, 6)
     stale = tasks[5]
     # its holder lost it: this worker's ack must not land
@@ -67,7 +66,7 @@ def test_outcomes_submitted_together_are_each_fenced_and_applied(real_redis: red
     assert (c["inflight"], c["queued"], c["credits"]) == (0, 1, 10_000 - 4 * tasks[0].cost)
 
 
-def test_batched_outcomes_survive_a_script_flush(private_redis: redis.Redis) -> None:
+def test_batched_outcomes_survive_a_script_flush(private_redis: Client) -> None:
     store, _, org, tasks = _setup(private_redis, 3)
     private_redis.script_flush()  # e.g. Redis restarted: the pipelined EVALSHAs meet NOSCRIPT
 
@@ -80,7 +79,7 @@ def test_batched_outcomes_survive_a_script_flush(private_redis: redis.Redis) -> 
     assert {status_of(store, org, t.id) for t in tasks} == {"COMPLETED"}
 
 
-def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: redis.Redis) -> None:
+def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: Client) -> None:
     store, settings = Store(real_redis), make_settings()
     org = store.create_org("t", credits=10_000, concurrency=100, queue_limit=10_000)[0]
     ids = admit_tasks(store, settings, org, [request(prompt=f"p{i}") for i in range(10)])
@@ -94,7 +93,7 @@ def test_several_claims_in_one_round_trip_come_back_in_order(real_redis: redis.R
     assert [t.id for batch in got for t in batch] == ids  # FIFO, as one claim call after another
 
 
-def test_a_caller_cancelled_before_its_outcome_left_sends_nothing(real_redis: redis.Redis) -> None:
+def test_a_caller_cancelled_before_its_outcome_left_sends_nothing(real_redis: Client) -> None:
     store, _, org, tasks = _setup(real_redis, 2)
 
     async def submit(ops_runner: AsyncScheduler) -> bool:

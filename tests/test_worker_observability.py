@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from taskq import keys
 from taskq.api import create_app
@@ -23,6 +21,7 @@ from taskq.store import Store
 from taskq.worker.drain import Drain
 from taskq.worker.http import http_client
 from taskq.worker.upstreams import provider_configs
+from tests.support.clients import Client, async_client
 from tests.support.drain import run_drain, settled
 from tests.support.env import REAL_REDIS_URL
 from tests.support.orgs import new_org
@@ -40,7 +39,7 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture
-def wstore(real_redis: redis.Redis) -> Store:
+def wstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 
@@ -114,7 +113,7 @@ def test_a_renewal_racing_an_applied_ack_does_not_cancel_the_call(
     [tid] = admit_tasks(wstore, cfg, org, [request()])
 
     async def main() -> tuple[int, dict[str, int]]:
-        client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+        client = async_client(REAL_REDIS_URL)
         http = http_client(10)
         ops = SlowOutcomeReplies(client)
         stop = asyncio.Event()

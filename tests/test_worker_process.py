@@ -17,6 +17,7 @@ import redis
 from rq import Queue, Worker
 
 from taskq.store import Store
+from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.processes import session_members
 from tests.support.settings import make_settings
@@ -29,7 +30,7 @@ DRAIN = "from taskq.worker.hosting import run; run()"
 
 
 @pytest.fixture
-def wstore(real_redis: redis.Redis) -> Store:
+def wstore(real_redis: Client) -> Store:
     return Store(real_redis)
 
 

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskq.settings import Settings
 from taskq.store import Store
 from taskq.worker.drain import drain
 from taskq.worker.loops import pause, reraise_cancellation, stop_tasks
+from tests.support.clients import sync_client
 from tests.support.env import IN_CI
 from tests.support.orgs import new_org
 from tests.support.redis_server import RedisServer
@@ -102,7 +102,7 @@ def test_a_drain_keeps_running_through_a_redis_crash_and_finishes_everything(tmp
         if IN_CI:
             raise
         pytest.skip("no redis-server binary to start a private Redis; mandatory in CI")
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = sync_client(server.url)
     store = Store(client)
     org = new_org(store, credits=10**6, queue_limit=10**6).id
 

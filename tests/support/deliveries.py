@@ -10,9 +10,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import redis
-import redis.asyncio
-
 from taskq import deliveries
 from taskq.deliveries import attempt_log, stored
 from taskq.keys import first_delivery
@@ -20,6 +17,7 @@ from taskq.schemas.tasks import TaskRecord, event_view
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.worker.webhook_loop import run_deliveries
+from tests.support.clients import Client, async_client
 from tests.support.env import REAL_REDIS_URL
 
 
@@ -75,7 +73,7 @@ def finish_task(
 
 async def deliver_until(settings: Settings, done: Callable[[], bool], timeout: float = 60.0) -> float:
     """Run the delivery loop until done() holds; returns the seconds it took."""
-    client = redis.asyncio.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    client = async_client(REAL_REDIS_URL)
     stop = asyncio.Event()
     runner = asyncio.create_task(run_deliveries(client, settings, stop))
     started = time.monotonic()
@@ -91,11 +89,11 @@ async def deliver_until(settings: Settings, done: Callable[[], bool], timeout: f
         await client.aclose()
 
 
-def states(client: redis.Redis, store: Store, org_id: str, delivery_ids: list[str]) -> list[str]:
+def states(client: Client, store: Store, org_id: str, delivery_ids: list[str]) -> list[str]:
     shard = store.org(org_id).shard
     return [stored(client, shard, delivery).get("state", "") for delivery in delivery_ids]
 
 
-def log_of(client: redis.Redis, store: Store, org_id: str, delivery_id: str) -> list[dict[str, Any]]:
+def log_of(client: Client, store: Store, org_id: str, delivery_id: str) -> list[dict[str, Any]]:
     fields = stored(client, store.org(org_id).shard, delivery_id)
     return [json.loads(line) for line in attempt_log(fields)]

@@ -7,6 +7,7 @@ import os
 import pytest
 import redis
 
+from tests.support.clients import Client, sync_client
 from tests.support.redis_server import session_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -37,9 +38,9 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-def real_redis_client() -> redis.Redis:
+def real_redis_client() -> Client:
     """A client of the real Redis the tests share; a skip outside CI when there is none."""
-    client = redis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    client = sync_client(REAL_REDIS_URL)
     try:
         client.ping()
     except redis.RedisError as exc:

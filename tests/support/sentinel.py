@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from taskq.embedded import server_binary
+from tests.support.clients import Client, sync_client
 from tests.support.redis_server import free_port
 from tests.support.waits import wait_for
 
@@ -55,8 +56,8 @@ class Node:
         wait_until(self.answers, 30, f"valkey-server on {self.port} to load its data")
         return self
 
-    def client(self, **options: Any) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **options)
+    def client(self, **options: Any) -> Client:
+        return sync_client(f"redis://127.0.0.1:{self.port}", **options)
 
     def answers(self) -> bool:
         with self.client(socket_timeout=1) as client:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from taskq.admission import Accepted, admit
 from taskq.keys import Shard
 from taskq.providers import PAYLOAD_MODELS
 from taskq.schemas.tasks import TaskRequest, TaskType
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.clients import Client
 
 
 def request(task_type: str = "CHATGPT", priority: int = 1, *, prompt: str = "hi", webhook: str | None = None,
@@ -41,7 +40,7 @@ def nonzero(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v}
 
 
-def task_fields(client: redis.Redis, shard: Shard, ids: Iterable[str], names: list[str]) -> list[list[Any]]:
+def task_fields(client: Client, shard: Shard, ids: Iterable[str], names: list[str]) -> list[list[Any]]:
     """HMGET of the given fields for every task id, in one pipeline."""
     pipe = client.pipeline(transaction=False)
     for task_id in ids:
@@ -49,7 +48,7 @@ def task_fields(client: redis.Redis, shard: Shard, ids: Iterable[str], names: li
     return list(pipe.execute())
 
 
-def org_counters(client: redis.Redis, shard: Shard, org: str) -> dict[str, int]:
+def org_counters(client: Client, shard: Shard, org: str) -> dict[str, int]:
     raw = client.hgetall(shard.org(org))
     names = ("credits", "reserved", "queued", "inflight")
     return {name: int(raw.get(name, 0)) for name in names}

@@ -7,9 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
-import redis
-
 from taskq.keys import Shard
+from tests.support.clients import Client
 from tests.support.tasks import org_counters, task_fields
 
 
@@ -40,7 +39,7 @@ def wait_for(
 
 
 def stuck_work(
-    client: redis.Redis, shard: Shard, org: str | None = None, ids: list[str] | None = None, sample: int = 5
+    client: Client, shard: Shard, org: str | None = None, ids: list[str] | None = None, sample: int = 5
 ) -> str:
     """What a shard still holds: the org's counters, tasks queued (per lane), leased, delayed, webhook
     deliveries waiting and being sent, with a few ids of each and their state (for timeout messages);
@@ -84,7 +83,7 @@ def stuck_work(
     return "; ".join(parts)
 
 
-def _task_states(client: redis.Redis, shard: Shard, ids: list[Any]) -> str:
+def _task_states(client: Client, shard: Shard, ids: list[Any]) -> str:
     fields = task_fields(client, shard, ids, ["status", "attempts", "error"])
     return ", ".join(f"{i} {status} attempts={attempts} {error or ''}".rstrip()
                      for i, (status, attempts, error) in zip(ids, fields, strict=True))  # fmt: skip
