@@ -25,6 +25,7 @@ from taskq.settings import DEFAULT_PRICES
 from taskq.store import Store
 from taskq.worker.commands import cmd_worker
 from taskq.worker.hosting import rq_url
+from tests.support.clients import inspected
 from tests.support.cluster import binaries, free_ports, place_shards, redis_cluster
 from tests.support.env import PROVIDER_ENV
 from tests.support.orgs import auth
@@ -254,7 +255,7 @@ def test_schedules_on_every_shard_fire_once_through_cluster_clients(cluster_url:
 
     def runs(org_id: str) -> int:
         shard = intake.store.org(org_id).shard
-        return int(intake.client.llen(shard.sched_runs(made[org_id])))
+        return int(inspected(intake.client).llen(shard.sched_runs(made[org_id])))
 
     async def loops() -> None:
         stop = asyncio.Event()
@@ -274,4 +275,4 @@ def test_schedules_on_every_shard_fire_once_through_cluster_clients(cluster_url:
         ats = [r["at"] for r in shown["runs"]]
         assert len(ats) >= 2 and len(set(ats)) == len(ats)
         shard = intake.store.org(org_id).shard
-        assert intake.client.llen(shard.org_tasks(org_id)) == len(ats), "a firing admitted twice"
+        assert inspected(intake.client).llen(shard.org_tasks(org_id)) == len(ats), "a firing admitted twice"

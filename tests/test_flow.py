@@ -212,9 +212,11 @@ def test_a_429_teaches_the_limit_it_states_and_cuts_the_rate_at_most_once_a_seco
     slot = {k.rpartition(":")[2]: v for k, v in fields.items() if k.startswith("CHATGPT/")}
     assert float(slot["lcap"]) == 20.0 and float(slot["lrate"]) == 20.0  # above the stated limit: back to it
     refuse(sched, cfg, claimed[1], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 600)
-    assert float(store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")) == 20.0
+    lrate = store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")
+    assert lrate is not None and float(lrate) == 20.0
     refuse(sched, cfg, claimed[2], Refusal("rate", "limit", wait=0.05, limit=20.0), T0 + 1600)
-    assert float(store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")) == pytest.approx(18.0)
+    lrate = store.client.hget(SHARD.flow, "CHATGPT/" + claimed[0].key + ":lrate")
+    assert lrate is not None and float(lrate) == pytest.approx(18.0)
     slot = {
         k.rpartition(":")[2]: v
         for k, v in store.client.hgetall(SHARD.flow).items()

@@ -18,12 +18,14 @@ from taskq import flow
 from taskq.keys import Shard
 from taskq.providers.base import ProviderConfig, json_object, send
 from taskq.providers.ratelimits import Limit, Observed, current, go_duration, observe
-from taskq.scheduler import Claimed, Note, Scheduler, claim, note
+from taskq.scheduler import Claimed, Note, claim, note
 from taskq.settings import RateLimit, Settings
 from taskq.store import Store
 from taskq.worker.learning import RESTATE_SECONDS, Learner
-from tests.conftest import make_settings
-from tests.test_scheduler_support import admit_tasks, request
+from tests.support.clients import inspected
+from tests.support.scheduler import Scheduler
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, request
 
 SHARD = Shard(0)
 T0 = 1_700_000_000_000
@@ -333,7 +335,7 @@ def test_the_token_limit_never_admits_more_than_a_windows_worth_plus_one_call(
 ) -> None:
     """Calls that end before the next claim (their usage known when it decides): over any window from
     one admitted call to another, the calls before the last used at most the window's worth of tokens."""
-    store.client.flushall()
+    inspected(store.client).flushall()
     cfg = token_settings(tpm)
     queue(store, cfg, len(steps))
     tps = tpm / 60

@@ -10,7 +10,7 @@ import pytest
 
 from taskq.api import create_app
 from taskq.store import Store
-from tests.support.clients import Client, sync_client
+from tests.support.clients import Client, inspected, sync_client
 from tests.support.orgs import auth
 from tests.support.settings import make_settings
 
@@ -40,17 +40,17 @@ def test_a_script_failing_on_damaged_data_is_a_500_and_admits_nothing(
     assert r.json["error"]["code"] == "INTERNAL_SERVER_ERROR"
     assert "WRONGTYPE" in caplog.text and "@user_script" in caplog.text
     assert store.client.hget(shard.org(org), "queued") in (None, "0")
-    assert store.client.llen(shard.org_tasks(org)) == 0
+    assert inspected(store.client).llen(shard.org_tasks(org)) == 0
 
 
 def test_redis_refusing_writes_is_a_503(intake: tuple[Any, Store, str, str]) -> None:
     http, store, org, key = intake
     old = store.client.config_get("maxmemory")["maxmemory"]
     try:
-        store.client.config_set("maxmemory", 1)  # every write: OOM command not allowed
+        inspected(store.client).config_set("maxmemory", 1)  # every write: OOM command not allowed
         r = http.post("/v1/async/task", json=TASK, headers=auth(key))
     finally:
-        store.client.config_set("maxmemory", old)
+        inspected(store.client).config_set("maxmemory", old)
     assert r.status_code == 503, r.json
     assert r.json["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert store.client.hget(store.org(org).shard.org(org), "queued") in (None, "0")

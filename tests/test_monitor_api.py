@@ -206,11 +206,12 @@ def test_no_worker_in_time_is_500_maximum_timeout_and_the_call_is_canceled_uncha
 def test_a_call_whose_client_left_while_it_ran_is_canceled_at_completion_and_not_charged(
     store: Store, make_org: Any, settings: Any
 ) -> None:
-    from taskq.calls import Outcome, abandon, admit, wait
+    from taskq.calls import Admitted, Outcome, abandon, admit, wait
 
     org_id, _ = make_org(credits=50)
     org = store.org(org_id)
     admitted = admit(store, settings, org, request())
+    assert isinstance(admitted, Admitted)
     [task] = take(store, org_id)
     assert abandon(store, settings, org, admitted.task_id) == "requested"
     assert finish(store, task, {"text": "too late", "sources": []}), "the transition applies..."

@@ -48,7 +48,8 @@ def test_a_revoked_stack_key_makes_a_new_org(store: Store) -> None:
     second = ensure_stack_org(store, concurrency=100, queue_limit=1000)
 
     assert second.created and second.org_id != first.org_id
-    assert json.loads(store.client.get(keys.STACK_ORG))["orgId"] == second.org_id
+    stack_org = store.client.get(keys.STACK_ORG)
+    assert stack_org is not None and json.loads(stack_org)["orgId"] == second.org_id
 
 
 def test_credits_are_topped_up_when_low(store: Store) -> None:

@@ -23,6 +23,7 @@ from taskq.scheduler import (
 from taskq.scripts import merge_shared
 from taskq.settings import Settings
 from taskq.store import Store
+from tests.support.clients import inspected
 from tests.support.orgs import new_org
 from tests.support.scheduler import Scheduler
 from tests.support.tasks import admit_tasks, counters, nonzero, request, status_of
@@ -70,7 +71,7 @@ def test_claim_leases_the_task_and_moves_the_counters(
     [task] = take(sched, store, now=5_000)
     assert (task.id, task.attempts, task.started_ms, task.cost) == (tid, 1, 5_000, 5)
     shard = store.org(org).shard
-    assert store.client.zscore(shard.proc, tid) == 5_000 + LEASE
+    assert inspected(store.client).zscore(shard.proc, tid) == 5_000 + LEASE
     assert status_of(store, org, tid) == "PROCESSING"
     assert nonzero(counters(store, org)) == {"credits": 10_000, "reserved": 5, "inflight": 1}
     assert store.client.hget(shard.pinflight, "CHATGPT") == "1"
@@ -85,7 +86,7 @@ def test_org_at_its_concurrency_is_parked_until_a_task_finishes(
     [low] = admit_tasks(store, settings, other, [request(priority=1)])
     first, second = take(sched, store, k=5)
     assert first.org == busy and second.id == low
-    assert store.client.sismember(store.org(busy).shard.capped, busy)
+    assert inspected(store.client).sismember(store.org(busy).shard.capped, busy)
     assert take(sched, store) == []
     assert sched.run(complete(first, {"text": "ok"}, now=2_000, retention=60))
     [again] = take(sched, store)
@@ -107,7 +108,7 @@ def test_ack_charges_credits_queues_the_webhook_and_starts_retention(
     [tid] = admit_tasks(store, settings, org, [request(webhook="https://example.com/h", idem="k1")])
     [task] = take(sched, store, now=1_000)
     assert sched.run(complete(task, {"text": "answer"}, now=4_000, retention=3600))
-    shard, c = store.org(org).shard, store.client
+    shard, c = store.org(org).shard, inspected(store.client)
     record = store.task(store.org(org), tid)
     assert (record.status, record.charged, record.latency_ms) == ("COMPLETED", 5, 3_000)
     assert nonzero(counters(store, org)) == {"credits": 9_995}
@@ -197,7 +198,7 @@ def test_retry_waits_then_runs_again_at_its_place_in_line(
     assert sched.run(_after_error(task, now=1_000, hint=5.0))
     assert status_of(store, org, first) == "QUEUED"
     assert nonzero(counters(store, org)) == {"credits": 10_000, "reserved": 10, "queued": 2, "q4": 2}
-    due = store.client.zscore(store.org(org).shard.delayed, first)
+    due = inspected(store.client).zscore(store.org(org).shard.delayed, first)
     assert due == 6_000  # the provider's Retry-After beats the 0.5-1 s backoff
     [other] = take(sched, store, now=2_000)
     assert other.id == second
@@ -278,7 +279,7 @@ def test_stalled_holder_whose_lease_was_reaped_is_fenced_out(
     assert not sched.run(complete(stalled, {"text": "late"}, now=41_000, retention=60))
     assert not sched.run(fail(stalled, Code.PROVIDER_REJECTED, "late", now=41_000, retention=60))
     assert not sched.run(release(stalled, now=1, retention=60))
-    assert store.client.zscore(shard.proc, tid) == 90_000
+    assert inspected(store.client).zscore(shard.proc, tid) == 90_000
     assert sched.run(complete(current, {"text": "fresh"}, now=42_000, retention=60))
     assert store.task(store.org(org), tid).result_json == '{"text":"fresh"}'
     assert nonzero(counters(store, org)) == {"credits": 9_995}

@@ -20,9 +20,11 @@ from taskq.keys import first_delivery
 from taskq.schemas.tasks import TaskRecord, TaskType, event_view
 from taskq.store import Store
 from taskq.worker.webhook_loop import run_deliveries
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
 from tests.support.clients import Client, async_client
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
+from tests.support.settings import make_settings
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 HOOK = "https://93.184.215.14/hooks"
@@ -173,9 +175,11 @@ def test_the_sender_signs_built_bodies_and_fails_an_event_it_cannot_build(real_r
 
     def cancel_one(url: str, path: str) -> str:
         submitted = http.post(path.format(url=url), json=[task("x", webhook={"url": url})], headers=auth(key))
-        tid = submitted.json["results"][0]["task"]["id"]
+        answer = submitted.json
+        assert answer is not None
+        tid = answer["results"][0]["task"]["id"]
         assert http.post(f"/v1/async/task/{tid}/cancel", headers=auth(key)).status_code == 200
-        return str(submitted.json["batchId"])
+        return str(answer["batchId"])
 
     async def run() -> tuple[str, str]:
         app = web.Application()

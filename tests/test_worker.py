@@ -10,7 +10,7 @@ import pytest
 
 from taskq.scheduler import ALL_TYPES
 from taskq.store import Store
-from tests.support.clients import Client, async_client
+from tests.support.clients import Client, async_client, inspected
 from tests.support.drain import run_drain, settled
 from tests.support.env import REAL_REDIS_URL
 from tests.support.orgs import new_org
@@ -148,7 +148,7 @@ def test_the_reaper_requeues_a_dead_holders_tasks_when_their_lease_ends(wstore: 
         claim(shard, {"CHATGPT": None}, now=now_ms(), lease_ms=1_500, k=3)
     )  # a holder that dies at once: nobody renews
     assert sorted(t.id for t in claimed) == sorted(ids)
-    lease_end = max(int(wstore.client.zscore(shard.proc, t.id) or 0) for t in claimed)
+    lease_end = max(int(inspected(wstore.client).zscore(shard.proc, t.id) or 0) for t in claimed)
     tokens = {t.id: t.token for t in claimed}
 
     def requeued() -> bool:  # each lease is gone: its task went back in line (and may run again)

@@ -17,7 +17,7 @@ import redis
 from rq import Queue, Worker
 
 from taskq.store import Store
-from tests.support.clients import Client
+from tests.support.clients import Client, inspected
 from tests.support.env import REAL_REDIS_URL
 from tests.support.processes import session_members
 from tests.support.settings import make_settings
@@ -60,7 +60,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
 def stuck(store: Store, org: str) -> Callable[[], str]:
     """What a timed-out wait prints: the org's queued, leased and delayed tasks."""
-    return lambda: stuck_work(store.client, store.org(org).shard, org)
+    return lambda: stuck_work(inspected(store.client), store.org(org).shard, org)
 
 
 def attempts(store: Store, org: str, ids: list[str]) -> list[tuple[str, int]]:

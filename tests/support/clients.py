@@ -9,7 +9,7 @@ classes have every method these Protocols name.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, Self, cast
 
 import fakeredis
 import redis
@@ -20,6 +20,11 @@ from taskq.redistypes import AsyncRedis, Redis, Value
 
 class Client(Redis, Protocol):
     """A sync client with decoded responses, with the commands the tests use besides taskq's."""
+
+    connection_pool: redis.ConnectionPool
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
 
     def flushdb(self, asynchronous: bool = False) -> bool: ...
     def flushall(self, asynchronous: bool = False) -> bool: ...
@@ -40,9 +45,16 @@ class Client(Redis, Protocol):
     def llen(self, name: str) -> int: ...
     def lindex(self, name: str, index: int) -> str | None: ...
     def rpush(self, name: str, *values: Value) -> int: ...
+    def zrange(self, name: str, start: int, end: int, withscores: bool = False) -> list[Any]: ...
     def zadd(self, name: str, mapping: Mapping[str, float]) -> int: ...
     def zscore(self, name: str, value: Value) -> float | None: ...
     def pubsub_numsub(self, *channels: str) -> list[tuple[str, int]]: ...
+
+
+def inspected(client: Redis) -> Client:
+    """A client taskq holds (``Store.client``, ``connection.connect``'s) with the tests' commands: every
+    client class taskq makes has them (tests/test_redistypes.py)."""
+    return cast(Client, client)
 
 
 def sync_client(url: str, **options: Any) -> Client:

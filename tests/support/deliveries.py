@@ -13,11 +13,12 @@ from typing import Any
 from taskq import deliveries
 from taskq.deliveries import attempt_log, stored
 from taskq.keys import first_delivery
+from taskq.redistypes import Value
 from taskq.schemas.tasks import TaskRecord, event_view
 from taskq.settings import Settings
 from taskq.store import Store, now_ms
 from taskq.worker.webhook_loop import run_deliveries
-from tests.support.clients import Client, async_client
+from tests.support.clients import Client, async_client, inspected
 from tests.support.env import REAL_REDIS_URL
 
 
@@ -26,7 +27,7 @@ def finish_task(
 ) -> tuple[str, str]:
     """A finished task with its first delivery queued per the outbox contract (in the task hash), or
     with first=False a delivery of its own as a redelivery has; returns (task id, delivery id)."""
-    client, shard = store.client, store.org(org_id).shard
+    client, shard = inspected(store.client), store.org(org_id).shard
     task_id, now = str(uuid.uuid4()), now_ms()
     delivery_id = first_delivery(task_id) if first else deliveries.new_delivery_id()
     fields: dict[str, Any] = {
@@ -55,7 +56,7 @@ def finish_task(
         return task_id, ""
     body = json.dumps(event_view(TaskRecord.from_hash(task_id, client.hgetall(shard.task(task_id)))))
     key, prefix = shard.delivery_record(delivery_id)
-    record = {
+    record: dict[str, Value] = {
         "task": task_id,
         "org": org_id,
         "url": url,

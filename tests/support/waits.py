@@ -70,9 +70,8 @@ def stuck_work(
         sends: list[str] = []
         for delivery, score in entries:
             hash_key, prefix = shard.delivery_record(delivery)
-            state, attempts, log = cast(
-                list[str | None],
-                client.hmget(hash_key, [prefix + "state", prefix + "attempts", prefix + "log"]),
+            state, attempts, log = client.hmget(
+                hash_key, [prefix + "state", prefix + "attempts", prefix + "log"]
             )
             last = (log or "").rsplit("\n", 1)[-1]
             next_in = (score - now) / 1000

@@ -7,11 +7,10 @@ import socket
 
 import pytest
 
-from taskq.errors import ValidationFailed
+from taskq.errors import UnsafeTarget, ValidationFailed
 from taskq.webhooks.ssrf import (
     Network,
     Resolver,
-    UnsafeTarget,
     check_address,
     check_url,
     check_url_syntax,
