@@ -244,7 +244,8 @@ def queue(store: Store, cfg: Settings, n: int) -> None:
 def claim_at(sched: Scheduler, cfg: Settings, clock: float, k: int = 8) -> list[Claimed]:
     lanes = flow.lanes(cfg, ["CHATGPT"])
     spec = flow.spec(cfg, lanes, clock=int(clock))
-    return list(sched.run(claim(SHARD, {"CHATGPT": None}, now=T0, lease_ms=30_000, k=k, flow=spec)))
+    claims = sched.run(claim(SHARD, {"CHATGPT": None}, now=T0, lease_ms=30_000, k=k, flow=spec))
+    return list(claims)
 
 
 def ended(
