@@ -53,7 +53,7 @@ class Client(Redis, Protocol):
 
 def inspected(client: Redis) -> Client:
     """A client taskq holds (``Store.client``, ``connection.connect``'s) with the tests' commands: every
-    client class taskq makes has them (tests/test_redistypes.py)."""
+    client class taskq makes has their methods (tests/test_redistypes.py)."""
     return cast(Client, client)
 
 
