@@ -1,6 +1,7 @@
 """Everything the tests share besides fixtures (those are in tests/conftest.py).
 
 env           where Redis is (REAL_REDIS_URL), provider keys, size knobs of the proof tests
+clients       the Redis clients of the tests, typed as taskq's client Protocols (sync_client, fake_client)
 settings      make_settings: the one Settings builder, with named profiles
 orgs          new_org, auth
 tasks         admit tasks through the real admission path; read task fields and counters
