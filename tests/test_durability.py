@@ -20,6 +20,7 @@ from taskq.api import create_app
 from taskq.connection import SentinelURL, connect
 from taskq.durability import AsyncCommitter, Committer, DurabilityUnsupported, Policy, check_server
 from taskq.errors import Unconfirmed
+from taskq.settings import Settings
 from taskq.store import Store
 from tests.support.clients import async_client, sync_client
 from tests.support.env import IN_CI
@@ -38,10 +39,17 @@ def node(tmp_path: Path) -> Iterator[Node]:
     server.stop()
 
 
+def policy_of(settings: Settings) -> Policy:
+    """The policy of settings whose durability is not ``none``."""
+    policy = Policy.of(settings)
+    assert policy is not None, settings.durability
+    return policy
+
+
 def test_a_commit_waits_for_the_local_aof_and_covers_writes_of_other_connections(node: Node) -> None:
     settings = make_settings(durability="local")
     writer, committer_client = node.client(), node.client()
-    committer = Committer(committer_client, Policy.of(settings))  # type: ignore[arg-type]
+    committer = Committer(committer_client, policy_of(settings))
     writer.set("written elsewhere", "1")
     committer.confirm()
     assert committer_client.get(keys.COMMIT_MARK) == "1"
@@ -52,7 +60,7 @@ def test_a_commit_waits_for_the_local_aof_and_covers_writes_of_other_connections
 
 
 def test_concurrent_confirms_share_commits(node: Node) -> None:
-    committer = Committer(node.client(), Policy.of(make_settings(durability="local")))  # type: ignore[arg-type]
+    committer = Committer(node.client(), policy_of(make_settings(durability="local")))
     barrier = threading.Barrier(16)
     errors: list[BaseException] = []
 
@@ -75,11 +83,10 @@ def test_concurrent_confirms_share_commits(node: Node) -> None:
 
 
 def test_async_confirms_share_one_commit(node: Node) -> None:
-
     async def main() -> int:
         client = async_client(f"redis://127.0.0.1:{node.port}")
         try:
-            committer = AsyncCommitter(client, Policy.of(make_settings(durability="local")))  # type: ignore[arg-type]
+            committer = AsyncCommitter(client, policy_of(make_settings(durability="local")))
             await client.set("a", "1")
             await asyncio.gather(*(committer.confirm() for _ in range(100)))
             return committer.commits
@@ -93,7 +100,7 @@ def test_a_write_without_its_replicas_is_unconfirmed(node: Node) -> None:
     settings = make_settings(durability="replica", durability_replicas=1, durability_timeout_ms=100)
     warnings = check_server(node.client(), settings)
     assert any("0 are connected" in w for w in warnings)
-    committer = Committer(node.client(), Policy.of(settings))  # type: ignore[arg-type]
+    committer = Committer(node.client(), policy_of(settings))
     with pytest.raises(Unconfirmed, match="outcome is unknown"):
         committer.confirm()
 
