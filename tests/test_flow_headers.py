@@ -18,12 +18,13 @@ from taskq import flow
 from taskq.keys import Shard
 from taskq.providers.base import ProviderConfig, json_object, send
 from taskq.providers.ratelimits import Limit, Observed, current, go_duration, observe
-from taskq.scheduler import Claimed, Note, Scheduler, claim, note
+from taskq.scheduler import Claimed, Note, claim, note
 from taskq.settings import RateLimit, Settings
 from taskq.store import Store
 from taskq.worker.learning import RESTATE_SECONDS, Learner
-from tests.conftest import make_settings
-from tests.test_scheduler_support import admit_tasks, request
+from tests.support.scheduler import Scheduler
+from tests.support.settings import make_settings
+from tests.support.tasks import admit_tasks, request
 
 SHARD = Shard(0)
 T0 = 1_700_000_000_000

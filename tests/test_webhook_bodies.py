@@ -22,8 +22,10 @@ from taskq.keys import first_delivery
 from taskq.schemas.tasks import TaskRecord, TaskType, event_view
 from taskq.store import Store
 from taskq.worker.webhook_loop import run_deliveries
-from tests.conftest import REAL_REDIS_URL, auth, make_settings
+from tests.support.env import REAL_REDIS_URL
+from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
+from tests.support.settings import make_settings
 
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 HOOK = "https://93.184.215.14/hooks"
