@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from taskq import flow
-from taskq.simulator.app import STATE
 from taskq.store import Store
 from tests.support.clients import Client
 from tests.support.drain import run_drain
@@ -22,7 +21,6 @@ from tests.support.upstream import Upstream
 pytestmark = [pytest.mark.redis]
 
 TOKENS_PER_CALL = 60  # the simulator's OpenAI usage.total_tokens
-ROOMY = {"credits": 10**6, "concurrency": 1000, "queue_limit": 10**6}
 
 
 @pytest.fixture
@@ -32,17 +30,11 @@ def hstore(real_redis: Client) -> Store:
 
 @pytest.fixture
 def simulator(make_upstream: Callable[..., Upstream]) -> Callable[..., Upstream]:
-    """Factory: simulator(**limits) serves the provider simulator with those limits."""
     return lambda **limits: make_upstream(0.05, simulator=True, **limits)
 
 
-def sim_calls(sim: Upstream, status: int | None = None) -> list[Any]:
-    """The simulator's calls as [time ms, flavor, key fingerprint, status], of one status if given."""
-    return [c for c in sim.app[STATE].calls if status is None or c[3] == status]
-
-
-def settled(store: Store, org: str, ids: list[str], done: Callable[[str], bool]) -> Callable[[], bool]:
-    return lambda: all(done(status_of(store, org, i)) for i in ids)
+def completed(store: Store, org: str, ids: list[str]) -> Callable[[], bool]:
+    return lambda: all(status_of(store, org, i) == "COMPLETED" for i in ids)
 
 
 def chatgpt_row(store: Store) -> dict[str, Any]:
@@ -58,12 +50,12 @@ def test_a_limit_learned_from_the_headers_of_successes_keeps_429s_rare(
     limit, the key is paced at it, and at most 10% of the upstream calls are 429s."""
     sim = simulator(rate_limit=30)
     cfg = make_settings("drain", upstream=sim.url)
-    org = new_org(hstore, "flow", **ROOMY).id
+    org = new_org(hstore, "flow", credits=10**6, concurrency=1000, queue_limit=10**6).id
     ids = admit_tasks(hstore, cfg, org, [request(prompt=f"q{i}") for i in range(150)])
-    run_drain(cfg, settled(hstore, org, ids, lambda s: s == "COMPLETED"), concurrency=150, timeout=90)
+    run_drain(cfg, completed(hstore, org, ids), concurrency=150, timeout=90)
     assert {status_of(hstore, org, i) for i in ids} == {"COMPLETED"}
-    calls = sim_calls(sim)
-    assert len(sim_calls(sim, 429)) <= 0.10 * len(calls), (len(sim_calls(sim, 429)), len(calls))
+    calls = sim.simulator_calls()
+    assert len(sim.simulator_calls(429)) <= 0.10 * len(calls), (len(sim.simulator_calls(429)), len(calls))
     key = chatgpt_row(hstore)
     assert key["statedLimit"] == 30 and key["configuredRate"] is None
     assert key["rate"] is not None and key["rate"] <= 30
@@ -77,11 +69,11 @@ def test_a_tokens_per_minute_limit_holds_over_every_window(
     quarter second's worth for the way from the claim to the simulator)."""
     sim = simulator()
     cfg = make_settings("drain", upstream=sim.url, provider_rates={"CHATGPT": {"tpm": 14_400}})
-    org = new_org(hstore, "flow", **ROOMY).id
+    org = new_org(hstore, "flow", credits=10**6, concurrency=1000, queue_limit=10**6).id
     ids = admit_tasks(hstore, cfg, org, [request(prompt=f"q{i}") for i in range(20)])
-    run_drain(cfg, settled(hstore, org, ids, lambda s: s == "COMPLETED"), concurrency=20, timeout=90)
+    run_drain(cfg, completed(hstore, org, ids), concurrency=20, timeout=90)
     assert {status_of(hstore, org, i) for i in ids} == {"COMPLETED"}
-    arrivals = sorted(c[0] for c in sim_calls(sim, 200))
+    arrivals = sorted(c[0] for c in sim.simulator_calls(200))
     assert len(arrivals) == 20
     per_ms = 14_400 / 60 / 1000
     for i in range(len(arrivals)):
@@ -100,9 +92,9 @@ def test_successes_alone_teach_the_limit_when_the_provider_states_it(
     """Three calls, well under the limit: no 429 ever; the limit is known only from the headers."""
     sim = simulator(rate_limit=30, limit_headers=headers)
     cfg = make_settings("drain", upstream=sim.url)
-    org = new_org(hstore, "flow", **ROOMY).id
+    org = new_org(hstore, "flow", credits=10**6, concurrency=1000, queue_limit=10**6).id
     ids = admit_tasks(hstore, cfg, org, [request(prompt=f"q{i}") for i in range(3)])
-    run_drain(cfg, settled(hstore, org, ids, lambda s: s == "COMPLETED"), concurrency=3, timeout=60)
-    assert sim_calls(sim, 429) == []
+    run_drain(cfg, completed(hstore, org, ids), concurrency=3, timeout=60)
+    assert sim.simulator_calls(429) == []
     key = chatgpt_row(hstore)
     assert key["statedLimit"] == (30 if headers else None)

@@ -48,6 +48,11 @@ class Upstream(Served):
         super().__enter__()
         return self
 
+    def simulator_calls(self, status: int | None = None) -> list[Any]:
+        """The simulator's record of its calls (arrival ms, flavour, key, status...), one status or all."""
+        assert self.simulator, "only the simulator records its calls"
+        return [c for c in self.app[provider_simulator.STATE].calls if status is None or c[3] == status]
+
     @web.middleware
     async def _outage(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not self.down.is_set() or request.path == "/healthz":

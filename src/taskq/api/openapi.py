@@ -161,7 +161,7 @@ def _components() -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string", "format": "uuid"},
                 "taskType": {"type": "string", "enum": list(PAYLOAD_MODELS)},
-                "status": {"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]},
+                "status": {"type": "string", "enum": [s.value for s in TaskStatus]},  # CANCELED is taskq's
                 "priority": {"type": "integer", "minimum": 1, "maximum": 10},
                 "createdAt": {"type": "string", "format": "date-time"},
                 "latencyMs": nullable_int,
