@@ -5,7 +5,8 @@ right before every dequeue, so a drain is always waiting for it; a process the p
 kill -9 has a new name, a new queue and a fresh job. Queues of workers that are gone are deleted by
 the next worker that starts. Each drain runs in a forked work horse, so RQ recycles the process after
 every drain. A stop request (SIGINT from the pool, SIGTERM) is forwarded to the horse as SIGUSR1: the
-drain stops claiming at once, finishes or releases its calls, and the job returns.
+drain stops claiming at once, finishes or releases its calls, and the job returns; the worker then
+exits (its RQ command listener ends within PUBSUB_STOP_SECONDS).
 
 RQ's own keys go to ``rq_url()``: a plain Redis, since RQ's multi-key commands cannot run on a cluster.
 """
@@ -36,6 +37,9 @@ log = logging.getLogger("taskq.worker")
 
 QUEUE_PREFIX = "taskq-drain-"
 JOB = "taskq.worker.hosting.run"
+
+#: How long a stopping worker waits for its RQ command listener (pubsub thread) to end.
+PUBSUB_STOP_SECONDS = 1.0
 
 _hosted: Settings | None = None  # settings handed down by `taskq worker` through fork memory
 _stop_early = False  # a stop signal that arrived in the work horse before its event loop listened
@@ -146,6 +150,25 @@ class DrainWorker(Worker):
         signal.signal(signal.SIGTERM, note_stop)  # e.g. systemd signalling the whole cgroup
         signal.signal(signal.SIGUSR1, note_stop)
 
+    def unsubscribe(self) -> None:
+        """Stop listening for RQ commands (`rq` CLI) within PUBSUB_STOP_SECONDS, as part of stopping.
+
+        RQ unsubscribes first and then stops its pubsub thread, which redis-py 8 joins without a
+        timeout. On a loaded machine the thread can read the reply to the unsubscribe before it is told
+        to stop; it then waits out its 60 s poll for a subscription that never comes, and the worker
+        (and `taskq worker` waiting on it) cannot exit. Here the thread is told to stop first, so that
+        reply ends it at once; one still running after PUBSUB_STOP_SECONDS is a daemon thread and does
+        not hold the exit.
+        """
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        _clear_run_flag(thread)
+        self.pubsub.unsubscribe()
+        thread.join(PUBSUB_STOP_SECONDS)
+        if not thread.is_alive():
+            self.pubsub.close()
+
     def teardown(self) -> None:
         super().teardown()  # type: ignore[no-untyped-call]
         self.queues[0].delete(delete_jobs=True)
@@ -166,6 +189,14 @@ class DrainWorker(Worker):
             if queue.name.startswith(QUEUE_PREFIX) and owner not in alive:
                 log.info("deleting the drain queue of worker %s, which is gone", owner)
                 queue.delete(delete_jobs=True)
+
+
+def _clear_run_flag(thread: Any) -> None:
+    """Tell a redis-py pubsub thread to stop after its current poll, without waiting for it."""
+    try:
+        thread.stop(timeout=0)  # redis-py 8: stop() also joins the thread, by default without a timeout
+    except TypeError:  # redis-py 5 to 7: stop() takes no timeout and does not wait
+        thread.stop()
 
 
 def worker_class(settings: Settings, concurrency: int, drain_seconds: float) -> type[DrainWorker]:
