@@ -33,7 +33,7 @@ from taskq.durability import AsyncCommitter, Policy
 from taskq.errors import Unconfirmed
 from taskq.keys import Shard
 from taskq.providers import ProviderConfig
-from taskq.scheduler import MUST_FAIL, Claimed, Refusal, claim, release
+from taskq.scheduler import MUST_FAIL, SYNC_PRIORITY, Claimed, Refusal, claim, release
 from taskq.scripts import Op
 from taskq.settings import Settings
 from taskq.store import now_ms
@@ -58,6 +58,19 @@ log = logging.getLogger("taskq.worker")
 
 #: Most claim calls (of claim_batch tasks each) sent to one shard in one round trip.
 CLAIMS_PER_TRIP = 8
+
+#: While the queue holds more, a drain with fewer free slots than a claim's worth (claim_batch, at
+#: most an eighth of its concurrency) waits up to this long for more to free before claiming: with
+#: hundreds of slow calls in flight slots free one at a time, and a claim call per freed slot costs
+#: Redis and the drain about ten times what a claim of sixteen costs per task.
+CLAIM_GATHER_SECONDS = 0.02
+
+#: An outcome's round trip waits up to this long for others to join it (not a synchronous call's):
+#: completions of slow calls come one at a time, and acks sent together cost Redis one call for many.
+OUTCOME_LINGER_SECONDS = 0.01
+
+#: A drain that claimed all it asked passes a wake-up on to idle drains at most this often per shard.
+WAKE_PASS_SECONDS = 0.1
 
 #: Longest pause between claim attempts while Redis is unreachable (backoff from 0.25 s).
 REDIS_BACKOFF_MAX_SECONDS = 5.0
@@ -99,7 +112,10 @@ class Drain:
         self.flow_spec = flow.spec(settings, self.lanes) if self.lanes else ""
         self._reopens: float | None = None  # seconds until a paced lane with queued tasks reopens
         self._logged: dict[tuple[str, str], float] = {}  # (type, key) -> last rate-limit log (monotonic)
-        self.slot_freed = asyncio.Event()
+        self.slot_freed = asyncio.Event()  # set when at least _free_wanted slots are free
+        self._free_wanted = 1
+        self._gather = min(settings.claim_batch, max(1, concurrency // 8))  # a claim's worth of slots
+        self._woke: dict[int, float] = {}  # shard -> when this drain last passed a wake-up on (monotonic)
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
         self._round = 0  # claim rounds so far: each starts at the next shard
@@ -178,6 +194,7 @@ class Drain:
 
     async def _claim_loop(self, deadline: float) -> None:
         failures = 0  # claims in a row that Redis did not answer
+        more = gathered = False  # the last claim got all it asked; this drain waited for slots since
         while not self.stop.is_set() and time.monotonic() < deadline:
             reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
             self._check_parent()  # before every claim, not only at lease renewals
@@ -185,9 +202,20 @@ class Drain:
                 break
             free = self.concurrency - len(self.leases.held)
             if free <= 0:
+                self._free_wanted = 1
                 self.slot_freed.clear()
                 await first_done(self.slot_freed.wait(), self.stop.wait())
                 continue
+            if more and free < self._gather and not gathered:
+                gathered = True
+                self._free_wanted = self._gather
+                self.slot_freed.clear()
+                await first_done(
+                    self.slot_freed.wait(), asyncio.sleep(CLAIM_GATHER_SECONDS), self.stop.wait()
+                )
+                self._free_wanted = 1
+                continue
+            gathered = False
             try:
                 more = await self._claim(free)
             except RedisError as exc:
@@ -198,6 +226,7 @@ class Drain:
                                 "calls run", failures, exc, len(self.leases.held))  # fmt: skip
                 delay = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
                 await first_done(asyncio.sleep(delay * self.rng.uniform(0.5, 1.0)), self.stop.wait())
+                more = False
                 continue
             if failures:
                 log.warning("claiming works again after %d failed attempts", failures)
@@ -242,10 +271,13 @@ class Drain:
                 more = True
                 self._trip = min(CLAIMS_PER_TRIP, self._trip * 2)
                 # Likely more queued: pass the wake-up on so another idle worker joins in (capped like
-                # admission's, so tokens nobody needed do not pile up and make idle drains spin).
-                pipe = self.ops.client.pipeline(transaction=False)
-                pipe.lpush(shard.wake, "more").ltrim(shard.wake, 0, 63)
-                await pipe.execute()
+                # admission's, so tokens nobody needed do not pile up and make idle drains spin), now
+                # and then rather than after every claim of a few freed slots.
+                if time.monotonic() - self._woke.get(shard.index, -WAKE_PASS_SECONDS) >= WAKE_PASS_SECONDS:
+                    self._woke[shard.index] = time.monotonic()
+                    pipe = self.ops.client.pipeline(transaction=False)
+                    pipe.lpush(shard.wake, "more").ltrim(shard.wake, 0, 63)
+                    await pipe.execute()
             else:
                 self._trip = 1
         self.stats["claimed"] += started
@@ -292,10 +324,11 @@ class Drain:
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
             self.leases.settling.add(task.id)
-            applied = await self._apply(op)
+            linger = OUTCOME_LINGER_SECONDS if task.priority != SYNC_PRIORITY else 0.0
+            applied = await self._apply(op, linger)
             if applied == MUST_FAIL and outcome.fallback is not None:
                 op = outcome.fallback
-                applied = await self._apply(op)
+                applied = await self._apply(op, linger)
             if applied:
                 self.stats[op.script] += 1
                 if op.script == "throttle" and outcome.refusal is not None:
@@ -317,9 +350,10 @@ class Drain:
         finally:
             self.leases.settling.discard(task.id)
             self.leases.held.pop(task.id, None)
-            self.slot_freed.set()
+            if self.concurrency - len(self.leases.held) >= self._free_wanted:
+                self.slot_freed.set()
 
-    async def _apply(self, op: Op[Any]) -> Any:
+    async def _apply(self, op: Op[Any], linger: float = 0.0) -> Any:
         """Apply a task's outcome (sharing a round trip with others); False if its lease was lost.
 
         While Redis does not answer, the outcome is sent again with backoff until the lease would have
@@ -333,7 +367,7 @@ class Drain:
         applied = False  # a copy that lands after an applied one is fenced out: the first one counts
         while True:
             try:
-                applied = await self.ops.run_batched(op) or applied
+                applied = await self.ops.run_batched(op, linger=linger) or applied
                 if self.commits is not None:
                     await self.commits.confirm()
                 return applied
