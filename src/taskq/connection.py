@@ -133,8 +133,8 @@ def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     options.update(kwargs)
     if is_sentinel_url(url):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call]
-        return sentinel.master_for(parsed.service, **parsed.primary_options(), **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call,unused-ignore]
+        return sentinel.master_for(parsed.service, **parsed.primary_options(), **options)  # type: ignore[no-untyped-call,unused-ignore]
     if cluster or is_cluster_url(url):
         plain = url.replace("+cluster", "", 1)
         options.pop("health_check_interval", None)

@@ -115,7 +115,7 @@ def redis_client(settings: Settings) -> Any:
         )
     if is_sentinel_url(url):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call,unused-ignore]
         return sentinel.master_for(
             parsed.service,
             redis_class=aioredis.Redis,
