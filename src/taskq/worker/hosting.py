@@ -94,6 +94,16 @@ class DrainWorker(Worker):
         kwargs["job_monitoring_interval"] = self.job_monitoring_interval  # RQ's own default is 30 s
         super().__init__([own], name=name, **kwargs)
 
+    def unsubscribe(self) -> None:
+        # rq unsubscribes, then stops and joins its pubsub thread. With redis-py 8 that thread, when it
+        # reads the UNSUBSCRIBE reply before it is told to stop, goes on to wait up to rq's 60 s for a
+        # subscription that never comes, and the worker's exit waits with it. Told first, it ends at
+        # that reply.
+        thread = getattr(self, "pubsub_thread", None)
+        if thread is not None:
+            thread._running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
+
     def work(self, *args: Any, **kwargs: Any) -> bool:
         kwargs["with_scheduler"] = False  # no RQ scheduler process: our retries live in T:delayed
         self._delete_orphan_queues()
