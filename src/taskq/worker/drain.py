@@ -59,14 +59,11 @@ log = logging.getLogger("taskq.worker")
 #: Most claim calls (of claim_batch tasks each) sent to one shard in one round trip.
 CLAIMS_PER_TRIP = 8
 
-#: While the queue holds more, a drain with fewer free slots than a claim's worth (claim_batch, at
-#: most an eighth of its concurrency) waits up to this long for more to free before claiming: with
-#: hundreds of slow calls in flight slots free one at a time, and a claim call per freed slot costs
-#: Redis and the drain about ten times what a claim of sixteen costs per task.
-CLAIM_GATHER_SECONDS = 0.02
-
-#: An outcome's round trip waits up to this long for others to join it (not a synchronous call's):
-#: completions of slow calls come one at a time, and acks sent together cost Redis one call for many.
+#: An outcome's round trip waits up to this long for others to join it (not a synchronous call's).
+#: Slow calls end one at a time: an ack call and a claim call per task cost Redis and the drain several
+#: times what one call for many does. Outcomes sent together also free their slots together, so the
+#: claims that refill them come in batches too (a wait before claiming gained nothing more, and cost
+#: rate).
 OUTCOME_LINGER_SECONDS = 0.01
 
 #: A drain that claimed all it asked passes a wake-up on to idle drains at most this often per shard.
@@ -112,9 +109,7 @@ class Drain:
         self.flow_spec = flow.spec(settings, self.lanes) if self.lanes else ""
         self._reopens: float | None = None  # seconds until a paced lane with queued tasks reopens
         self._logged: dict[tuple[str, str], float] = {}  # (type, key) -> last rate-limit log (monotonic)
-        self.slot_freed = asyncio.Event()  # set when at least _free_wanted slots are free
-        self._free_wanted = 1
-        self._gather = min(settings.claim_batch, max(1, concurrency // 8))  # a claim's worth of slots
+        self.slot_freed = asyncio.Event()
         self._woke: dict[int, float] = {}  # shard -> when this drain last passed a wake-up on (monotonic)
         self.rng = random.Random()
         self.stats: Counter[str] = Counter()
@@ -194,7 +189,6 @@ class Drain:
 
     async def _claim_loop(self, deadline: float) -> None:
         failures = 0  # claims in a row that Redis did not answer
-        more = gathered = False  # the last claim got all it asked; this drain waited for slots since
         while not self.stop.is_set() and time.monotonic() < deadline:
             reraise_cancellation()  # one a Redis call swallowed (see clients.pause)
             self._check_parent()  # before every claim, not only at lease renewals
@@ -202,20 +196,9 @@ class Drain:
                 break
             free = self.concurrency - len(self.leases.held)
             if free <= 0:
-                self._free_wanted = 1
                 self.slot_freed.clear()
                 await first_done(self.slot_freed.wait(), self.stop.wait())
                 continue
-            if more and free < self._gather and not gathered:
-                gathered = True
-                self._free_wanted = self._gather
-                self.slot_freed.clear()
-                await first_done(
-                    self.slot_freed.wait(), asyncio.sleep(CLAIM_GATHER_SECONDS), self.stop.wait()
-                )
-                self._free_wanted = 1
-                continue
-            gathered = False
             try:
                 more = await self._claim(free)
             except RedisError as exc:
@@ -226,7 +209,6 @@ class Drain:
                                 "calls run", failures, exc, len(self.leases.held))  # fmt: skip
                 delay = min(REDIS_BACKOFF_MAX_SECONDS, 0.25 * 2 ** min(failures - 1, 5))
                 await first_done(asyncio.sleep(delay * self.rng.uniform(0.5, 1.0)), self.stop.wait())
-                more = False
                 continue
             if failures:
                 log.warning("claiming works again after %d failed attempts", failures)
@@ -350,8 +332,7 @@ class Drain:
         finally:
             self.leases.settling.discard(task.id)
             self.leases.held.pop(task.id, None)
-            if self.concurrency - len(self.leases.held) >= self._free_wanted:
-                self.slot_freed.set()
+            self.slot_freed.set()
 
     async def _apply(self, op: Op[Any], linger: float = 0.0) -> Any:
         """Apply a task's outcome (sharing a round trip with others); False if its lease was lost.
