@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskq.asyncops import AsyncScheduler
+from taskq.asyncops import BATCH_GATHER, AsyncScheduler
 from taskq.errors import Code
 from taskq.scheduler import Claimed, Claims, claim, complete, fail, release
 from taskq.settings import Settings
@@ -107,6 +107,44 @@ def test_a_caller_cancelled_before_its_outcome_left_sends_nothing(real_redis: Cl
 
     assert _run(submit) is True
     assert [status_of(store, org, t.id) for t in tasks] == ["COMPLETED", "PROCESSING"]
+
+
+def _script_calls(client: Client) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_lingering_outcomes_arriving_apart_share_one_script_call(private_redis: Client) -> None:
+    store, _, org, tasks = _setup(private_redis, 4)
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    private_redis.config_resetstat()
+
+    async def submit(ops_runner: AsyncScheduler) -> list[bool]:
+        pending = []
+        for t in tasks:  # completions of slow calls come one at a time
+            op = complete(t, {"text": "ok"}, now=2_000, retention=60)
+            pending.append(asyncio.ensure_future(ops_runner.run_batched(op, linger=30.0)))
+            await asyncio.sleep(0.005)
+        # A caller that may not wait (a synchronous call's outcome) sends the lingering ones at once.
+        last = complete(tasks[-1], {"text": "again"}, now=2_000, retention=60)
+        pending.append(asyncio.ensure_future(ops_runner.run_batched(last)))
+        return list(await asyncio.wait_for(asyncio.gather(*pending), 10))
+
+    assert _run(submit, f"redis://127.0.0.1:{port}/0") == [True, True, True, True, False]
+    assert _script_calls(private_redis) == 1  # five acks, one merged ack call
+    assert {status_of(store, org, t.id) for t in tasks} == {"COMPLETED"}
+    assert counters(store, org)["inflight"] == 0
+
+
+def test_a_lingering_round_trip_leaves_once_a_batch_has_gathered(real_redis: Client) -> None:
+    store, _, org, tasks = _setup(real_redis, BATCH_GATHER)
+
+    async def submit(ops_runner: AsyncScheduler) -> list[bool]:
+        ops = [complete(t, {"text": "ok"}, now=2_000, retention=60) for t in tasks]
+        pending = [ops_runner.run_batched(op, linger=30.0) for op in ops]
+        return list(await asyncio.wait_for(asyncio.gather(*pending), 10))
+
+    assert _run(submit) == [True] * BATCH_GATHER
+    assert {status_of(store, org, t.id) for t in tasks} == {"COMPLETED"}
 
 
 def test_provider_client_keeps_no_cookies() -> None:

@@ -11,25 +11,26 @@ import redis
 from redis.client import PubSub
 
 from taskq.worker.hosting import PUBSUB_STOP_SECONDS, DrainWorker
-from tests.conftest import REAL_REDIS_URL
+from tests.support.clients import Client
+from tests.support.env import REAL_REDIS_URL
 
 pytestmark = [pytest.mark.redis]
 
 
 def test_unsubscribing_ends_the_listener_even_when_the_worker_loses_the_cpu_right_after(
-    real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    real_redis: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a loaded machine the listener thread reads the reply to the unsubscribe before the worker
     tells it to stop; it must end anyway (it used to poll on for a minute, holding the worker's exit)."""
     worker = DrainWorker([], connection=redis.Redis.from_url(REAL_REDIS_URL))
-    worker.subscribe()  # type: ignore[no-untyped-call]
+    worker.subscribe()
     wait_until(lambda: real_redis.pubsub_numsub(worker.pubsub_channel_name)[0][1] == 1)
     time.sleep(0.2)  # the listener is now blocked in its 60 s poll
 
     send = PubSub.unsubscribe
 
     def unsubscribe_then_lose_the_cpu(pubsub: PubSub, *args: Any) -> Any:
-        sent = send(pubsub, *args)  # type: ignore[no-untyped-call]
+        sent = send(pubsub, *args)
         time.sleep(0.5)  # the listener gets the reply meanwhile
         return sent
 

@@ -22,6 +22,9 @@ R = TypeVar("R")
 #: Most ops one pipelined round trip carries (each is still its own script call).
 BATCH_LIMIT = 128
 
+#: A lingering round trip (``run_batched(linger=...)``) leaves early once this many ops wait.
+BATCH_GATHER = 16
+
 
 @cache
 def _sha(script: str) -> str:
@@ -36,7 +39,9 @@ class AsyncScheduler:
     ack, fail, retry): ops submitted while a round trip is under way wait for the next one and then go
     out together in one pipeline. Every op is still its own EVALSHA, so each task's transition stays
     atomic and fenced on its own; only the network trip (and the client's per-command work) is shared.
-    Nothing waits for a batch to fill: an op submitted to an idle scheduler leaves at once.
+    Nothing waits for a batch to fill unless asked: an op submitted to an idle scheduler leaves at
+    once, or, with ``linger``, once BATCH_GATHER ops wait, an op without linger comes, or the linger
+    is up (ops that share a script call, such as acks, then cost Redis one call for many).
     """
 
     def __init__(self, client: AsyncRedis) -> None:
@@ -45,6 +50,7 @@ class AsyncScheduler:
         self._cluster = isinstance(client, RedisCluster)
         self._queued: list[tuple[Op[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._lingering: asyncio.Future[None] | None = None  # resolved when the lingering trip leaves
 
     async def run(self, op: Op[R]) -> R:
         return op.parse(await self.scripts[op.script](keys=op.keys, args=op.args))
@@ -57,15 +63,37 @@ class AsyncScheduler:
                 raise reply
         return [op.parse(reply) for op, reply in zip(ops, replies, strict=True)]
 
-    async def run_batched(self, op: Op[R]) -> R:
-        """Like ``run``, sharing a round trip with the other ops submitted meanwhile."""
+    async def run_batched(self, op: Op[R], *, linger: float = 0.0) -> R:
+        """Like ``run``, sharing a round trip with the other ops submitted meanwhile; with ``linger``
+        (seconds), a round trip this op starts waits up to that long for others to join."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queued.append((op, done))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_queued())
+            self._sender = asyncio.create_task(self._send_queued(linger))
+        elif self._lingering is not None and (linger <= 0 or len(self._queued) >= BATCH_GATHER):
+            _resolve(self._lingering)
         return await done
 
-    async def _send_queued(self) -> None:
+    async def _linger(self, seconds: float) -> None:
+        """Wait up to `seconds` before a round trip leaves (see ``run_batched``)."""
+        if seconds <= 0 or len(self._queued) >= BATCH_GATHER:
+            return
+        loop = asyncio.get_running_loop()
+        self._lingering = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, self._lingering)
+        try:
+            await self._lingering
+        except BaseException:  # cancelled (loop shutting down): so are the callers waiting
+            for _, done in self._queued:
+                done.cancel()
+            self._queued = []
+            raise
+        finally:
+            timer.cancel()
+            self._lingering = None
+
+    async def _send_queued(self, linger: float = 0.0) -> None:
+        await self._linger(linger)
         while self._queued:
             batch, self._queued = self._queued[:BATCH_LIMIT], self._queued[BATCH_LIMIT:]
             batch = [entry for entry in batch if not entry[1].done()]  # callers cancelled before it left
@@ -124,3 +152,8 @@ class AsyncScheduler:
                 except Exception as exc:
                     replies[i] = exc
         return replies
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

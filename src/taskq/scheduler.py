@@ -156,10 +156,12 @@ def trim_listing(shard: Shard, org_id: str, *, limit: int = TRIM_LIMIT) -> Op[in
 def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: int) -> Op[bool]:
     """COMPLETED: result stored, credits charged, webhook queued, in one step; False if fenced out."""
     result_json = orjson.dumps(result).decode()
-    # The webhook body is the event view with the result object itself (not parsed back from its JSON).
-    view = event_view(task.record(TaskStatus.COMPLETED, now))
-    view["response"] = result
-    body = orjson.dumps(view).decode()
+    body = ""  # a task admitted without a webhook url never gets one: no event to build or send
+    if task.webhook_url:
+        # The webhook body is the event view with the result object itself (not parsed back from its JSON).
+        view = event_view(task.record(TaskStatus.COMPLETED, now))
+        view["response"] = result
+        body = orjson.dumps(view).decode()
     shared = [task.shard.tag, retention]
     item = [task.id, task.token, now, body, result_json]
     return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))

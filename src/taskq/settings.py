@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 60.0
-    claim_batch: int = 16
+    claim_batch: int = 32
     worker_concurrency: int = 200
     worker_processes: int = 1
     drain_seconds: float = 600.0

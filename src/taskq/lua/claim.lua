@@ -291,8 +291,12 @@ if #flow_fields > 0 then
 end
 local reopens = -1
 for _, ct in ipairs(claimable) do
-  local lane = top_of(ct[1])[1] and lane_of(ct[1])
-  if lane and lane_room(lane, fnow, slow) == 0 then
+  -- A lane already read is asked for room first: its ready index is read again only when it is shut.
+  local lane = flow_lanes[ct[1]]
+  if lane == nil then
+    lane = top_of(ct[1])[1] and lane_of(ct[1])
+  end
+  if lane and lane_room(lane, fnow, slow) == 0 and top_of(ct[1])[1] then
     local at = lane_reopens(lane, fnow, slow)
     if at then
       local wait = math.max(0, math.ceil(at - fnow))
