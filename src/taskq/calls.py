@@ -1,22 +1,34 @@
 """Synchronous calls through the queue: admit one call as a task above every async priority, wait for
-its outcome without polling, and cancel it when its client leaves or its time is up.
+its outcome without polling, charge it once its answer is in hand, and cancel it when its client
+leaves or its time is up.
 
 A call is admitted by the same Lua script as a batch (admit.lua, flagged synchronous): it takes one
 of the organization's concurrency slots (shared with its PROCESSING tasks) or is refused at once,
 and reserves its credits like any task. Workers run it like any task; when it finishes, the
-terminal transition pushes its status and result (or error) to ``T:reply:<id>`` in the same atomic
-step, and the intake, blocked on that list (BLPOP), wakes up with the answer.
+terminal transition pushes its id, status and result (or error) to the inbox of the intake process
+that admitted it, ``T:inbox:<inbox id>``, in the same atomic step. Each process has one ``Inbox``
+per Redis client: one reader thread per shard blocks on the inbox list (BLPOP) for all the calls
+the process waits for, charges the completed ones it pops (collect.lua, one script call per batch
+popped) and wakes their threads; one watcher thread polls the waiting clients' sockets to notice a
+hang-up at once. A waiting call costs a parked thread, no Redis connection and no system call.
+
+A completed call is charged only when its answer reaches the intake that waits for it: if that
+process is gone (crash, kill), nobody collects it and the reaper refunds it SYNC_COLLECT_MS (30 s)
+after it completed (reap.lua).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import select
 import socket
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,11 +36,14 @@ import redis
 
 from taskq.admission import provider_errors
 from taskq.errors import Code, ConcurrencyLimitExceeded, InsufficientCredits, TaskqError
+from taskq.keys import Shard
 from taskq.pricing import credits_for
 from taskq.scheduler import SYNC_PRIORITY, cancel
 from taskq.schemas.tasks import FieldError, TaskRequest
 from taskq.settings import Settings
 from taskq.store import Org, Store, now_ms
+
+log = logging.getLogger(__name__)
 
 #: What ``wait`` returns when the client went away.
 GONE = "GONE"
@@ -58,11 +73,41 @@ class Slots:
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished call: its status (COMPLETED, FAILED, CANCELED), its result or error (JSON text), and
+    whether it was charged (a completed call is, once collected; one refunded before is not)."""
+
+    status: str
+    body: str
+    charged: bool = False
+
+    @classmethod
+    def parse(cls, reply: str) -> Outcome:
+        status, _, body = reply.partition("\n")
+        return cls(status, body)
+
+
+class Waiter:
+    """One admitted call that a thread of this process waits for."""
+
+    __slots__ = ("__weakref__", "error", "gone", "outcome", "ready", "shard", "task_id")
+
+    def __init__(self, task_id: str, shard: Shard) -> None:
+        self.task_id = task_id
+        self.shard = shard
+        self.ready = threading.Event()
+        self.outcome: Outcome | None = None
+        self.error: BaseException | None = None
+        self.gone = False
+
+
+@dataclass(frozen=True, slots=True)
 class Admitted:
     task_id: str
     cost: int
     slots: Slots
     credits_left: int  # the balance less every reservation, this call's included, at admission
+    waiter: Waiter = field(repr=False, compare=False)  # its inbox entry lives as long as this does
 
 
 class Refused(TaskqError):
@@ -73,17 +118,145 @@ class Refused(TaskqError):
         self.slots = slots
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A finished call: its status (COMPLETED, FAILED, CANCELED) and its result or error (JSON text)."""
+class Inbox:
+    """The synchronous calls one process waits for on one Redis client, and their answers.
 
-    status: str
-    body: str
+    Waiters are held weakly: a call's entry goes when its request does (``Admitted.waiter``). A
+    reader thread per shard runs while the shard has waiters: it pops every outcome pushed to this
+    inbox, charges the completed ones it has a waiter for, and wakes them. An outcome nobody here
+    waits for any more (the call timed out, its client left) is dropped: a completed one is then not
+    charged (the reaper refunds it)."""
 
-    @classmethod
-    def parse(cls, reply: str) -> Outcome:
-        status, _, body = reply.partition("\n")
-        return cls(status, body)
+    def __init__(self, store: Store) -> None:
+        self.id = quick_uuid()
+        self.store = store
+        self._lock = threading.Lock()
+        self._waiters: weakref.WeakValueDictionary[str, Waiter] = weakref.WeakValueDictionary()
+        self._readers: set[int] = set()  # shards with a reader thread
+        self.watcher = Watcher()
+
+    def expect(self, task_id: str, shard: Shard) -> Waiter:
+        """Register a call before it is admitted (its answer may come before admit returns)."""
+        waiter = Waiter(task_id, shard)
+        with self._lock:
+            self._waiters[task_id] = waiter
+            if shard.index not in self._readers:
+                self._readers.add(shard.index)
+                threading.Thread(target=self._read, args=(shard,), name=f"taskq-inbox-{shard.index}",
+                                 daemon=True).start()  # fmt: skip
+        return waiter
+
+    def waiter(self, task_id: str) -> Waiter | None:
+        return self._waiters.get(task_id)
+
+    def _idle(self, shard: Shard) -> bool:
+        """Stop this shard's reader when nothing here waits on it any more (under the lock)."""
+        with self._lock:
+            if any(w.shard.index == shard.index for w in self._waiters.values()):
+                return False
+            self._readers.discard(shard.index)
+            return True
+
+    def _read(self, shard: Shard) -> None:
+        key = shard.inbox(self.id)
+        client = self.store.client
+        while True:
+            try:
+                popped = client.blpop([key], timeout=1)
+                if popped is None:
+                    if self._idle(shard):
+                        return
+                    continue
+                items = [popped[1], *(client.lpop(key, 1000) or [])]
+            except redis.RedisError:
+                log.warning("reading the synchronous calls' inbox %s failed; retrying", key, exc_info=True)
+                time.sleep(0.5)
+                continue
+            self._deliver(shard, items)
+
+    def _deliver(self, shard: Shard, items: list[str]) -> None:
+        found: list[tuple[Waiter, Outcome]] = []
+        for item in items:
+            task_id, _, reply = str(item).partition("\n")
+            waiter = self._waiters.get(task_id)
+            if waiter is not None and waiter.outcome is None:
+                found.append((waiter, Outcome.parse(reply)))
+        completed = [w.task_id for w, outcome in found if outcome.status == "COMPLETED"]
+        charged: set[str] = set()
+        error: BaseException | None = None
+        if completed:
+            try:
+                verdicts = self.store.scripts["collect"](keys=[shard.collect], args=[shard.tag, *completed])
+                charged = {task_id for task_id, ok in zip(completed, verdicts, strict=True) if int(ok)}
+            except redis.RedisError as exc:  # charged or not is unknown: answer 500 (the reaper refunds)
+                error = exc
+        for waiter, outcome in found:
+            if outcome.status == "COMPLETED":
+                waiter.error = error
+                outcome = Outcome(outcome.status, outcome.body, waiter.task_id in charged)
+            waiter.outcome = outcome
+            waiter.ready.set()
+
+
+class Watcher:
+    """One thread per process that notices waiting clients hanging up: an epoll over their sockets
+    (the kernel watches them; the thread runs only when one becomes readable)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poll: Any = None
+        self._watched: dict[int, tuple[socket.socket, Waiter]] = {}
+
+    def add(self, sock: socket.socket, waiter: Waiter) -> int:
+        fd = sock.fileno()
+        with self._lock:
+            if self._poll is None:
+                self._poll = select.epoll()
+                watch = threading.Thread(target=self._run, args=(self._poll,), name="taskq-hangups")
+                watch.daemon = True
+                watch.start()
+            self._watched[fd] = (sock, waiter)
+            self._poll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        return fd
+
+    def remove(self, fd: int) -> None:
+        with self._lock:
+            if self._watched.pop(fd, None) is not None:
+                self._poll.unregister(fd)
+
+    def _run(self, poll: Any) -> None:
+        while True:
+            events = poll.poll(1.0)
+            with self._lock:
+                if not events and not self._watched:
+                    self._poll = None
+                    poll.close()
+                    return
+                hits = [(fd, self._watched.pop(fd, None)) for fd, _ in events]
+                for fd, entry in hits:
+                    if entry is not None:
+                        poll.unregister(fd)
+            for _, entry in hits:
+                if entry is not None and _closed(entry[0]):
+                    entry[1].gone = True
+                    entry[1].ready.set()
+                # else: bytes of a next request, not a close: stop watching
+
+
+_inboxes: weakref.WeakKeyDictionary[Store, Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+os.register_at_fork(after_in_child=_inboxes.clear)  # threads do not survive a fork: start afresh
+
+
+def inbox(store: Store) -> Inbox:
+    """This process's inbox on `store` (created at its first call)."""
+    found = _inboxes.get(store)
+    if found is None:
+        with _inboxes_lock:
+            found = _inboxes.get(store)
+            if found is None:
+                found = _inboxes[store] = Inbox(store)
+    return found
 
 
 def check(task: TaskRequest, settings: Settings) -> list[FieldError]:
@@ -99,9 +272,11 @@ def price(task: TaskRequest, settings: Settings) -> int:
 def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admitted:
     """Admit one call, or raise Refused (CONCURRENCY_LIMIT_EXCEEDED, INSUFFICIENT_CREDITS)."""
     shard = org.shard
+    box = inbox(store)
     task_id = quick_uuid()
+    waiter = box.expect(task_id, shard)
     cost = price(task, settings)
-    packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1]]
+    packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1, 0, box.id]]
     payload = task.payload.__pydantic_serializer__.to_json(task.payload)
     reply = store.scripts["admit"](
         keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake, shard.delayed],
@@ -130,63 +305,34 @@ def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admi
     if reply[1] == "credits":
         error = InsufficientCredits("Insufficient credits", {"creditsToCharge": cost})
         raise Refused(error, slots)
-    return Admitted(task_id, cost, slots, int(reply[4]))
+    return Admitted(task_id, cost, slots, int(reply[4]), waiter)
 
 
 def wait(
     store: Store, org: Org, task_id: str, timeout: float, watch: socket.socket | None
 ) -> Outcome | str | None:
     """Block until the call finishes (its Outcome), its client closes `watch` (GONE), or `timeout`
-    seconds pass (None). One BLPOP on the call's reply list; no polling."""
-    key = org.shard.reply(task_id)
-    client = store.client
-    if type(client) is not redis.Redis or client.connection is not None:
-        return _wait_in_steps(client, key, timeout, watch)
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()
+    seconds pass (None). The thread parks on the call's event: the process's inbox reader wakes it
+    with the outcome, its hang-up watcher when the client leaves."""
+    box = inbox(store)
+    waiter = box.waiter(task_id)
+    if waiter is None:
+        raise TaskqError("no synchronous call of this process has this id", code=Code.INTERNAL_SERVER_ERROR)
+    fd = box.watcher.add(watch, waiter) if watch is not None else None
     try:
-        conn.send_command("BLPOP", key, max(0.01, round(timeout, 3)))
-        sock = conn._sock
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        if watch is not None:
-            poller.register(watch, select.POLLIN)
-        # The BLPOP answers by itself at its timeout; past that (and a margin) Redis is not answering.
-        limit = time.monotonic() + timeout + 5.0
-        while True:
-            events = poller.poll(max(0.0, limit - time.monotonic()) * 1000)
-            if not events:
-                raise redis.TimeoutError("Redis did not answer a BLPOP in time")
-            if any(fd == sock.fileno() for fd, _ in events):
-                popped = conn.read_response()
-                return Outcome.parse(str(popped[1])) if popped else None
-            assert watch is not None
-            if _closed(watch):
-                conn.disconnect()  # the BLPOP is still pending on it: never reuse this connection
-                return GONE
-            poller.unregister(watch)  # bytes of a next request, not a close: stop watching
-    except BaseException:
-        conn.disconnect()
-        raise
+        waiter.ready.wait(max(0.0, timeout))
     finally:
-        pool.release(conn)
-
-
-def _wait_in_steps(
-    client: Any, key: str, timeout: float, watch: socket.socket | None
-) -> Outcome | str | None:
-    """``wait`` on clients without one plain connection to block on (cluster, fakeredis): BLPOPs of at
-    most a second, looking at the client socket in between."""
-    end = time.monotonic() + timeout
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return None
-        popped = client.blpop([key], timeout=min(1.0, max(0.01, left)))
-        if popped:
-            return Outcome.parse(str(popped[1]))
-        if watch is not None and _closed(watch):
-            return GONE
+        if fd is not None:
+            box.watcher.remove(fd)
+    if waiter.error is not None:
+        raise waiter.error
+    if waiter.outcome is not None:
+        return waiter.outcome
+    if waiter.gone:
+        waiter.gone = False
+        waiter.ready.clear()  # a later wait (after the cancel) is for the outcome
+        return GONE
+    return None
 
 
 def _closed(sock: socket.socket) -> bool:
