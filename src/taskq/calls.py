@@ -169,6 +169,8 @@ class Inbox:
                     continue
                 items = [popped[1], *(client.lpop(key, 1000) or [])]
             except redis.RedisError:
+                if self._idle(shard):
+                    return
                 log.warning("reading the synchronous calls' inbox %s failed; retrying", key, exc_info=True)
                 time.sleep(0.5)
                 continue
