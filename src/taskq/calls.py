@@ -29,6 +29,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -131,30 +132,42 @@ class Inbox:
         self.id = quick_uuid()
         self.store = store
         self._lock = threading.Lock()
-        self._waiters: weakref.WeakValueDictionary[str, Waiter] = weakref.WeakValueDictionary()
+        # task id -> its waiter, held weakly; plain dict operations (atomic under the GIL), so that a
+        # burst of calls registering at once does not queue on a lock
+        self._waiters: dict[str, weakref.ref[Waiter]] = {}
         self._readers: set[int] = set()  # shards with a reader thread
         self.watcher = Watcher()
 
     def expect(self, task_id: str, shard: Shard) -> Waiter:
         """Register a call before it is admitted (its answer may come before admit returns)."""
         waiter = Waiter(task_id, shard)
-        with self._lock:
-            self._waiters[task_id] = waiter
-            if shard.index not in self._readers:
-                self._readers.add(shard.index)
-                threading.Thread(target=self._read, args=(shard,), name=f"taskq-inbox-{shard.index}",
-                                 daemon=True).start()  # fmt: skip
+        self._waiters[task_id] = weakref.ref(waiter, partial(self._forget, task_id))
+        # Registered first, then the reader looked for; a reader stopping forgets itself first, then
+        # looks for waiters (_idle): one of the two always sees the other.
+        if shard.index not in self._readers:
+            with self._lock:
+                if shard.index not in self._readers:
+                    self._readers.add(shard.index)
+                    threading.Thread(target=self._read, args=(shard,), name=f"taskq-inbox-{shard.index}",
+                                     daemon=True).start()  # fmt: skip
         return waiter
 
+    def _forget(self, task_id: str, _: object) -> None:
+        self._waiters.pop(task_id, None)
+
     def waiter(self, task_id: str) -> Waiter | None:
-        return self._waiters.get(task_id)
+        ref = self._waiters.get(task_id)
+        return ref() if ref is not None else None
 
     def _idle(self, shard: Shard) -> bool:
-        """Stop this shard's reader when nothing here waits on it any more (under the lock)."""
+        """Stop this shard's reader when nothing here waits on it any more."""
         with self._lock:
-            if any(w.shard.index == shard.index for w in self._waiters.values()):
-                return False
             self._readers.discard(shard.index)
+            for ref in list(self._waiters.values()):
+                waiter = ref()
+                if waiter is not None and waiter.shard.index == shard.index:
+                    self._readers.add(shard.index)
+                    return False
             return True
 
     def _read(self, shard: Shard) -> None:
@@ -180,7 +193,7 @@ class Inbox:
         found: list[tuple[Waiter, Outcome]] = []
         for item in items:
             task_id, _, reply = str(item).partition("\n")
-            waiter = self._waiters.get(task_id)
+            waiter = self.waiter(task_id)
             if waiter is not None and waiter.outcome is None:
                 found.append((waiter, Outcome.parse(reply)))
         completed = [w.task_id for w, outcome in found if outcome.status == "COMPLETED"]
