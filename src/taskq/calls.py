@@ -137,6 +137,7 @@ class Inbox:
         self._waiters: dict[str, weakref.ref[Waiter]] = {}
         self._readers: set[int] = set()  # shards with a reader thread
         self.watcher = Watcher()
+        self.admissions = Admissions(store)
 
     def expect(self, task_id: str, shard: Shard) -> Waiter:
         """Register a call before it is admitted (its answer may come before admit returns)."""
@@ -258,6 +259,88 @@ class Watcher:
                 # else: bytes of a next request, not a close: stop watching
 
 
+class Admissions:
+    """The admissions of one process's concurrent calls, sent to Redis together (a group commit):
+    a call arriving while another's admission is on its way joins the queue; when the one under way
+    is answered, the first call queued takes the whole queue and sends it as one pipeline of
+    admit.lua calls (one round trip, one connection, for all of them), each still its own script
+    call with its own verdict. A lone call goes at once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._sending = False
+
+    def run(self, keys: list[str], args: list[Any]) -> Any:
+        """admit.lua's reply for these keys and arguments (raises what the script call raised)."""
+        item = _Pending(keys, args)
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._sending
+            self._sending = True
+        if not lead:
+            item.done.wait()
+            lead = item.lead  # handed the queue: this call sends it (its own admission included)
+        if lead:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            try:
+                self._send(batch)
+            finally:
+                with self._lock:
+                    if self._queue:
+                        self._queue[0].lead = True
+                        self._queue[0].done.set()
+                    else:
+                        self._sending = False
+        if item.error is not None:
+            raise item.error
+        return item.reply
+
+    def _send(self, batch: list[_Pending]) -> None:
+        script = self.store.scripts["admit"]
+        try:
+            if len(batch) == 1:
+                batch[0].reply = script(keys=batch[0].keys, args=batch[0].args)
+                return
+            pipe = self.store.client.pipeline(transaction=False)
+            for item in batch:
+                pipe.execute_command("EVALSHA", script.sha, len(item.keys), *item.keys, *item.args)
+            replies = pipe.execute(raise_on_error=False)
+            for item, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):  # not run: load it and run it
+                    try:
+                        reply = script(keys=item.keys, args=item.args)
+                    except Exception as exc:
+                        reply = exc
+                if isinstance(reply, Exception):
+                    item.error = reply
+                else:
+                    item.reply = reply
+        except BaseException as exc:
+            for item in batch:
+                if item.reply is None and item.error is None:
+                    item.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for item in batch:
+                item.lead = False
+                item.done.set()
+
+
+class _Pending:
+    __slots__ = ("args", "done", "error", "keys", "lead", "reply")
+
+    def __init__(self, keys: list[str], args: list[Any]) -> None:
+        self.keys, self.args = keys, args
+        self.done = threading.Event()
+        self.lead = False
+        self.reply: Any = None
+        self.error: BaseException | None = None
+
+
 _inboxes: weakref.WeakKeyDictionary[Store, Inbox] = weakref.WeakKeyDictionary()
 _inboxes_lock = threading.Lock()
 os.register_at_fork(after_in_child=_inboxes.clear)  # threads do not survive a fork: start afresh
@@ -293,19 +376,9 @@ def admit(store: Store, settings: Settings, org: Org, task: TaskRequest) -> Admi
     cost = price(task, settings)
     packed = [[task_id, task.task_type, SYNC_PRIORITY, cost, "", "", 0, 1, 0, box.id]]
     payload = task.payload.__pydantic_serializer__.to_json(task.payload)
-    reply = store.scripts["admit"](
-        keys=[shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake, shard.delayed],
-        args=[
-            shard.tag,
-            org.id,
-            now_ms(),
-            orjson.dumps(packed),
-            "",
-            1,
-            "",
-            settings.batch_ttl_seconds,
-            payload,
-        ],
+    reply = box.admissions.run(
+        [shard.org(org.id), shard.seq, shard.rr, shard.turn, shard.capped, shard.wake, shard.delayed],
+        [shard.tag, org.id, now_ms(), orjson.dumps(packed), "", 1, "", settings.batch_ttl_seconds, payload],
     )
     if reply[0] == "no_org":
         raise TaskqError("organization record is missing", code=Code.INVALID_OR_EXPIRED_API_KEY)

@@ -133,7 +133,7 @@ class ThreadedPool(redis.ConnectionPool):
     of threads queue on that lock while its holder waits for the GIL (a lock convoy: measured, 190 of
     the intake's 512 threads at once in ``get_connection``/``release``). Idle connections here are a
     list and in-use ones a set, whose append/pop and add/remove are atomic under the GIL: only
-    creating a connection takes the lock. Nothing taskq uses listens to the pool's events.
+    counting a new connection takes the lock. Nothing taskq uses listens to the pool's events.
 
     A connection taken from the pool is not polled for unread data first (a system call per
     command, 8% of the intake's CPU per synchronous call): every path that can leave a reply unread
@@ -145,8 +145,7 @@ class ThreadedPool(redis.ConnectionPool):
         try:
             connection = self._available_connections.pop()
         except IndexError:
-            with self._lock:
-                connection = self.make_connection()
+            connection = self._new_connection()
         self._in_use_connections.add(connection)
         try:
             connection.connect()  # once; then only the health check's PING after an idle interval
@@ -154,6 +153,20 @@ class ThreadedPool(redis.ConnectionPool):
             self.release(connection)
             raise
         return connection
+
+    def _new_connection(self) -> Any:
+        """A new connection, counted against max_connections under the lock but built outside it
+        (a burst's first commands create hundreds at once)."""
+        with self._lock:
+            if self._created_connections >= self.max_connections:
+                raise redis.exceptions.MaxConnectionsError("Too many connections")
+            self._created_connections += 1
+        try:
+            return self.connection_class(**self.connection_kwargs)
+        except BaseException:
+            with self._lock:
+                self._created_connections -= 1
+            raise
 
     def release(self, connection: Any) -> None:
         self._checkpid()
