@@ -8,13 +8,15 @@ and reserves its credits like any task. Workers run it like any task; when it fi
 terminal transition pushes its id, status and result (or error) to the inbox of the intake process
 that admitted it, ``T:inbox:<inbox id>``, in the same atomic step. Each process has one ``Inbox``
 per Redis client: one reader thread per shard blocks on the inbox list (BLPOP) for all the calls
-the process waits for, charges the completed ones it pops (collect.lua, one script call per batch
-popped) and wakes their threads; one watcher thread polls the waiting clients' sockets to notice a
-hang-up at once. A waiting call costs a parked thread, no Redis connection and no system call.
+the process waits for, hands each outcome to its waiting thread, and charges the completed ones it
+handed over (collect.lua, one script call per batch popped, sent with its next BLPOP); one watcher
+thread polls the waiting clients' sockets to notice a hang-up at once. A waiting call costs a
+parked thread, no Redis connection and no system call. Concurrent admissions go to Redis together
+(``Admissions``).
 
-A completed call is charged only when its answer reaches the intake that waits for it: if that
-process is gone (crash, kill), nobody collects it and the reaper refunds it SYNC_COLLECT_MS (30 s)
-after it completed (reap.lua).
+A completed call is charged only once its answer has reached the thread that answers its client:
+if that process is gone (crash, kill) or the thread gave up, nobody collects it and the reaper
+refunds it SYNC_COLLECT_MS (30 s) after it completed (reap.lua).
 """
 
 from __future__ import annotations
@@ -75,12 +77,10 @@ class Slots:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A finished call: its status (COMPLETED, FAILED, CANCELED), its result or error (JSON text), and
-    whether it was charged (a completed call is, once collected; one refunded before is not)."""
+    """A finished call: its status (COMPLETED, FAILED, CANCELED) and its result or error (JSON text)."""
 
     status: str
     body: str
-    charged: bool = False
 
     @classmethod
     def parse(cls, reply: str) -> Outcome:
@@ -91,14 +91,13 @@ class Outcome:
 class Waiter:
     """One admitted call that a thread of this process waits for."""
 
-    __slots__ = ("__weakref__", "error", "gone", "outcome", "ready", "shard", "task_id")
+    __slots__ = ("__weakref__", "gone", "outcome", "ready", "shard", "task_id")
 
     def __init__(self, task_id: str, shard: Shard) -> None:
         self.task_id = task_id
         self.shard = shard
         self.ready = threading.Event()
         self.outcome: Outcome | None = None
-        self.error: BaseException | None = None
         self.gone = False
 
 
@@ -124,7 +123,7 @@ class Inbox:
 
     Waiters are held weakly: a call's entry goes when its request does (``Admitted.waiter``). A
     reader thread per shard runs while the shard has waiters: it pops every outcome pushed to this
-    inbox, charges the completed ones it has a waiter for, and wakes them. An outcome nobody here
+    inbox, wakes the waiters, and charges the completed calls it handed over. An outcome nobody here
     waits for any more (the call timed out, its client left) is dropped: a completed one is then not
     charged (the reaper refunds it)."""
 
@@ -172,44 +171,96 @@ class Inbox:
             return True
 
     def _read(self, shard: Shard) -> None:
+        """Pop outcomes, charge the completed calls about to be handed over, and wake their waiters.
+        Each round is one round trip: the charges, a BLPOP, and an LPOP of whatever else came
+        (pipelined: Redis runs the LPOP as soon as the BLPOP is answered)."""
         key = shard.inbox(self.id)
-        client = self.store.client
+        handed: list[tuple[Waiter, Outcome]] = []  # popped last round, handed over this round
         while True:
             try:
-                popped = client.blpop([key], timeout=1)
-                if popped is None:
-                    if self._idle(shard):
-                        return
-                    continue
-                items = [popped[1], *(client.lpop(key, 1000) or [])]
+                popped, more = self._round(shard, key, handed)
             except redis.RedisError:
                 if self._idle(shard):
                     return
                 log.warning("reading the synchronous calls' inbox %s failed; retrying", key, exc_info=True)
                 time.sleep(0.5)
                 continue
-            self._deliver(shard, items)
+            finally:
+                _wake(handed)  # (done already, unless the round failed first: then not charged)
+            if popped is None:
+                if self._idle(shard):
+                    return
+                handed = []
+                continue
+            handed = self._waiting([popped[1], *(more or [])])
 
-    def _deliver(self, shard: Shard, items: list[str]) -> None:
+    def _round(self, shard: Shard, key: str, handed: list[tuple[Waiter, Outcome]]) -> tuple[Any, Any]:
+        """Charge the completed calls in `handed`, hand every outcome over, then wait for more."""
+        ids = [w.task_id for w, outcome in handed if outcome.status == "COMPLETED"]
+        script = self.store.scripts["collect"]
+        charge = ("EVALSHA", script.sha, 1, shard.collect, shard.tag, *ids)
+        wait = [("BLPOP", key, 1), ("LPOP", key, 1000)]
+        client: Any = self.store.client
+        replies: list[Any] = []
+        if type(client) is redis.Redis and client.connection is None:
+            # One send: the charge, then the wait for more. Everyone is answered once the charge is
+            # done, and before the wait is.
+            commands = [charge, *wait] if ids else wait
+            pool: Any = client.connection_pool
+            conn: Any = pool.get_connection()
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))
+                for at in range(len(commands)):
+                    if at == len(commands) - len(wait):
+                        _wake(handed)
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+                    if ids and at == 0:
+                        self._charged(shard, ids, replies.pop())
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+        else:  # cluster, fakeredis: charge, answer, then wait
+            if ids:
+                self._charged(shard, ids, None)
+            _wake(handed)
+            pipe = client.pipeline(transaction=False)
+            for command in wait:
+                pipe.execute_command(*command)
+            replies = pipe.execute()
+        if isinstance(replies[0], Exception) or isinstance(replies[1], Exception):
+            raise replies[0] if isinstance(replies[0], Exception) else replies[1]
+        return replies[0], replies[1]
+
+    def _charged(self, shard: Shard, ids: list[str], reply: Any) -> None:
+        """Charge (collect.lua) the calls `ids`, unless `reply` says that was done."""
+        if reply is None or isinstance(reply, redis.exceptions.NoScriptError):  # not run yet: run it
+            try:
+                reply = self.store.scripts["collect"](keys=[shard.collect], args=[shard.tag, *ids])
+            except redis.RedisError as exc:
+                reply = exc
+        if isinstance(reply, Exception):  # not charged: the reaper refunds them
+            log.warning("charging %d synchronous calls failed: %s", len(ids), reply)
+
+    def _waiting(self, items: list[str]) -> list[tuple[Waiter, Outcome]]:
+        """The outcomes someone here still waits for, with their waiters. The others are dropped: a
+        completed one is not charged (the reaper refunds it)."""
         found: list[tuple[Waiter, Outcome]] = []
         for item in items:
             task_id, _, reply = str(item).partition("\n")
             waiter = self.waiter(task_id)
-            if waiter is not None and waiter.outcome is None:
+            if waiter is not None and waiter.outcome is None and not waiter.gone:
                 found.append((waiter, Outcome.parse(reply)))
-        completed = [w.task_id for w, outcome in found if outcome.status == "COMPLETED"]
-        charged: set[str] = set()
-        error: BaseException | None = None
-        if completed:
-            try:
-                verdicts = self.store.scripts["collect"](keys=[shard.collect], args=[shard.tag, *completed])
-                charged = {task_id for task_id, ok in zip(completed, verdicts, strict=True) if int(ok)}
-            except redis.RedisError as exc:  # charged or not is unknown: answer 500 (the reaper refunds)
-                error = exc
-        for waiter, outcome in found:
-            if outcome.status == "COMPLETED":
-                waiter.error = error
-                outcome = Outcome(outcome.status, outcome.body, waiter.task_id in charged)
+        return found
+
+
+def _wake(handed: list[tuple[Waiter, Outcome]]) -> None:
+    for waiter, outcome in handed:
+        if waiter.outcome is None:
             waiter.outcome = outcome
             waiter.ready.set()
 
@@ -412,14 +463,10 @@ def wait(
     finally:
         if fd is not None:
             box.watcher.remove(fd)
-    if waiter.error is not None:
-        raise waiter.error
     if waiter.outcome is not None:
         return waiter.outcome
     if waiter.gone:
-        waiter.gone = False
-        waiter.ready.clear()  # a later wait (after the cancel) is for the outcome
-        return GONE
+        return GONE  # from now on an outcome for this call is not handed over (nor charged)
     return None
 
 

@@ -110,11 +110,10 @@ def _abandon(org: Any, task_id: str) -> None:
 
 def answer(done: calls.Outcome, admitted: calls.Admitted) -> Any:
     """200 with the result (the same normalized result an async task stores), or the error. The call
-    was charged what it reserved when its answer got here (the balance left is the one its admission
-    saw); one that got here after its refund (the intake stalled past the collection window) is free."""
+    is charged what it reserved once its answer is here (the balance left is the one its admission
+    saw)."""
     if done.status == "COMPLETED":
-        charged = admitted.cost if done.charged else 0
-        g.credits = (charged, admitted.credits_left + admitted.cost - charged)
+        g.credits = (admitted.cost, admitted.credits_left)
         body = b'{"success":true,"result":' + done.body.encode() + b"}"
         return Response(body, status=200, mimetype="application/json")
     if done.status == "CANCELED":
