@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import socket
 import threading
 from typing import Any
 
@@ -36,7 +37,24 @@ class IntakeWorker(ThreadWorker):  # type: ignore[misc]
                 return
             self.nr_conns += 1
             client_sock.setblocking(True)
-            self.enqueue_req(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+            self.enqueue_req(_Conn(self.cfg, client_sock, client_addr, listener.getsockname()))
+
+
+class _Conn(TConn):  # type: ignore[misc]
+    """A new connection whose request is usually there by the time a thread takes it: one peek
+    tells, instead of gunicorn's selector made for each connection (four system calls)."""
+
+    data_ready: bool
+
+    def wait_for_data(self, timeout: float) -> bool:
+        if not self.data_ready:
+            try:
+                self.data_ready = bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return False
+        return bool(super().wait_for_data(timeout))
 
 
 def _prestart(pool: Any, threads: int) -> None:
