@@ -43,6 +43,7 @@ from taskq.keys import Shard
 from taskq.pricing import credits_for
 from taskq.scheduler import SYNC_PRIORITY, cancel
 from taskq.schemas.tasks import FieldError, TaskRequest
+from taskq.scripts import Scripts
 from taskq.settings import Settings
 from taskq.store import Org, Store, now_ms
 
@@ -129,14 +130,15 @@ class Inbox:
 
     def __init__(self, store: Store) -> None:
         self.id = quick_uuid()
-        self.store = store
+        # the client and its scripts, not the store: _inboxes holds the store weakly
+        self.client, self.scripts = store.client, store.scripts
         self._lock = threading.Lock()
         # task id -> its waiter, held weakly; plain dict operations (atomic under the GIL), so that a
         # burst of calls registering at once does not queue on a lock
         self._waiters: dict[str, weakref.ref[Waiter]] = {}
         self._readers: set[int] = set()  # shards with a reader thread
         self.watcher = Watcher()
-        self.admissions = Admissions(store)
+        self.admissions = Admissions(store.client, store.scripts)
 
     def expect(self, task_id: str, shard: Shard) -> Waiter:
         """Register a call before it is admitted (its answer may come before admit returns)."""
@@ -176,17 +178,21 @@ class Inbox:
         (pipelined: Redis runs the LPOP as soon as the BLPOP is answered)."""
         key = shard.inbox(self.id)
         handed: list[tuple[Waiter, Outcome]] = []  # popped last round, handed over this round
+        failing = False
         while True:
             try:
                 popped, more = self._round(shard, key, handed)
-            except redis.RedisError:
+            except redis.RedisError as exc:
                 if self._idle(shard):
                     return
-                log.warning("reading the synchronous calls' inbox %s failed; retrying", key, exc_info=True)
+                if not failing:  # once per outage
+                    log.warning("reading the synchronous calls' inbox %s failed (%s); retrying", key, exc)
+                failing = True
                 time.sleep(0.5)
                 continue
             finally:
                 _wake(handed)  # (done already, unless the round failed first: then not charged)
+            failing = False
             if popped is None:
                 if self._idle(shard):
                     return
@@ -197,10 +203,10 @@ class Inbox:
     def _round(self, shard: Shard, key: str, handed: list[tuple[Waiter, Outcome]]) -> tuple[Any, Any]:
         """Charge the completed calls in `handed`, hand every outcome over, then wait for more."""
         ids = [w.task_id for w, outcome in handed if outcome.status == "COMPLETED"]
-        script = self.store.scripts["collect"]
+        script = self.scripts["collect"]
         charge = ("EVALSHA", script.sha, 1, shard.collect, shard.tag, *ids)
         wait = [("BLPOP", key, 1), ("LPOP", key, 1000)]
-        client: Any = self.store.client
+        client: Any = self.client
         replies: list[Any] = []
         if type(client) is redis.Redis and client.connection is None:
             # One send: the charge, then the wait for more. Everyone is answered once the charge is
@@ -240,7 +246,7 @@ class Inbox:
         """Charge (collect.lua) the calls `ids`, unless `reply` says that was done."""
         if reply is None or isinstance(reply, redis.exceptions.NoScriptError):  # not run yet: run it
             try:
-                reply = self.store.scripts["collect"](keys=[shard.collect], args=[shard.tag, *ids])
+                reply = self.scripts["collect"](keys=[shard.collect], args=[shard.tag, *ids])
             except redis.RedisError as exc:
                 reply = exc
         if isinstance(reply, Exception):  # not charged: the reaper refunds them
@@ -317,8 +323,8 @@ class Admissions:
     admit.lua calls (one round trip, one connection, for all of them), each still its own script
     call with its own verdict. A lone call goes at once."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, client: Any, scripts: Scripts) -> None:
+        self.client, self.scripts = client, scripts
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._sending = False
@@ -350,12 +356,12 @@ class Admissions:
         return item.reply
 
     def _send(self, batch: list[_Pending]) -> None:
-        script = self.store.scripts["admit"]
+        script = self.scripts["admit"]
         try:
             if len(batch) == 1:
                 batch[0].reply = script(keys=batch[0].keys, args=batch[0].args)
                 return
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=False)
             for item in batch:
                 pipe.execute_command("EVALSHA", script.sha, len(item.keys), *item.keys, *item.args)
             replies = pipe.execute(raise_on_error=False)
