@@ -3,7 +3,9 @@
 Row 1, idle stack: one call at a time; its p50 beside the same provider's p50 called directly (the
 anchor, same simulator, same run); the difference is what the queue adds (admission, claim, ack,
 reply, HTTP). Row 2: N concurrent calls against 1 s of simulated provider latency: p50, p99 and
-errors, against the 1 s floor. One drain process (K=1000) runs the calls; a private Redis.
+errors, against the 1 s floor. Both rows give the intake's CPU per call (gunicorn's processes, user +
+system), which carries across the machine's load better than latency does. One drain process
+(K=1000) runs the calls; a private Redis.
 """
 
 from __future__ import annotations
