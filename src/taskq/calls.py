@@ -132,6 +132,7 @@ class Inbox:
         self.id = quick_uuid()
         # the client and its scripts, not the store: _inboxes holds the store weakly
         self.client, self.scripts = store.client, store.scripts
+        self._store = weakref.ref(store)  # gone: its app is gone, nothing will read this inbox again
         self._lock = threading.Lock()
         # task id -> its waiter, held weakly; plain dict operations (atomic under the GIL), so that a
         # burst of calls registering at once does not queue on a lock
@@ -183,7 +184,7 @@ class Inbox:
             try:
                 popped, more = self._round(shard, key, handed)
             except redis.RedisError as exc:
-                if self._idle(shard):
+                if self._store() is None or self._idle(shard):
                     return
                 if not failing:  # once per outage
                     log.warning("reading the synchronous calls' inbox %s failed (%s); retrying", key, exc)
