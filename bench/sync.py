@@ -3,7 +3,9 @@
 Row 1, idle stack: one call at a time; its p50 beside the same provider's p50 called directly (the
 anchor, same simulator, same run); the difference is what the queue adds (admission, claim, ack,
 reply, HTTP). Row 2: N concurrent calls against 1 s of simulated provider latency: p50, p99 and
-errors, against the 1 s floor. One drain process (K=1000) runs the calls; a private Redis.
+errors, against the 1 s floor. Both rows give the intake's CPU per call (gunicorn's processes, user +
+system), which carries across the machine's load better than latency does. One drain process
+(K=1000) runs the calls; a private Redis.
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ DIRECT = {
     "input": BODY["prompt"],
     "tools": [{"type": "web_search", "user_location": LOCATION}],
 }
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (the gunicorn workers)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_cpu(int(child)) for child in f.read().split())
+    except OSError:
+        pass
+    return total
 
 
 class Stack:
@@ -95,12 +113,14 @@ def idle_overhead(url: str, sim: str, serve_args: list[str], n: int) -> dict[str
         direct_headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
         asyncio.run(timed_calls(monitor, stack.headers, BODY, 20, 1))  # warm-up: imports, scripts, pools
         asyncio.run(timed_calls(sim + "/v1/responses", direct_headers, DIRECT, 20, 1))
+        cpu0 = tree_cpu(stack.intake.pid)
         ours, errors = asyncio.run(timed_calls(monitor, stack.headers, BODY, n, 1))
+        cpu = (tree_cpu(stack.intake.pid) - cpu0) / n * 1000
         anchor, _ = asyncio.run(timed_calls(sim + "/v1/responses", direct_headers, DIRECT, n, 1))
     finally:
         stack.close()
     p50, base = percentile(ours, 50) * 1000, percentile(anchor, 50) * 1000
-    return {"p50": p50, "anchor": base, "overhead": p50 - base, "errors": errors}
+    return {"p50": p50, "anchor": base, "overhead": p50 - base, "errors": errors, "cpu": cpu}
 
 
 def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]:
@@ -109,9 +129,10 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
     try:
         monitor = stack.base + "/v1/monitor/chatgpt"
         asyncio.run(timed_calls(monitor, stack.headers, BODY, 50, 50))  # warm-up
-        started = time.perf_counter()
+        cpu0, started = tree_cpu(stack.intake.pid), time.perf_counter()
         latencies, errors = asyncio.run(timed_calls(monitor, stack.headers, BODY, n, n))
         wall = time.perf_counter() - started
+        cpu = (tree_cpu(stack.intake.pid) - cpu0) / n * 1000
     finally:
         stack.close()
     return {
@@ -119,6 +140,7 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
         "p99": percentile(latencies, 99),
         "errors": errors,
         "wall": wall,
+        "cpu": cpu,
     }
 
 
@@ -134,6 +156,8 @@ def measure(
         "burst_p99",
         "burst_errors",
         "burst_wall",
+        "idle_cpu",
+        "burst_cpu",
     )
     rows: dict[str, list[float]] = {name: [] for name in names}
     args = serve_args or []
@@ -144,11 +168,13 @@ def measure(
             rows["anchor"].append(idle["anchor"])
             rows["overhead"].append(idle["overhead"])
             rows["idle_errors"].append(idle["errors"])
+            rows["idle_cpu"].append(idle["cpu"])
             many = burst(url, slow, args, concurrent)
             rows["burst_p50"].append(many["p50"])
             rows["burst_p99"].append(many["p99"])
             rows["burst_errors"].append(many["errors"])
             rows["burst_wall"].append(many["wall"])
+            rows["burst_cpu"].append(many["cpu"])
     return rows
 
 
@@ -170,10 +196,12 @@ def main() -> None:
         ["idle: p50 per call, 0.1 s provider (ms)", spread(rows["p50"], "{:.1f}"),
          "provider called directly: " + spread(rows["anchor"], "{:.1f}"), ""],
         ["  overhead over the provider (ms)", spread(rows["overhead"], "{:.1f}"), "", "<= 20 ms"],
+        ["  intake CPU per call (ms)", spread(rows["idle_cpu"], "{:.2f}"), "", ""],
         [f"{args.concurrent} concurrent calls, 1 s provider: p50 (s)", spread(rows["burst_p50"], "{:.2f}"),
          "provider latency: 1.00", "<= 1.2 s"],
         ["  p99 (s) / all answered (s)", spread(rows["burst_p99"], "{:.2f}") + " / " +
          spread(rows["burst_wall"], "{:.2f}"), "", ""],
+        ["  intake CPU per call (ms)", spread(rows["burst_cpu"], "{:.2f}"), "", ""],
         ["  errors (non-200)", spread(rows["burst_errors"] + rows["idle_errors"], "{:.0f}"), "", "0"],
     ]))  # fmt: skip
 

@@ -4,7 +4,6 @@ cross-organization listing, and the attempt log its task page reads (fakeredis a
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
@@ -18,31 +17,17 @@ from taskq.batches import TaskFilter
 from taskq.errors import Code
 from taskq.keys import ATTEMPT_LOG
 from taskq.schemas.tasks import TaskType
+from tests.support.console import TOKEN, signed_in, task
 from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
 from tests.support.settings import make_settings
 
-TOKEN = "admin-secret"
 CAPS: dict[str, int | None] = {t.value: None for t in TaskType}
 
 
 @pytest.fixture
 def console(rclient: Any) -> Any:
     return create_app(make_settings(admin_token=TOKEN), client=rclient).test_client()
-
-
-def task(prompt: str = "x", **extra: Any) -> dict[str, Any]:
-    return {"taskType": "GEMINI", "payload": {"prompt": prompt, "country": "US"}, **extra}
-
-
-def signed_in(client: Any) -> str:
-    """Sign in through the link `taskq up` prints; return the session's CSRF token from a page."""
-    response = client.get(f"/dashboard?token={TOKEN}")
-    assert response.status_code == 303 and response.headers["Location"] == "/dashboard"
-    page = client.get("/dashboard").data.decode()
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, page[:500]
-    return match.group(1)
 
 
 def minute(at: int, **counts: int) -> dict[str, int]:

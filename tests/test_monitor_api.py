@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from taskq.errors import Code
-from taskq.scheduler import ALL_TYPES, Claimed, claim, complete, fail
+from taskq.scheduler import fail
 from taskq.store import Store
+from tests.support.monitor import finish, take, waiting
 from tests.support.orgs import auth
 from tests.support.scheduler import Scheduler
 from tests.support.settings import make_settings
 from tests.support.tasks import admit_tasks, counters, request
 
 CHAT = {"prompt": "Which vector databases support hybrid search?", "country": "US"}
-
-
-def waiting(check: Callable[[], Any], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 class Call(threading.Thread):
@@ -42,18 +35,6 @@ class Call(threading.Thread):
         self.join(30)
         assert self.response is not None, "the call did not answer"
         return self.response
-
-
-def take(store: Store, org: str, k: int = 16) -> list[Claimed]:
-    """Claim like a worker would (every type, no caps)."""
-    shard = store.org(org).shard
-    op = claim(shard, dict.fromkeys(ALL_TYPES), now=int(time.time() * 1000), lease_ms=30_000, k=k)
-    return Scheduler(store.client).run(op)
-
-
-def finish(store: Store, task: Claimed, result: dict[str, Any]) -> bool:
-    op = complete(task, result, now=int(time.time() * 1000), retention=3600)
-    return Scheduler(store.client).run(op)
 
 
 def test_a_call_runs_as_a_task_above_every_async_priority_and_answers_its_result(

@@ -4,8 +4,6 @@ path; a client that disconnects from `taskq serve` cancels its call, queued or r
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ from taskq.store import Store
 from taskq.worker.drain import drain
 from tests.support.clients import Client
 from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
+from tests.support.monitor import raw_request
 from tests.support.orgs import auth
 from tests.support.processes import Processes, start_intake
 from tests.support.settings import make_settings
@@ -166,17 +165,6 @@ def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: Client)
     assert took < 10, "answered at its deadline, not after max_attempts"
     fields = Store(real_redis).org_fields(org)
     assert (int(fields["credits"]), int(fields["reserved"]), int(fields["inflight"])) == (100, 0, 0)
-
-
-def raw_request(base: str, key: str, body: dict[str, Any]) -> socket.socket:
-    """A monitor request sent on a plain socket, left waiting for its answer."""
-    host, port = base.removeprefix("http://").split(":")
-    data = json.dumps(body).encode()
-    sock = socket.create_connection((host, int(port)))
-    head = (f"POST /v1/monitor/chatgpt HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")  # fmt: skip
-    sock.sendall(head.encode() + data)
-    return sock
 
 
 def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not_charged(

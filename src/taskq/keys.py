@@ -39,8 +39,13 @@ T:wh:failing          HASH     webhook host -> failed attempts in the last hour 
 T:failures            LIST     the latest failed tasks as JSON {id, org, type, code, message, at}
 T:reaper              STRING   short SET NX PX lock: one lease reaper per shard at a time
 T:sweeper             STRING   SET NX PX lock: one listing trim per shard per minute
-T:reply:<id>          LIST     the outcome of a synchronous call (its status), pushed when the task
-                               finishes; the waiting intake BLPOPs it (expires soon after)
+T:reply:<id>          LIST     the outcome of a synchronous call admitted without an inbox (its
+                               status), pushed when the task finishes (expires soon after)
+T:inbox:<id>          LIST     the outcomes of the synchronous calls one intake process admitted:
+                               "<task id>\n<status>\n<result or error>", pushed when each finishes;
+                               the process's one reader pops them (expires soon after the last push)
+T:collect             ZSET     synchronous calls that completed and wait for their intake to collect
+                               the answer, which charges them; score = when they are refunded instead (ms)
 T:sched:<id>          HASH     a recurring schedule: org, name, timing, tasks, next fire time, the firing
                                under way (see taskq.schedules)
 T:sched:<id>:runs     LIST     the schedule's recent firings as JSON, newest first
@@ -90,6 +95,8 @@ TEMPLATES: dict[str, str] = {
     "reaper": "{tag}:reaper",
     "sweeper": "{tag}:sweeper",
     "reply": "{tag}:reply:{id}",
+    "inbox": "{tag}:inbox:{id}",
+    "collect": "{tag}:collect",
     "sched": "{tag}:sched:{id}",
     "sched_runs": "{tag}:sched:{id}:runs",
     "scheds": "{tag}:scheds",
@@ -194,6 +201,7 @@ class Shard:
     sweeper = _Key()
     scheds = _Key()
     flow = _Key()
+    collect = _Key()
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -240,6 +248,9 @@ class Shard:
 
     def reply(self, task_id: str) -> str:
         return self._k("reply", id=task_id)
+
+    def inbox(self, inbox_id: str) -> str:
+        return self._k("inbox", id=inbox_id)
 
     def task_deliveries(self, task_id: str) -> str:
         return self._k("task_deliveries", id=task_id)

@@ -56,20 +56,26 @@ def minute_series(client: Redis, shards: int, minutes: int = 30) -> list[dict[st
     return series
 
 
+#: The lanes of the queue-depth gauges, highest first: 11 is the synchronous calls' lane
+#: (taskq.scheduler.SYNC_PRIORITY), then the async priorities 10..1.
+PRIORITIES = tuple(range(11, 0, -1))
+
+
 def gauges(client: Redis, shards: int) -> dict[str, Any]:
-    """Queue depth per priority and per org, in flight per provider, webhook backlog."""
+    """Queue depth per priority (11: synchronous calls waiting for a worker) and per org, in flight per
+    provider, webhook backlog."""
     orgs = sorted(client.smembers(keys.ORGS))
     from taskq.keys import shard_of
 
     pipe = client.pipeline(transaction=False)
     for org in orgs:
         shard = Shard(shard_of(org, shards))
-        pipe.hmget(shard.org(org), ["name", "queued", "inflight", *[f"q{p}" for p in range(10, 0, -1)]])
+        pipe.hmget(shard.org(org), ["name", "queued", "inflight", *[f"q{p}" for p in PRIORITIES]])
     per_org = []
     by_priority: dict[int, int] = defaultdict(int)
     for org, values in zip(orgs, pipe.execute() if orgs else [], strict=True):
         name, queued, inflight, *prios = values
-        for p, count in zip(range(10, 0, -1), prios, strict=True):
+        for p, count in zip(PRIORITIES, prios, strict=True):
             by_priority[p] += int(count or 0)
         per_org.append(
             {"org": org, "name": name, "queued": int(queued or 0), "processing": int(inflight or 0)}
@@ -83,7 +89,7 @@ def gauges(client: Redis, shards: int) -> dict[str, Any]:
         backlog += int(client.zcard(shard.wh_due))
     return {
         "orgs": per_org,
-        "byPriority": [{"priority": p, "count": by_priority[p]} for p in range(10, 0, -1)],
+        "byPriority": [{"priority": p, "count": by_priority[p]} for p in PRIORITIES],
         "inflightByProvider": dict(by_provider),
         "webhookBacklog": backlog,
     }

@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         url, _ = resolve_url(settings)
         # Every thread may hold a connection (a waiting synchronous call blocks on one): size the pool
         # past the thread count, or redis-py's default of 100 refuses the 101st.
-        client = connect(url, cluster=settings.redis_cluster, max_connections=settings.intake_threads + 32)
+        client = connect(
+            url, cluster=settings.redis_cluster, threaded=True, max_connections=settings.intake_threads + 32
+        )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = FastJSON(app)

@@ -109,7 +109,8 @@ def _abandon(org: Any, task_id: str) -> None:
 
 def answer(done: calls.Outcome, admitted: calls.Admitted) -> Any:
     """200 with the result (the same normalized result an async task stores), or the error. The call
-    was charged what it reserved: the balance left is the one its admission saw."""
+    is charged what it reserved once its answer is here (the balance left is the one its admission
+    saw)."""
     if done.status == "COMPLETED":
         g.credits = (admitted.cost, admitted.credits_left)
         body = b'{"success":true,"result":' + done.body.encode() + b"}"

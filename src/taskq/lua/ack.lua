@@ -13,10 +13,13 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   w  T:collect              w  T:inbox:<id>
 --
 -- Each task is checked and completed on its own (a task whose token no longer holds it is left as it
 -- is); the counters, leases, webhook queue and batch progress of all of them are written once.
--- A synchronous call whose client went away becomes CANCELED instead, and is not charged.
+-- A synchronous call whose client went away becomes CANCELED instead, and is not charged; any other
+-- completed call is charged when its intake collects the answer (collect.lua), not here: until then
+-- its credits stay reserved and it waits in T:collect, refunded by the reaper if nobody collects it.
 -- Returns one entry per task: 1 when completed, 0 when fenced out (nothing changed for it).
 
 --#include queue_lib
@@ -33,8 +36,13 @@ for at = 3, #ARGV, 5 do
     out[#out + 1] = 1
   elseif t then
     local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
-    hincr(d, k_org(tag, org), "credits", -cost)
-    hincr(d, k_org(tag, org), "reserved", -cost)
+    if t[10] == SYNC_PRIORITY then
+      redis.call("ZADD", k_collect(tag), tonumber(now) + SYNC_COLLECT_MS, id)
+      cost = 0
+    else
+      hincr(d, k_org(tag, org), "credits", -cost)
+      hincr(d, k_org(tag, org), "reserved", -cost)
+    end
     settle(d, tag, org, ttype)
     finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = cost,
       result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})

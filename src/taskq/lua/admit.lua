@@ -10,7 +10,7 @@
 -- ARGV[1]  shard tag T         ARGV[2] org id      ARGV[3] now (ms)
 -- ARGV[4]  JSON array of tasks, each [id, type, priority, cost, idempotency key or "",
 --          webhook url or "", input index, 1 for a synchronous call (a batch of one, priority 11),
---          due (ms; 0 = at once)]
+--          due (ms; 0 = at once), and for a synchronous call the inbox id of its intake process or ""]
 -- ARGV[5]  batch id or ""      ARGV[6] items in the request (valid or not)
 -- ARGV[7]  batch webhook url or ""   ARGV[8] batch record TTL (seconds)
 -- ARGV[9..] the payload json of each task, in the same order (kept out of ARGV[4]: decoding
@@ -112,6 +112,9 @@ for i = 1, n do
     end
     if batch_id ~= "" then
       fields[#fields + 1] = "batch"; fields[#fields + 1] = batch_id
+    end
+    if sync and t[10] and t[10] ~= "" then
+      fields[#fields + 1] = "inbox"; fields[#fields + 1] = t[10]
     end
     redis.call("HSET", k_task(tag, id), unpack(fields))
     if due > 0 then

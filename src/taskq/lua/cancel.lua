@@ -11,6 +11,7 @@
 --   rw T:turn                 r  T:capped               w  T:proc
 --   w  T:rr                   w  T:wh:due               w  T:metrics
 --   w  T:stats:<minute>       w  T:failures             w  T:reply:<id>
+--   w  T:inbox:<id>
 --
 -- A QUEUED task (in its lane or waiting to retry) becomes CANCELED at once: out of the queue, its
 -- credit reservation released, counted, its webhook sent only if the org opted in (notify_canceled).

@@ -14,6 +14,7 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   w  T:inbox:<id>
 --
 -- Returns 1, or 0 when the token no longer holds the task (or the lease was renewed meanwhile).
 

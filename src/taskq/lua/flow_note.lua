@@ -2,7 +2,7 @@
 -- control, taskq.flow): the limits their x-ratelimit-* headers state, a pause until a call is allowed
 -- again when none remained, and the tokens each call used, charged to the key's token limit (flow_lib.lua).
 --
--- KEYS[1]  flow control  T:flow
+-- KEYS[1]  rw flow control  T:flow
 -- ARGV[1]  clock (ms; "" = the server's)
 -- ARGV[2..] notes of 10 values each: task type, key fingerprint, configured rate (calls/s, 0 = none),
 --          burst, configured token rate (tokens/s, 0 = none), stated limit (calls/s; "" = none stated),

@@ -100,9 +100,11 @@ end
 local FINISH_FIELDS = {"org", "idem", "webhook", "type", "started", "batch", "cost", "prio"}
 
 -- sync: a synchronous call (taskq.calls) is a task of priority 11, above every async priority. When it
--- finishes, "<status>\n<result or error json>" is pushed to T:reply:<id>, where its intake waits
--- (BLPOP); the record and the reply are kept SYNC_KEEP seconds.
-local SYNC_PRIORITY, SYNC_KEEP = "11", 300
+-- finishes, "<task id>\n<status>\n<result or error json>" is pushed to its intake process's inbox
+-- T:inbox:<inbox> (a call admitted without one: "<status>\n<...>" to T:reply:<id>); the record and
+-- the reply are kept SYNC_KEEP seconds. A completed call is charged only when its intake collects the
+-- answer (collect.lua); one not collected within SYNC_COLLECT_MS is refunded by the reaper (reap.lua).
+local SYNC_PRIORITY, SYNC_KEEP, SYNC_COLLECT_MS = "11", 300, 30000
 
 -- A synchronous call whose client went away (cancel requested): `t` holds FINISH_FIELDS from held().
 local function abandoned(tag, id, t)
@@ -247,8 +249,14 @@ local function finish(d, tag, e)
     redis.call("EXPIRE", k_idem(tag, org, idem), e.retention)
   end
   if t[10] == SYNC_PRIORITY then  -- sync: wake the waiting intake with the outcome
-    redis.call("RPUSH", k_reply(tag, id), e.status .. "\n" .. outcome)
-    redis.call("EXPIRE", k_reply(tag, id), SYNC_KEEP)
+    local inbox = redis.call("HGET", tkey, "inbox")
+    if inbox then
+      redis.call("RPUSH", k_inbox(tag, inbox), id .. "\n" .. e.status .. "\n" .. outcome)
+      redis.call("EXPIRE", k_inbox(tag, inbox), SYNC_KEEP)
+    else
+      redis.call("RPUSH", k_reply(tag, id), e.status .. "\n" .. outcome)
+      redis.call("EXPIRE", k_reply(tag, id), SYNC_KEEP)
+    end
     redis.call("EXPIRE", tkey, SYNC_KEEP)
   end
   count_ending(d, tag, e, org, ttype, started)

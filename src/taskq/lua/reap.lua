@@ -12,11 +12,13 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   rw T:collect              w  T:inbox:<id>
 --
 -- A task whose attempts (claims) reached max attempts is not requeued: it stays leased and is returned
 -- for the caller to fail (fail.lua with "only if expired"), which builds its webhook body. A task whose
 -- cancel was requested while it ran becomes CANCELED (an expired lease is a cancellation safe point).
--- A requeued task's attempt goes in its attempt log.
+-- A requeued task's attempt goes in its attempt log. Completed synchronous calls nobody collected by
+-- now are refunded (see queue_lib's sync notes).
 -- Returns {requeued count, exhausted...}; each exhausted entry is a claim.lua entry.
 
 --#include queue_lib
@@ -41,6 +43,16 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0
     requeued = requeued + 1
     count(AT_ONCE, tag, "lease_expired")
   end
+end
+-- sync: completed calls whose intake did not collect the answer in time (it stopped, or crashed) are
+-- refunded: their reservation released, nothing charged (collect.lua then finds them gone).
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", k_collect(tag), "-inf", now, "LIMIT", 0, limit)) do
+  redis.call("ZREM", k_collect(tag), id)
+  local t = redis.call("HMGET", k_task(tag, id), "org", "cost")
+  if t[1] then
+    redis.call("HINCRBY", k_org(tag, t[1]), "reserved", -tonumber(t[2] or "0"))
+  end
+  count(AT_ONCE, tag, "sync_uncollected")
 end
 local out = {requeued}
 for _, entry in ipairs(exhausted) do

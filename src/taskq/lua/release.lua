@@ -12,6 +12,7 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   w  T:inbox:<id>
 --
 -- The claim does not count as an attempt (attempts - 1). A task whose cancel was requested while it
 -- ran becomes CANCELED instead (a release is a cancellation safe point). Returns 1, or 0 when the

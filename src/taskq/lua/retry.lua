@@ -14,6 +14,7 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   w  T:inbox:<id>
 --
 -- A retry is a cancellation safe point: a task whose cancel was requested while it ran becomes
 -- CANCELED here instead of waiting.

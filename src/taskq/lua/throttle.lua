@@ -20,6 +20,7 @@
 --   w  T:proc                 w  T:rr                   w  T:wh:due
 --   w  T:metrics              w  T:stats:<minute>       w  T:failures
 --   w  T:reply:<id>
+--   w  T:inbox:<id>
 --
 --   rate   pause the key until the wait ends; cut its learned rate (AIMD, at most once a second: by MD,
 --          or to the limit the provider states if it was above it, else by MD_KNOWN); the task waits in
