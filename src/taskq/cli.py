@@ -102,9 +102,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             embedded.stop()
         return 2
     try:
-        threads = args.threads or settings.intake_threads
-        os.environ["TASKQ_INTAKE_THREADS"] = str(threads)  # each process sizes its Redis pool from it
-        serve(host=args.host, port=args.port, workers=args.workers, threads=threads)
+        if args.threads:
+            os.environ["TASKQ_INTAKE_THREADS"] = str(args.threads)  # read by each process's settings
+        serve(host=args.host, port=args.port, workers=args.workers)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    serve.add_argument("--threads", type=int, help="threads per process (default TASKQ_INTAKE_THREADS, 512)")
+    serve.add_argument("--threads", type=int, help="threads per process for the requests served by Flask (default TASKQ_INTAKE_THREADS, 16)")
     serve.set_defaults(handler=cmd_serve)
 
     sim = _command(sub, "simulator", "run the provider simulator (every upstream format, one address)")

@@ -10,12 +10,16 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from taskq import keys
 from taskq.embedded import EmbeddedServer, answers
-from taskq.redistypes import Redis
+from taskq.redistypes import AsyncRedis, Redis
 from taskq.settings import Settings
 
 SENTINEL_PORT = 26379
@@ -206,3 +210,38 @@ def connect(url: str, *, cluster: bool = False, threaded: bool = False, **kwargs
         client.auto_close_connection_pool = True
         return cast(Redis, client)
     return cast(Redis, redis.Redis.from_url(url, **options))
+
+
+def async_connect(url: str, *, cluster: bool = False, max_connections: int) -> AsyncRedis:
+    """A decoded-responses asyncio client for url (cluster, sentinel or plain, as ``connect``) whose pool
+    holds at most max_connections: a caller waits for a free one instead of failing, since hundreds of
+    commands can land at once (a worker's acks, an intake's burst of calls)."""
+    if cluster or is_cluster_url(url):
+        # Per node; this client raises rather than waits when out of connections, and a drain may
+        # have one command per call in flight. Connections open only as concurrency demands.
+        nodes = AsyncRedisCluster.from_url(
+            url.replace("+cluster", "", 1), decode_responses=True, max_connections=65536
+        )
+        return cast(AsyncRedis, nodes)
+    if is_sentinel_url(url):
+        parsed = SentinelURL.parse(url)
+        sentinel = AsyncSentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())  # type: ignore[no-untyped-call,unused-ignore]
+        primary = sentinel.master_for(
+            parsed.service,
+            redis_class=aioredis.Redis,
+            connection_pool_class=BlockingSentinelPool,
+            decode_responses=True,
+            max_connections=max_connections,
+            timeout=None,
+            **parsed.primary_options(),
+        )
+        return cast(AsyncRedis, primary)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, decode_responses=True, max_connections=max_connections, timeout=None
+    )
+    return cast(AsyncRedis, aioredis.Redis(connection_pool=pool))
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The primary's connections found through the sentinels, bounded like the plain pool: a caller
+    waits for a free connection instead of failing."""

@@ -342,14 +342,20 @@ def clear_queue(store: Store, org: Org, *, retention: int) -> int:
             return total
 
 
+def cancel_op(org: Org, task_id: str, *, now: int, retention: int) -> Op[str]:
+    """Cancel one task of an org: "canceled", "requested", "missing" or its terminal status (cancel.lua)."""
+    shard = org.shard
+    return Op("cancel", [shard.delayed], [shard.tag, task_id, org.id, now, retention], str)
+
+
 def cancel(store: Store, org: Org, task_ids: Sequence[str], *, retention: int) -> list[str]:
-    """Cancel tasks of one org in one round trip; per task "canceled", "requested", "missing" or its
-    terminal status (see cancel.lua)."""
+    """Cancel tasks of one org in one round trip; per task the verdict of ``cancel_op``."""
     script = store.scripts["cancel"]
     pipe = store.client.pipeline(transaction=False)
     now = now_ms()
     for task_id in task_ids:
-        script(keys=[org.shard.delayed], args=[org.shard.tag, task_id, org.id, now, retention], client=pipe)
+        op = cancel_op(org, task_id, now=now, retention=retention)
+        script(keys=op.keys, args=op.args, client=pipe)
     return [str(r) for r in pipe.execute()] if task_ids else []
 
 

@@ -1,72 +1,19 @@
-"""Production WSGI serving of the intake under gunicorn."""
+"""Production serving of the intake: gunicorn processes, each running the ASGI app on uvicorn's loop."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
-import socket
-import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from uvicorn_worker import UvicornWorker
 
 
-class IntakeWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, for bursts of waiting synchronous calls: its threads all started
-    when the process starts, and every connection waiting accepted at each wake-up.
+class IntakeWorker(UvicornWorker):  # type: ignore[misc]
+    """uvicorn under gunicorn with its fast parts: uvloop's event loop and httptools' HTTP parser; no
+    access log (taskq logs what matters itself)."""
 
-    gunicorn starts a pool thread on demand, in its one accepting thread: in the first burst after a
-    start, that thread spent a fifth of its time starting threads (each start waits for the new
-    thread to run, in competition for the GIL with the hundreds already serving), and accepted one
-    connection per wake-up of its event loop."""
-
-    def get_thread_pool(self) -> Any:
-        pool = super().get_thread_pool()
-        _prestart(pool, self.cfg.threads)
-        return pool
-
-    def accept(self, listener: Any) -> None:
-        while self.nr_conns < self.worker_connections:
-            try:
-                client_sock, client_addr = listener.accept()
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                    raise
-                return
-            self.nr_conns += 1
-            client_sock.setblocking(True)
-            self.enqueue_req(_Conn(self.cfg, client_sock, client_addr, listener.getsockname()))
-
-
-class _Conn(TConn):  # type: ignore[misc]
-    """A new connection whose request is usually there by the time a thread takes it: one peek
-    tells, instead of gunicorn's selector made for each connection (four system calls)."""
-
-    data_ready: bool
-
-    def wait_for_data(self, timeout: float) -> bool:
-        if not self.data_ready:
-            try:
-                self.data_ready = bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                return False
-        return bool(super().wait_for_data(timeout))
-
-
-def _prestart(pool: Any, threads: int) -> None:
-    """Make the pool start all its threads now: each task holds its thread until all have one."""
-    gate = threading.Barrier(threads, timeout=60)
-
-    def started() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            gate.wait()
-
-    for _ in range(threads):
-        pool.submit(started)
+    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "access_log": False}
 
 
 class _Intake(BaseApplication):  # type: ignore[misc]
@@ -79,9 +26,9 @@ class _Intake(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from taskq.api import create_app
+        from taskq.api.asgi import create_asgi
 
-        app = create_app()
+        app = create_asgi()
         # A 500-task batch allocates ~10^5 objects: with the default thresholds the collector runs
         # several young and full passes inside one request. Keep what exists now out of its scans
         # and let it run less often (memory stays bounded: everything per request is short-lived).
@@ -91,14 +38,13 @@ class _Intake(BaseApplication):  # type: ignore[misc]
         return app
 
 
-def serve(*, host: str, port: int, workers: int, threads: int) -> None:
-    """Run the intake until interrupted; each gunicorn worker builds its own app and Redis client."""
+def serve(*, host: str, port: int, workers: int) -> None:
+    """Run the intake until interrupted; each gunicorn worker builds its own app and Redis clients."""
     _Intake(
         {
             "bind": f"{host}:{port}",
             "workers": workers,
-            "threads": threads,
-            "worker_class": "taskq.server.IntakeWorker" if threads > 1 else "sync",
+            "worker_class": "taskq.server.IntakeWorker",
             "accesslog": None,
             "graceful_timeout": 10,
             "keepalive": 5,

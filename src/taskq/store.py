@@ -15,7 +15,7 @@ from typing import Any
 from taskq import keys
 from taskq.errors import InvalidApiKeyFormat, MissingApiKey, NotFound, Unauthorized
 from taskq.keys import TASK_FIELDS, Shard, shard_of
-from taskq.redistypes import Redis
+from taskq.redistypes import AsyncPipeline, Pipeline, Redis
 from taskq.schemas.tasks import TaskRecord
 from taskq.scripts import Scripts
 from taskq.webhooks.signing import active_secrets, generate_secret
@@ -51,6 +51,15 @@ def header_digest(header: str | None) -> str:
     if not API_KEY_RE.match(api_key):
         raise InvalidApiKeyFormat("Invalid API key format: expected sk_live_ followed by 32 hex characters")
     return key_digest(api_key)
+
+
+def queue_key_lookup(pipe: Pipeline | AsyncPipeline, digest: str, count_key: str | None) -> None:
+    """Queue the lookup of an API key digest and, with count_key, the count of this request in its
+    per-second rate window (``Store.resolve_key``; ``Store.key_found`` reads the replies)."""
+    pipe.execute_command("GET", keys.api_key(digest))
+    if count_key is not None:
+        pipe.incr(count_key)
+        pipe.execute_command("EXPIRE", count_key, 2)
 
 
 def new_api_key() -> str:
@@ -166,15 +175,15 @@ class Store:
         """The org of an API key digest (Unauthorized if unknown or revoked); with count_key, also count
         this request there (a per-second rate window), in the same round trip."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(keys.api_key(digest))
-        if count_key is not None:
-            pipe.incr(count_key)
-            pipe.expire(count_key, 2)
-        replies = pipe.execute()
+        queue_key_lookup(pipe, digest, count_key)
+        return self.key_found(pipe.execute(), digest)
+
+    def key_found(self, replies: list[Any], digest: str) -> tuple[Org, int]:
+        """Read the replies of ``queue_key_lookup`` (sent on any client, sync or asyncio)."""
         record = json.loads(replies[0]) if replies[0] else {"org": "", "digest": "0" * 64}
         if not hmac.compare_digest(record["digest"], digest) or not record["org"]:
             raise Unauthorized("Invalid or expired API key")
-        return self.org(record["org"]), int(replies[1]) if count_key is not None else 0
+        return self.org(record["org"]), int(replies[1]) if len(replies) > 1 else 0
 
     # Tasks ---------------------------------------------------------------------------------------
     def task(self, org: Org, task_id: str) -> TaskRecord:

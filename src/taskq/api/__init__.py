@@ -1,4 +1,5 @@
-"""The intake: a Flask app serving the async-task and monitor APIs (create_app is the factory)."""
+"""The intake's Flask app: every path but the synchronous monitor calls (create_app is the factory;
+taskq.api.asgi serves it with the monitor calls)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from flask.json.provider import DefaultJSONProvider
 
 from taskq import durability, keys
 from taskq.api import errors
-from taskq.calls import quick_uuid
 from taskq.connection import connect, resolve_url
 from taskq.errors import RateLimited, Unconfirmed
 from taskq.redistypes import Redis
@@ -69,19 +69,8 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
     app.register_blueprint(schedules.bp)
     errors.install(app)
 
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-ID") or quick_uuid()
-
     @app.after_request
     def _headers(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        started = g.get("started")
-        if started is not None:
-            response.headers["X-Latency-Ms"] = str(int((time.perf_counter() - started) * 1000))
-        if request.environ.get("taskq.close_connection"):
-            response.headers["Connection"] = "close"  # the body was cut short: don't reuse the socket
         limit = g.get("rate_limit")
         if limit is not None:
             response.headers["X-RateLimit-Limit"] = str(limit[0])

@@ -1,5 +1,6 @@
-"""Synchronous monitor endpoints: one provider call through the queue, answered when it finishes; and
-the goto resolver (free, outside the queue)."""
+"""Synchronous monitor endpoints: the paths and payloads of the calls through the queue (served on the
+event loop by taskq.api.asgi) and what a call that failed answers; and the goto resolver (free, outside
+the queue, served here by Flask)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import threading
 from typing import Any
 
 import httpx
-from flask import Blueprint, Response, g, request
+from flask import Blueprint
 
 from taskq import calls
-from taskq.api import authenticate, settings, store
+from taskq.api import authenticate, settings
 from taskq.api.tasks import parse_json, read_raw
 from taskq.errors import (
     CallFailed,
@@ -64,94 +65,20 @@ def parse_payload(task_type: TaskType, body: Any) -> TaskRequest:
     raise ValidationFailed("Request validation failed", [e.to_json() for e in errors])
 
 
-def run(task_type: TaskType) -> Any:
-    org = authenticate()
-    cfg = settings()
-    task = parse_payload(task_type, parse_json(read_raw()))
-    problems = calls.check(task, cfg)
-    if problems:
-        raise ValidationFailed("Request validation failed", [e.to_json() for e in problems])
-    admitted = calls.admit(store(), cfg, org, task)
-    g.slots = admitted.slots
-    if isinstance(admitted, calls.Refused):
-        raise admitted.error
-    task_id = admitted.task_id
-    try:
-        done = calls.wait(
-            store(), org, task_id, cfg.sync_timeout_seconds, request.environ.get("gunicorn.socket")
-        )
-        if done is None:
-            verdict = calls.abandon(store(), cfg, org, task_id)
-            if verdict not in TERMINAL:  # canceled now, or at its next safe point: never charged
-                raise CallFailed(timeout_message(cfg.sync_timeout_seconds))
-            done = calls.wait(store(), org, task_id, 1.0, None)  # it finished just now: its reply is there
-    except TaskqError:
-        raise
-    except BaseException:
-        _abandon(org, task_id)  # the intake is failing or stopping: the call must not run unanswered
-        raise
-    if done == calls.GONE:
-        calls.abandon(store(), cfg, org, task_id)
-        raise RequestCanceled("Request was canceled by client")
-    if not isinstance(done, calls.Outcome):
-        raise CallFailed("Internal server error")
-    return answer(done, admitted)
-
-
-def _abandon(org: Any, task_id: str) -> None:
-    try:
-        calls.abandon(store(), settings(), org, task_id)
-    except Exception:
-        from flask import current_app
-
-        current_app.logger.warning("could not cancel synchronous call %s", task_id)
-
-
-def answer(done: calls.Outcome, admitted: calls.Admitted) -> Any:
-    """200 with the result (the same normalized result an async task stores), or the error. The call
-    is charged what it reserved once its answer is here (the balance left is the one its admission
-    saw)."""
-    if done.status == "COMPLETED":
-        g.credits = (admitted.cost, admitted.credits_left)
-        body = b'{"success":true,"result":' + done.body.encode() + b"}"
-        return Response(body, status=200, mimetype="application/json")
+def failure(done: calls.Outcome, timeout: float) -> TaskqError:
+    """The error a call that did not complete answers: canceled (499), out of time, every attempt
+    failed ("Maximum retries exceeded") or the provider's refusal (500); details.reason is the task's
+    failure code."""
     if done.status == "CANCELED":
-        raise RequestCanceled("Request was canceled")
+        return RequestCanceled("Request was canceled")
     error = json.loads(done.body or "{}")
     code, message = str(error.get("code", "")), str(error.get("message", ""))
     details = {"reason": code, "message": message}
     if code == Code.DEADLINE_EXCEEDED:
-        raise CallFailed(timeout_message(settings().sync_timeout_seconds), details)
+        return CallFailed(timeout_message(timeout), details)
     if code in RETRIED:
-        raise CallFailed("Maximum retries exceeded", details)
-    raise CallFailed(message or "Internal server error", details)
-
-
-def _view(task_type: TaskType) -> Any:
-    def view() -> Any:
-        return run(task_type)
-
-    view.__name__ = f"monitor_{task_type.value.lower()}"
-    return view
-
-
-for _path, _type in PATHS.items():
-    bp.add_url_rule(f"/{_path}", view_func=_view(_type), methods=["POST"])
-
-
-@bp.after_request
-def _headers(response: Response) -> Response:
-    """Concurrency headers once validation passed; credits on a 200 (cloro-api.md §10)."""
-    slots: calls.Slots | None = g.get("slots")
-    if slots is not None:
-        response.headers["X-Concurrency-Limit"] = str(slots.limit)
-        response.headers["X-Concurrency-Current"] = str(slots.current)
-        response.headers["X-Concurrency-Remaining"] = str(slots.remaining)
-    credits = g.get("credits")
-    if credits is not None and response.status_code == 200:
-        response.headers["X-Credits-Charged"] = str(credits[0])
-        response.headers["X-Credits-Remaining"] = str(credits[1])
-    return response
+        return CallFailed("Maximum retries exceeded", details)
+    return CallFailed(message or "Internal server error", details)
 
 
 _client_lock = threading.Lock()

@@ -31,7 +31,7 @@ def read_raw() -> bytes:
     """The request body of a JSON request (415 for any other content type)."""
     if not request.is_json:
         raise UnsupportedMediaType("Content-Type must be application/json")
-    return read_body(settings().max_body_bytes, settings().body_read_timeout_seconds)
+    return read_body(settings().max_body_bytes)
 
 
 def read_json() -> Any:
