@@ -33,7 +33,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from taskq.admission import provider_errors
-from taskq.asyncops import AsyncScheduler
+from taskq.asyncops import BATCH_LIMIT, AsyncScheduler
 from taskq.errors import (
     CallFailed,
     ConcurrencyLimitExceeded,
@@ -49,7 +49,7 @@ from taskq.scheduler import SYNC_PRIORITY, cancel_op, timeout_message
 from taskq.schemas.tasks import TERMINAL, FieldError, TaskRequest
 from taskq.scripts import Op
 from taskq.settings import Settings
-from taskq.store import Org, now_ms
+from taskq.store import Org, now_ms, queue_key_lookup
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,45 @@ def verdict(reply: Any, task_id: str, cost: int) -> Admitted | Refused:
     return Admitted(task_id, cost, slots, int(reply[4]))
 
 
+class Lookups:
+    """The API key lookups (and rate counts) of the requests of a moment, sent together: one arriving
+    while a round trip is under way waits for the next, which carries every one queued meanwhile
+    (as ``AsyncScheduler.run_batched`` does for script calls). Each gets its own replies."""
+
+    def __init__(self, client: AsyncRedis) -> None:
+        self.client = client
+        self._queued: list[tuple[str, str | None, asyncio.Future[list[Any]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def replies(self, digest: str, count_key: str | None) -> list[Any]:
+        """The replies of ``store.queue_key_lookup`` for this digest, read by ``Store.key_found``."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queued.append((digest, count_key, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
+        return await done
+
+    async def _send(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[:BATCH_LIMIT], self._queued[BATCH_LIMIT:]
+            pipe = self.client.pipeline(transaction=False)
+            for digest, count_key, _ in batch:
+                queue_key_lookup(pipe, digest, count_key)
+            try:
+                replies = await pipe.execute()
+            except Exception as exc:  # Redis unreachable or similar: every caller hears of it
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            at = 0
+            for _, count_key, done in batch:
+                size = 1 if count_key is None else 3
+                if not done.done():
+                    done.set_result(replies[at : at + size])
+                at += size
+
+
 class Calls:
     """The synchronous calls of one intake process (one event loop, one asyncio Redis client)."""
 
@@ -174,6 +213,7 @@ class Calls:
         self.client = client
         self.settings = settings
         self.scheduler = AsyncScheduler(client)
+        self.lookups = Lookups(client)
         self._waiters: dict[str, Waiter] = {}
         self._per_shard: Counter[int] = Counter()  # waiters per shard index
         self._readers: dict[int, asyncio.Task[None]] = {}  # shard index -> its inbox reader

@@ -42,7 +42,7 @@ from taskq.errors import (
 from taskq.redistypes import Redis
 from taskq.schemas.tasks import TaskType
 from taskq.settings import Settings, load_settings
-from taskq.store import Org, Store, header_digest, queue_key_lookup
+from taskq.store import Org, Store, header_digest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -228,9 +228,7 @@ class Intake:
         digest = header_digest(_header(scope, b"authorization"))
         limit = self.settings.rate_limit_per_second
         count_key = keys.rate(digest[:24], f"POST:{scope['path']}", int(time.time()))
-        pipe = self.calls().client.pipeline(transaction=False)
-        queue_key_lookup(pipe, digest, count_key)
-        org, count = self.store.key_found(await pipe.execute(), digest)
+        org, count = self.store.key_found(await self.calls().lookups.replies(digest, count_key), digest)
         answer.header("X-RateLimit-Limit", limit)
         answer.header("X-RateLimit-Remaining", max(0, limit - count))
         if count > limit:
