@@ -15,6 +15,7 @@ from taskq.store import Store
 from tests.support.clients import Client, fake_client, sync_client
 from tests.support.drain import run_drain
 from tests.support.env import EXTERNAL_REDIS_URL, REAL_REDIS_URL, real_redis_client
+from tests.support.intake import ServedIntake
 from tests.support.orgs import NewOrg, new_org
 from tests.support.processes import Processes
 from tests.support.redis_server import PrivateRedis
@@ -78,6 +79,22 @@ def app(settings: Settings, rclient: Client) -> Any:
 @pytest.fixture
 def http(app: Any) -> Any:
     return app.test_client()
+
+
+@pytest.fixture
+def make_intake(real_redis: Client) -> Iterator[Callable[..., ServedIntake]]:
+    """Factory: make_intake(settings) serves the intake's ASGI app (monitor calls on the loop, the rest
+    through Flask) on the real Redis; stopped after the test."""
+    started: list[ServedIntake] = []
+
+    def start(settings: Settings) -> ServedIntake:
+        intake = ServedIntake(settings, real_redis, REAL_REDIS_URL).__enter__()
+        started.append(intake)
+        return intake
+
+    yield start
+    for intake in started:
+        intake.__exit__()
 
 
 @pytest.fixture
