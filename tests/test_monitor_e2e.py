@@ -17,6 +17,7 @@ from taskq.store import Store
 from taskq.worker.drain import drain
 from tests.support.clients import Client
 from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
+from tests.support.intake import ServedIntake
 from tests.support.monitor import raw_request
 from tests.support.orgs import auth
 from tests.support.processes import Processes, start_intake
@@ -81,12 +82,12 @@ def sim() -> Iterator[Upstream]:
         yield server
 
 
-def post_all(app: Any, key: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+def post_all(intake: ServedIntake, key: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     """The calls at once, each on its own thread; their responses in order."""
     out: list[Any] = [None] * len(calls)
 
     def one(i: int, path: str, body: dict[str, Any]) -> None:
-        out[i] = app.test_client().post(f"/v1/monitor/{path}", json=body, headers=auth(key))
+        out[i] = intake.post(f"/v1/monitor/{path}", body, key)
 
     threads = [threading.Thread(target=one, args=(i, p, b)) for i, (p, b) in enumerate(calls)]
     for thread in threads:
@@ -97,29 +98,27 @@ def post_all(app: Any, key: str, calls: list[tuple[str, dict[str, Any]]]) -> lis
 
 
 def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
-    sim: Upstream, real_redis: Client
+    sim: Upstream, real_redis: Client, make_intake: Any
 ) -> None:
-    from taskq.api import create_app
-
     cfg = make_settings("drain", upstream=sim.url)
-    app = create_app(cfg, client=real_redis)
+    intake = make_intake(cfg)
     store = Store(real_redis)
     org, key = store.create_org("sync", credits=1000, concurrency=20, queue_limit=1000)
-    answers = with_drain(cfg, lambda: post_all(app, key, list(BODIES.items())))
+    answers = with_drain(cfg, lambda: post_all(intake, key, list(BODIES.items())))
     charged = 0
     for path, got in zip(BODIES, answers, strict=True):
-        assert got is not None and got.status_code == 200, (path, got and got.json)
-        assert got.json["success"] is True, path
-        result = got.json["result"]
+        assert got is not None and got.status_code == 200, (path, got and got.json())
+        assert got.json()["success"] is True, path
+        result = got.json()["result"]
         listed = result.get("organicResults") or result.get("newsResults") or []
         assert result.get("text") or listed, (path, result)
         assert int(got.headers["X-Credits-Charged"]) > 0
         charged += int(got.headers["X-Credits-Charged"])
-    chatgpt = answers[0].json["result"]
+    chatgpt = answers[0].json()["result"]
     assert chatgpt["markdown"] and chatgpt["sources"][0]["url"].startswith("http"), (
         "include.markdown honoured"
     )
-    assert "markdown" not in answers[1].json["result"], "and only when asked"
+    assert "markdown" not in answers[1].json()["result"], "and only when asked"
     # sync price = base + 2; Google pages=2 adds 2
     expected = sum(cfg.price(t) + 2 for t in ("CHATGPT", "GEMINI", "GROK", "COPILOT", "PERPLEXITY", "AIMODE",
                                               "GOOGLE", "GOOGLE_NEWS")) + 2  # fmt: skip
@@ -130,38 +129,34 @@ def test_every_monitor_path_answers_the_normalized_result_through_a_worker(
 
 
 def test_a_retried_call_succeeds_and_a_rejected_one_is_500_uncharged(
-    sim: Upstream, real_redis: Client
+    sim: Upstream, real_redis: Client, make_intake: Any
 ) -> None:
-    from taskq.api import create_app
-
     cfg = make_settings("drain", upstream=sim.url)
-    app = create_app(cfg, client=real_redis)
+    intake = make_intake(cfg)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     calls = [("chatgpt", {"prompt": "retry me [sim:503-once:sync-e2e]", "country": "US"}),
              ("perplexity", {"prompt": "refused [sim:400]", "country": "US"})]  # fmt: skip
-    retried, rejected = with_drain(cfg, lambda: post_all(app, key, calls))
-    assert retried.status_code == 200 and retried.json["result"]["text"]
-    assert rejected.status_code == 500, rejected.json
-    error = rejected.json["error"]
+    retried, rejected = with_drain(cfg, lambda: post_all(intake, key, calls))
+    assert retried.status_code == 200 and retried.json()["result"]["text"]
+    assert rejected.status_code == 500, rejected.text
+    error = rejected.json()["error"]
     assert error["code"] == "INTERNAL_SERVER_ERROR" and error["details"]["reason"] == "PROVIDER_REJECTED"
     assert "X-Credits-Charged" not in rejected.headers
     assert int(Store(real_redis).org_fields(org)["credits"]) == 100 - 7
 
 
-def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: Client) -> None:
+def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: Client, make_intake: Any) -> None:
     """A call that keeps failing is retried until its deadline and then answered 500 at once."""
-    from taskq.api import create_app
-
     cfg = make_settings("drain", upstream=sim.url, sync_timeout_seconds=1.5, max_attempts=100,
                         retry_base_seconds=0.3, retry_max_seconds=0.3)  # fmt: skip
-    app = create_app(cfg, client=real_redis)
+    intake = make_intake(cfg)
     org, key = Store(real_redis).create_org("sync", credits=100, concurrency=20, queue_limit=1000)
     started = time.monotonic()
     [got] = with_drain(
-        cfg, lambda: post_all(app, key, [("gemini", {"prompt": "down [sim:503]", "country": "US"})])
+        cfg, lambda: post_all(intake, key, [("gemini", {"prompt": "down [sim:503]", "country": "US"})])
     )
     took = time.monotonic() - started
-    assert got.status_code == 500 and got.json["error"]["message"] == "Maximum timeout (1.5 seconds) exceeded"
+    assert got.status_code == 500 and got.json()["error"]["message"] == "Maximum timeout (1.5 seconds) exceeded"
     assert took < 10, "answered at its deadline, not after max_attempts"
     fields = Store(real_redis).org_fields(org)
     assert (int(fields["credits"]), int(fields["reserved"]), int(fields["inflight"])) == (100, 0, 0)
@@ -173,7 +168,7 @@ def test_a_client_that_disconnects_cancels_its_call_queued_or_running_and_is_not
     with Upstream("1.5", simulator=True) as slow:
         env = {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_UPSTREAM_BASE_URL": slow.url,
                "TASKQ_LOG_LEVEL": "WARNING", **PROVIDER_ENV}  # fmt: skip
-        base = start_intake(procs, env, workers=1, threads=8)
+        base = start_intake(procs, env, workers=1)
         store = Store(real_redis)
         org_id, key = store.create_org("gone", credits=100, concurrency=10, queue_limit=100)
         okey = store.org(org_id).shard.org(org_id)

@@ -1,20 +1,19 @@
-"""How `taskq serve` holds a burst of waiting calls: the intake's lock-free Redis pool shared by many
-threads (real Redis), and the gunicorn worker whose pool threads all start with the process and
-which accepts every waiting connection."""
+"""How `taskq serve` holds a burst of waiting calls: each waits on the event loop, holding no thread,
+while Flask's few threads serve everything else; and the lock-free Redis pool those threads share
+(real Redis)."""
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from taskq.connection import ThreadedPool, connect
-from tests.support.clients import inspected
-from tests.support.env import REAL_REDIS_URL
+from taskq.store import Store
+from tests.support.clients import Client, inspected
+from tests.support.env import PROVIDER_ENV, REAL_REDIS_URL
+from tests.support.monitor import finish, raw_request, take, waiting
 from tests.support.processes import Processes, start_intake
 
 
@@ -44,41 +43,37 @@ def test_many_threads_share_the_threaded_pool_without_mixing_replies(real_redis:
     client.close()
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "logs")
-    yield processes
-    processes.close()
-
-
-def threads_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
-
-
 @pytest.mark.redis
 @pytest.mark.slow
-def test_the_intake_starts_its_threads_up_front_and_answers_a_burst_of_connections(
-    procs: Processes, real_redis: object
+def test_waiting_calls_hold_no_thread_the_intake_answers_other_requests_meanwhile(
+    procs: Processes, real_redis: Client
 ) -> None:
-    base = start_intake(procs, {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_LOG_LEVEL": "WARNING"},
-                        workers=1, threads=48)  # fmt: skip
-    [intake] = procs.started
-    children = []
-    for task in os.listdir(f"/proc/{intake.pid}/task"):
-        with open(f"/proc/{intake.pid}/task/{task}/children") as f:
-            children += [int(pid) for pid in f.read().split()]
-    [worker] = children
-    assert threads_of(worker) >= 48, "every pool thread runs before the first request"
+    env = {"TASKQ_REDIS_URL": REAL_REDIS_URL, "TASKQ_LOG_LEVEL": "WARNING", **PROVIDER_ENV}
+    base = start_intake(procs, env, workers=1, threads=2)  # two threads for Flask's paths
+    store = Store(real_redis)
+    org_id, key = store.create_org("many", credits=10_000, concurrency=500, queue_limit=1000)
+    waiting_calls = [raw_request(base, key, {"prompt": f"call {i}", "country": "US"}) for i in range(150)]
+    waiting(lambda: int(store.org_fields(org_id).get("q11", 0)) == 150)
     answers: list[int] = []
 
     def get() -> None:
         with httpx.Client(timeout=30) as http:
-            answers.append(http.get(base + "/healthz").status_code)
+            answers.append(http.get(base + "/v1/async/status", headers={"Authorization": f"Bearer {key}"})
+                           .status_code)  # fmt: skip
 
-    burst = [threading.Thread(target=get) for _ in range(120)]
+    burst = [threading.Thread(target=get) for _ in range(60)]
     for thread in burst:
         thread.start()
     for thread in burst:
         thread.join(60)
-    assert answers == [200] * 120
+    assert answers == [200] * 60, "150 waiting calls, and Flask's two threads still serve everything else"
+    while tasks := take(store, org_id, k=64):
+        for task in tasks:
+            assert finish(store, task, {"text": task.id, "sources": []})
+    for sock in waiting_calls:
+        sock.settimeout(30)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        sock.close()
+    c = store.org_fields(org_id)
+    assert int(c["credits"]) == 10_000 - 150 * 7 and int(c["reserved"]) == 0
