@@ -172,7 +172,6 @@ def test_authenticated_responses_carry_rate_limit_headers(http: Any, make_org: A
     r = http.get("/v1/credits", headers=auth(key))
     assert r.headers["X-RateLimit-Limit"] == "1000"
     assert int(r.headers["X-RateLimit-Remaining"]) == 999
-    assert r.headers["X-Request-ID"] and "X-Latency-Ms" in r.headers
 
 
 def test_health_and_readiness(http: Any) -> None:

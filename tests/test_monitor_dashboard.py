@@ -10,6 +10,7 @@ from taskq import calls
 from taskq.api import create_app
 from tests.support.console import TOKEN, signed_in, task
 from tests.support.orgs import auth
+from tests.support.scheduler import Scheduler
 from tests.support.settings import make_settings
 from tests.support.tasks import request
 
@@ -20,8 +21,11 @@ def test_waiting_sync_calls_show_as_priority_11_beside_the_async_priorities(
     console = create_app(make_settings(admin_token=TOKEN), client=rclient).test_client()
     org_id, key = make_org()
     assert console.post("/v1/async/task", json=task(priority=3), headers=auth(key)).status_code == 200
-    waiting = [calls.admit(store, settings, store.org(org_id), request(prompt=f"c{i}")) for i in range(2)]
-    assert len(waiting) == 2
+    org = store.org(org_id)
+    for i in range(2):  # two calls admitted as the intake admits them, waiting for a worker
+        call = request(prompt=f"c{i}")
+        op = calls.admit_op(org, call, calls.quick_uuid(), calls.price(call, settings), "inbox", settings)
+        assert Scheduler(store.client).run(op)[0] == "ok"
 
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     data = console.get("/dashboard/data", headers=bearer).json
