@@ -18,7 +18,6 @@ from taskq.errors import Code
 from taskq.store import Store
 from tests.support.clients import Client
 from tests.support.env import REAL_REDIS_URL
-from tests.support.intake import ServedIntake
 from tests.support.orgs import auth
 from tests.support.settings import make_settings
 from tests.support.tasks import counters, request
@@ -70,8 +69,9 @@ def test_a_body_that_trickles_in_gets_408_and_the_connection_closed(make_intake:
     host, port = intake.base.removeprefix("http://").split(":")
     for path in ("/v1/monitor/chatgpt", "/v1/async/task"):
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())  # fmt: skip
+            request_head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")  # fmt: skip
+            sock.sendall(request_head.encode())
             started = time.monotonic()
             reply = b""
             while chunk := sock.recv(65536):
@@ -87,7 +87,9 @@ def test_a_monitor_call_needs_json_and_counts_against_its_keys_rate_limit(
 ) -> None:
     http = make_intake(make_settings(rate_limit_per_second=3, openai_api_key=None)).http
     _, key = make_org()
-    text = http.post("/v1/monitor/chatgpt", content=b"{}", headers={**auth(key), "Content-Type": "text/plain"})
+    text = http.post(
+        "/v1/monitor/chatgpt", content=b"{}", headers={**auth(key), "Content-Type": "text/plain"}
+    )
     assert text.status_code == 415 and text.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
     answers = [http.post("/v1/monitor/chatgpt", json=CHAT, headers=auth(key)) for _ in range(8)]
     codes = [got.status_code for got in answers]
@@ -100,7 +102,7 @@ def test_a_monitor_call_needs_json_and_counts_against_its_keys_rate_limit(
     assert http.post("/v1/monitor/chatgpt", json=CHAT, headers=auth(other)).status_code == 400, "per key"
 
 
-def admit_at_once(settings: Any, store: Store, org_id: str, n: int, flush: bool = False) -> list[Any]:
+def admit_at_once(settings: Any, store: Any, org_id: str, n: int, flush: bool = False) -> list[Any]:
     """n admissions started together on one loop; each one's Admitted or Refused."""
 
     async def main() -> list[Any]:

@@ -213,7 +213,9 @@ def test_a_client_that_leaves_cancels_its_call_queued_at_once_running_at_complet
     waiting(lambda: int(store.org_fields(org_id).get("q11", 0)) == 1)
     assert counters(store, org_id)["reserved"] == 7
     queued.close()
-    waiting(lambda: int(store.org_fields(org_id).get("q11", 0)) == 0 and counters(store, org_id)["reserved"] == 0)
+    waiting(
+        lambda: int(store.org_fields(org_id).get("q11", 0)) == 0 and counters(store, org_id)["reserved"] == 0
+    )
     assert take(store, org_id) == [], "a canceled call never runs"
 
     running = raw_request(intake.base, key, CHAT)
@@ -262,7 +264,11 @@ def test_monitor_paths_map_to_their_task_types_and_unconfigured_providers_are_re
 def test_countries_and_states(http: Any, make_org: Any) -> None:
     _, key = make_org()
     every = http.get("/v1/countries", headers=auth(key))
-    assert every.status_code == 200 and "US" in every.json() and len(every.json()) == len(set(every.json())) > 200
+    assert (
+        every.status_code == 200
+        and "US" in every.json()
+        and len(every.json()) == len(set(every.json())) > 200
+    )
     assert all(len(c) == 2 and c.isupper() for c in every.json())
     for model in ("chatgpt", "aioverview", "google", "GEMINI", "google_news"):
         got = http.get(f"/v1/countries?model={model}", headers=auth(key))

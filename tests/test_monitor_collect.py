@@ -1,7 +1,7 @@
 """A synchronous call is charged only once its answer reaches the intake that waits for it: an intake
-that stops reading, or is killed mid-call (kill -9), charges nothing, its call's reservation is refunded by the reaper; an
-answer that reaches its intake after the refund is not charged either. The worker's side is played
-with the scheduler's own ops (the same Lua scripts a worker runs)."""
+that stops reading, or is killed mid-call (kill -9), charges nothing, its call's reservation is
+refunded by the reaper; an answer that reaches its intake after the refund is not charged either.
+The worker's side is played with the scheduler's own ops (the same Lua scripts a worker runs)."""
 
 from __future__ import annotations
 

@@ -156,7 +156,9 @@ def test_no_attempt_starts_after_the_deadline(sim: Upstream, real_redis: Client,
         cfg, lambda: post_all(intake, key, [("gemini", {"prompt": "down [sim:503]", "country": "US"})])
     )
     took = time.monotonic() - started
-    assert got.status_code == 500 and got.json()["error"]["message"] == "Maximum timeout (1.5 seconds) exceeded"
+    assert (
+        got.status_code == 500 and got.json()["error"]["message"] == "Maximum timeout (1.5 seconds) exceeded"
+    )
     assert took < 10, "answered at its deadline, not after max_attempts"
     fields = Store(real_redis).org_fields(org)
     assert (int(fields["credits"]), int(fields["reserved"]), int(fields["inflight"])) == (100, 0, 0)

@@ -225,7 +225,9 @@ class Calls:
         cost = price(task, self.settings)
         self._expect(task_id, org.shard)
         try:
-            reply = await self.scheduler.run_batched(admit_op(org, task, task_id, cost, self.id, self.settings))
+            reply = await self.scheduler.run_batched(
+                admit_op(org, task, task_id, cost, self.id, self.settings)
+            )
             admitted = verdict(reply, task_id, cost)
         except BaseException:
             self._forget(task_id)
@@ -261,7 +263,9 @@ class Calls:
         finally:
             self._forget(task_id)
 
-    async def _wait(self, task_id: str, timeout: float, hangup: asyncio.Future[Any] | None) -> Outcome | str | None:
+    async def _wait(
+        self, task_id: str, timeout: float, hangup: asyncio.Future[Any] | None
+    ) -> Outcome | str | None:
         """The call's Outcome, GONE when `hangup` resolves first, None after `timeout` seconds."""
         waiter = self._waiters[task_id]
         waits: set[asyncio.Future[Any]] = {waiter.future} if hangup is None else {waiter.future, hangup}

@@ -304,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    serve.add_argument("--threads", type=int, help="threads per process for the requests served by Flask (default TASKQ_INTAKE_THREADS, 16)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        help="threads per process for the requests served by Flask (default TASKQ_INTAKE_THREADS, 16)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     sim = _command(sub, "simulator", "run the provider simulator (every upstream format, one address)")

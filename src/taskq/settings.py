@@ -135,7 +135,9 @@ class Settings(BaseSettings):
     stack_file: str | None = None
 
     # Intake
-    intake_threads: int = 16  # `taskq serve` threads per process for the requests Flask serves (not monitor calls)
+    intake_threads: int = (
+        16  # `taskq serve` threads per process for the requests Flask serves (not monitor calls)
+    )
     max_body_bytes: int = 16 * 1024 * 1024
     body_read_timeout_seconds: float = 15.0
     max_batch_size: int = 500

@@ -185,7 +185,9 @@ class Intake:
     def calls(self) -> Calls:
         if self._calls is None:
             client = async_connect(
-                self._url, cluster=self.settings.redis_cluster, max_connections=self.settings.intake_threads + 64
+                self._url,
+                cluster=self.settings.redis_cluster,
+                max_connections=self.settings.intake_threads + 64,
             )
             self._calls = Calls(client, self.settings)
             policy = durability.Policy.of(self.settings)
@@ -193,7 +195,9 @@ class Intake:
                 self._committer = durability.AsyncCommitter(client, policy)
         return self._calls
 
-    async def _monitor(self, scope: Scope, body: bytes, receive: Receive, task_type: TaskType, answer: Answer) -> None:
+    async def _monitor(
+        self, scope: Scope, body: bytes, receive: Receive, task_type: TaskType, answer: Answer
+    ) -> None:
         """One call: authenticate, validate, admit, wait, answer; every failure as its envelope."""
         org: Org | None = None
         try:
@@ -232,7 +236,9 @@ class Intake:
         answer.header("X-RateLimit-Limit", limit)
         answer.header("X-RateLimit-Remaining", max(0, limit - count))
         if count > limit:
-            raise RateLimited(f"Rate limit exceeded: {limit} requests per second per endpoint", {"limit": limit})
+            raise RateLimited(
+                f"Rate limit exceeded: {limit} requests per second per endpoint", {"limit": limit}
+            )
         return org
 
     async def _call(self, org: Org, task: Any, receive: Receive, answer: Answer) -> None:
@@ -294,10 +300,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def _is_json(content_type: str | None) -> bool:
     """application/json or application/*+json (what Flask's ``request.is_json`` accepts)."""
     mimetype = (content_type or "").split(";", 1)[0].strip().lower()
-    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
 
 
-def create_asgi(settings: Settings | None = None, *, client: Redis | None = None, url: str | None = None) -> Intake:
+def create_asgi(
+    settings: Settings | None = None, *, client: Redis | None = None, url: str | None = None
+) -> Intake:
     """Build the intake: the Flask app and the loop's side; tests pass settings, a client and its url."""
     settings = settings or load_settings()
     if client is None or url is None:

@@ -25,7 +25,7 @@ from taskq.errors import (
 from taskq.providers import goto
 from taskq.providers.base import ProviderError
 from taskq.scheduler import timeout_message
-from taskq.schemas.tasks import TERMINAL, FieldError, TaskRequest, TaskType, parse_task
+from taskq.schemas.tasks import FieldError, TaskRequest, TaskType, parse_task
 
 bp = Blueprint("monitor", __name__, url_prefix="/v1/monitor")
 

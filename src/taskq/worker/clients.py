@@ -41,4 +41,6 @@ def steady_gc() -> Iterator[None]:
 def redis_client(settings: Settings) -> AsyncRedis:
     """A decoded-responses asyncio client; a bounded pool, since hundreds of acks can land at once."""
     url = settings.redis_url or "redis://127.0.0.1:6379/0"
-    return async_connect(url, cluster=settings.redis_cluster, max_connections=settings.worker_redis_connections)
+    return async_connect(
+        url, cluster=settings.redis_cluster, max_connections=settings.worker_redis_connections
+    )
