@@ -4,7 +4,7 @@ taskq's clients are of several classes (``redis.Redis``, ``RedisCluster``, a sen
 asyncio twins; fakeredis in tests), and redis-py's annotations cannot know that every one of them is
 made with ``decode_responses=True``: they answer ``bytes | str``. These Protocols say what taskq gets
 (``str``), and a client is cast to one of them once, where it is made (``connection.connect``,
-``worker.clients.redis_client``); from there mypy checks every call.
+``connection.async_connect``); from there mypy checks every call.
 
 Only the methods taskq calls are listed: a new call needs its method here first, which keeps the
 commands taskq depends on in one place. Replies whose shape depends on the arguments (``zrange``
@@ -119,7 +119,7 @@ class Redis(Protocol):
 
 
 class AsyncRedis(Protocol):
-    """An asyncio client with decoded responses (``worker.clients.redis_client``)."""
+    """An asyncio client with decoded responses (``connection.async_connect``)."""
 
     def register_script(self, script: str) -> Script: ...
     async def script_load(self, script: str) -> str: ...

@@ -84,7 +84,7 @@ def _expand(name: str, seen: set[str]) -> str:
 @cache
 def _helpers() -> ThreadPoolExecutor:
     """Threads that wait for script replies (Scripts.start): one per call under way, started as needed,
-    more than an intake has request threads (TASKQ_INTAKE_THREADS, 512 by default)."""
+    more than an intake has request threads (TASKQ_INTAKE_THREADS)."""
     return ThreadPoolExecutor(max_workers=1024, thread_name_prefix="taskq-script")
 
 
