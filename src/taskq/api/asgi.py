@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from taskq import durability, keys
 from taskq.api import create_app
-from taskq.api.errors import error_body, redis_status, status_of
+from taskq.api.errors import error_body, redis_answer, status_of
 from taskq.api.monitor import PATHS, failure, parse_payload
 from taskq.api.tasks import parse_json
 from taskq.calls import Admitted, Calls, Outcome, Refused, Slots, check, quick_uuid
@@ -212,13 +212,12 @@ class Intake:
         except TaskqError as exc:
             answer.error(exc)
         except RedisError as exc:
-            code, status = redis_status(exc)
-            if status == 500:
-                log.exception("redis answered with an error")
-            else:
-                log.error("redis unavailable: %s", exc)
-            message = "Internal server error" if status == 500 else "Service temporarily unavailable"
-            answer.status, answer.body = status, orjson.dumps(error_body(code.value, message))
+            status, envelope = redis_answer(exc, log)
+            answer.status, answer.body = status, orjson.dumps(envelope)
+        except Exception:
+            log.exception("unhandled error")
+            answer.status = 500
+            answer.body = orjson.dumps(error_body(Code.INTERNAL_SERVER_ERROR.value, "Internal server error"))
         if org is not None and answer.status < 500 and self._committer is not None:
             try:
                 await self._committer.confirm()
@@ -318,5 +317,3 @@ def create_asgi(
         )
     return Intake(settings, create_app(settings, client=client), url)
 
-
-__all__ = ["Code", "Intake", "create_asgi"]

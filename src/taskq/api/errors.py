@@ -3,6 +3,7 @@ and the error envelope every failure response uses."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,17 @@ def redis_status(exc: redis.RedisError) -> tuple[Code, int]:
     return Code.SERVICE_UNAVAILABLE, 503
 
 
+def redis_answer(exc: redis.RedisError, log: logging.Logger) -> tuple[int, dict[str, Any]]:
+    """The status and envelope a Redis failure answers, logged: 500 for a taskq bug (with its
+    traceback), 503 for Redis unavailable or refusing."""
+    code, status = redis_status(exc)
+    if status == 500:
+        log.exception("redis answered with an error")
+        return status, error_body(code.value, "Internal server error")
+    log.error("redis unavailable: %s", exc)
+    return status, error_body(code.value, "Service temporarily unavailable")
+
+
 def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -128,12 +140,10 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_error(exc: redis.RedisError) -> Response:
-        code, status = redis_status(exc)
-        if status == 500:
-            app.logger.exception("redis answered with an error")
-            return error_response(code, "Internal server error", status=status)
-        app.logger.error("redis unavailable: %s", exc)
-        return error_response(code, "Service temporarily unavailable", status=status)
+        status, body = redis_answer(exc, app.logger)
+        response = jsonify(body)
+        response.status_code = status
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
