@@ -56,6 +56,10 @@ MONITOR = {f"/v1/monitor/{path}": task_type for path, task_type in PATHS.items()
 
 JSON = (b"content-type", b"application/json")
 
+#: Redis connections of the loop's client besides the inbox readers': its round trips are pipelines
+#: shared by the calls of a moment, so a few suffice.
+LOOP_CONNECTIONS = 16
+
 
 class ClientGone(Exception):
     """The client closed the connection before its request body arrived."""
@@ -183,11 +187,13 @@ class Intake:
 
     # Monitor calls ---------------------------------------------------------------------------------
     def calls(self) -> Calls:
+        """This process's calls, their Redis client and committer (made on the loop that serves them)."""
         if self._calls is None:
+            # One connection per shard's inbox reader (blocked in BLPOP), a few for the shared pipelines.
             client = async_connect(
                 self._url,
                 cluster=self.settings.redis_cluster,
-                max_connections=self.settings.intake_threads + 64,
+                max_connections=self.settings.shards + LOOP_CONNECTIONS,
             )
             self._calls = Calls(client, self.settings)
             policy = durability.Policy.of(self.settings)
@@ -316,4 +322,3 @@ def create_asgi(
             url, cluster=settings.redis_cluster, threaded=True, max_connections=settings.intake_threads + 32
         )
     return Intake(settings, create_app(settings, client=client), url)
-
