@@ -24,6 +24,7 @@ from taskq.settings import Settings
 from taskq.store import Store
 from tests.support.clients import async_client, sync_client
 from tests.support.env import IN_CI
+from tests.support.intake import ServedIntake
 from tests.support.orgs import auth
 from tests.support.redis_server import PrivateRedis
 from tests.support.sentinel import Node
@@ -203,3 +204,17 @@ def test_sentinel_urls(url: str, parsed: SentinelURL) -> None:
 def test_bad_sentinel_urls_are_refused_clearly(url: str) -> None:
     with pytest.raises(ValueError, match="sentinel"):
         connect(url)
+
+
+def test_a_monitor_call_answered_on_the_loop_waits_for_durability_too(node: Node) -> None:
+    client = node.client()
+    _, key = Store(client).create_org("durable", credits=1000, concurrency=0, queue_limit=1000)
+    call = {"prompt": "q", "country": "US"}
+    strict = make_settings(durability="replica", durability_replicas=1, durability_timeout_ms=100)
+    with ServedIntake(strict, client, node.url) as unconfirmed:
+        answer = unconfirmed.post("/v1/monitor/chatgpt", call, key)
+        assert answer.status_code == 503, answer.text  # refused for concurrency (429), not confirmed
+        assert answer.json()["error"]["details"] == {"outcome": "unknown", "durability": "replica"}
+    with ServedIntake(make_settings(durability="local"), client, node.url) as durable:
+        answer = durable.post("/v1/monitor/chatgpt", call, key)
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "CONCURRENCY_LIMIT_EXCEEDED"

@@ -16,8 +16,9 @@ from taskq.calls import Admitted, Calls, Refused
 from taskq.connection import async_connect
 from taskq.errors import Code
 from taskq.store import Store
-from tests.support.clients import Client
+from tests.support.clients import Client, sync_client
 from tests.support.env import REAL_REDIS_URL
+from tests.support.intake import ServedIntake
 from tests.support.orgs import auth
 from tests.support.settings import make_settings
 from tests.support.tasks import counters, request
@@ -150,3 +151,12 @@ def test_calls_are_admitted_after_the_server_lost_its_scripts(
     out = admit_at_once(settings, store, org_id, 24, flush=True)
     assert all(isinstance(x, Admitted) for x in out), out
     assert int(store.org_fields(org_id)["q11"]) == 25
+
+
+def test_a_monitor_call_without_redis_is_503_in_the_envelope() -> None:
+    nowhere = "redis://127.0.0.1:1/0"  # nothing listens there
+    with ServedIntake(make_settings(), sync_client(nowhere), nowhere) as intake:
+        got = intake.post("/v1/monitor/chatgpt", CHAT, "sk_live_" + "0" * 32)
+        assert got.status_code == 503, got.text
+        assert got.json()["error"]["code"] == "SERVICE_UNAVAILABLE" and got.headers["X-Request-ID"]
+        assert intake.http.get("/healthz").status_code == 200, "the intake itself keeps serving"
