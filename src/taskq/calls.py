@@ -173,11 +173,12 @@ class Lookups:
 
     def __init__(self, client: AsyncRedis) -> None:
         self.client = client
-        self._queued: list[tuple[str, str | None, asyncio.Future[list[Any]]]] = []
+        self._queued: list[tuple[str, str, asyncio.Future[list[Any]]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def replies(self, digest: str, count_key: str | None) -> list[Any]:
-        """The replies of ``store.queue_key_lookup`` for this digest, read by ``Store.key_found``."""
+    async def replies(self, digest: str, count_key: str) -> list[Any]:
+        """The replies of ``store.queue_key_lookup`` for this digest and rate window, read by
+        ``Store.key_found``."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((digest, count_key, done))
         if self._sender is None or self._sender.done():
@@ -197,12 +198,9 @@ class Lookups:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            at = 0
-            for _, count_key, done in batch:
-                size = 1 if count_key is None else 3
+            for at, (*_, done) in enumerate(batch):
                 if not done.done():
-                    done.set_result(replies[at : at + size])
-                at += size
+                    done.set_result(replies[3 * at : 3 * at + 3])  # GET, INCR, EXPIRE
 
 
 class Calls:
