@@ -303,7 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(sub, "serve", "run the intake (HTTP API) under gunicorn")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="intake processes, each an event loop with its own threads for Flask (default 1; one per core "
+        "on a machine of its own)",
+    )
     serve.add_argument(
         "--threads",
         type=int,
