@@ -9,6 +9,7 @@ at the back, each time it is served. So zero priority inversions and round-robin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 from hypothesis import HealthCheck, given, settings
@@ -103,7 +104,7 @@ operation = st.one_of(
     ops=st.lists(operation, min_size=5, max_size=40),
 )
 def test_claims_follow_the_model_and_counters_stay_exact(
-    concurrency: list[int], ops: list[tuple[object, ...]]
+    concurrency: list[int], ops: list[tuple[Any, ...]]
 ) -> None:
     client = fake_client(server=fakeredis.FakeServer())
     store, cfg, sched = Store(client), make_settings(), Scheduler(client)
@@ -116,15 +117,15 @@ def test_claims_follow_the_model_and_counters_stay_exact(
     for op in ops:
         now += 1
         if op[0] == "admit":
-            org, specs = int(op[1]), list(op[2])  # type: ignore[call-overload]
+            org, specs = int(op[1]), list(op[2])
             ids = admit_tasks(store, cfg, orgs[org], [request(t, p) for t, p in specs])
             model.admit(org, ids, specs)
         elif op[0] == "claim":
-            got = sched.run(claim(shard, CAPS, now=now, lease_ms=30_000, k=int(op[1])))  # type: ignore[call-overload]
-            assert [t.id for t in got] == model.claim(int(op[1]))  # type: ignore[call-overload]
+            got = sched.run(claim(shard, CAPS, now=now, lease_ms=30_000, k=int(op[1])))
+            assert [t.id for t in got] == model.claim(int(op[1]))
             held.update({t.id: t for t in got})
         elif held:
-            task = held.pop(sorted(held)[int(op[1]) % len(held)])  # type: ignore[call-overload]
+            task = held.pop(sorted(held)[int(op[1]) % len(held)])
             if op[0] == "ack":
                 assert sched.run(complete(task, {}, now=now, retention=60))
                 model.tasks[task.id].status = "COMPLETED"
