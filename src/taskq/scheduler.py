@@ -62,6 +62,12 @@ class Claimed:
                    int(cost or 0), int(attempts or 0), int(started or 0), batch, key,
                    probe == "1", float(reserved or 0))  # fmt: skip
 
+    def finish_fields(self) -> list[str | int]:
+        """The record's fields queue_lib.lua's FINISH_FIELDS names, in its order, as the claim read them:
+        an ack passes them rather than have Redis read them back."""
+        return [self.org, self.idempotency_key, self.webhook_url, self.task_type, self.started_ms, self.batch,
+                self.cost, self.priority]  # fmt: skip
+
     def record(
         self, status: TaskStatus, now: int, *, result: str | None = None, error: str | None = None
     ) -> TaskRecord:
@@ -163,7 +169,7 @@ def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: i
         view["response"] = result
         body = orjson.dumps(view).decode()
     shared = [task.shard.tag, retention]
-    item = [task.id, task.token, now, body, result_json]
+    item = [task.id, task.token, now, body, result_json, *task.finish_fields()]
     return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))
 
 

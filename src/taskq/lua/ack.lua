@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  -  leases       T:proc  (routes the call to its shard; used as the derived T:proc)
 -- ARGV[1]  shard tag T  ARGV[2] retention (s)
--- then 5 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json)
+-- then 13 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json), and
+-- what its claim returned of the fields FINISH_FIELDS names (org, idempotency key, webhook url, type,
+-- started, batch, cost, priority: fixed while the task is held, so the worker's copy is the record's)
 --
 -- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
 -- r read, w written):
@@ -24,12 +26,12 @@
 
 --#include queue_lib
 
-local tag, retention = ARGV[1], tonumber(ARGV[2])
+local tag, retention = ARGV[1], ARGV[2]
 local d = queue_deferral()
 local out = {}
-for at = 3, #ARGV, 5 do
+for at = 3, #ARGV, 13 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local t = held(tag, id, token, unpack(FINISH_FIELDS))
+  local t = holds(tag, id, token) and {token, "PROCESSING", unpack(ARGV, at + 5, at + 12)}
   if t and abandoned(tag, id, t) then
     settle(d, tag, t[3], t[6])
     cancel_task(d, tag, id, now, retention)

@@ -167,6 +167,9 @@ local function pick()
   return org, ttype
 end
 
+-- Numbers are formatted with %d, once where they can be: a number handed to redis.call or tostring()
+-- is formatted by printf's %.14g, one of the dearest steps per task.
+local deadline = string.format("%d", now + lease)
 local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
 local rr = tonumber(redis.call("GET", KEYS[5]) or "0")
 local turns, leased, per_type = {}, {}, {}
@@ -201,7 +204,7 @@ while #out < k and rounds < k + 64 do
       local token = string.format("%d", fence)  -- tostring() would round past 14 digits
       local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
         "cost", "attempts", "started", "batch")
-      local attempts = tonumber(t[9] or "0") + 1
+      local attempts = string.format("%d", tonumber(t[9] or "0") + 1)
       local started = t[10]
       if started and started ~= "" then
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
@@ -210,7 +213,7 @@ while #out < k and rounds < k + 64 do
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
           "started", started)
       end
-      leased[#leased + 1] = now + lease
+      leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       s.inflight = s.inflight + 1
       s.claimed = s.claimed + 1
@@ -225,8 +228,8 @@ while #out < k and rounds < k + 64 do
         fp, probe, reserved = fp or "", probe or "", reserved or 0
       end
       out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or "", fp, probe,
-        string.format("%.17g", reserved)}
+        t[7] or "", t[8] or "", attempts, started, t[11] or "", fp, probe,
+        reserved == 0 and "0" or string.format("%.17g", reserved)}
     end
     -- The popped lane's new head (or none: the lane left the org's types).
     local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")

@@ -232,8 +232,9 @@ local function finish(d, tag, e)
     redis.call("ZREM", k_proc(tag), id)
   end
   local outcome = e.result or e.error
-  local fields = {"status", e.status, "finished", now, "charged", e.charged,
-    e.result and "result" or "error", outcome}
+  local charged = e.charged == 0 and "0" or string.format("%d", e.charged)  -- not printf's %.14g
+  local fields = {"status", e.status, "finished", now, "charged", charged, e.result and "result" or "error",
+    outcome}
   if e.status == "CANCELED" then
     fields[#fields + 1] = "token"; fields[#fields + 1] = ""
   end
