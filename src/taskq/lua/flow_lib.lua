@@ -162,7 +162,10 @@ local function slot_room(st, now, slow)
   return math.min(math.floor((tau - ahead) / t) + 1, token_room(st, now))
 end
 
--- When a closed slot may start a call again (ms), or nil (never by itself).
+-- When a closed slot may start calls again (ms), or nil (never by itself): a tick's worth of them at a
+-- rate above one call a tick, not the first one. Reopening for one call made a drain claim one task a
+-- claim call as fast as the limiter let calls through (slow start's first second: hundreds of claim
+-- calls of one or two tasks, each costing Redis what a claim of thirty costs).
 local function slot_reopens(st, now, slow)
   if st.auth == 1 then
     return nil
@@ -173,8 +176,8 @@ local function slot_reopens(st, now, slow)
   local at = now
   local r = slot_rate(st, now, slow)
   if r then
-    local _, tau = gcra(r, st.burst)
-    at = math.max(st.tat or 0, now) - tau
+    local t, tau = gcra(r, st.burst)
+    at = math.max(st.tat or 0, now) - tau + (math.max(1, math.floor(TICK_MS / t)) - 1) * t
   end
   if slot_tps(st) and (st.ttat or 0) > at then
     at = st.ttat
