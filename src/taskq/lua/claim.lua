@@ -19,8 +19,8 @@
 -- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
 -- Then, k times: among claimable types not at their cap, the head of every ready:<type>; the lowest
 -- score wins (band = priority first, then the org's turn); an org heading several types takes its
--- oldest lane head. The task becomes PROCESSING under a new fencing token, leased in T:proc until
--- now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
+-- oldest lane head. The task becomes PROCESSING under this call's new fencing token, leased in T:proc
+-- until now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
 --
 -- Counters (org inflight/queued/q<p>, provider use, fence, turns, metrics) are kept in this call's
 -- memory and written once at the end, so a claim of k tasks costs about six commands per task; an
@@ -170,7 +170,10 @@ end
 -- Numbers are formatted with %d, once where they can be: a number handed to redis.call or tostring()
 -- is formatted by printf's %.14g, one of the dearest steps per task.
 local deadline = string.format("%d", now + lease)
-local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
+-- One fencing token for every task of this call: a lease is the pair (task, token), and no other call
+-- can hold a task under this call's token.
+local fence = tonumber(redis.call("GET", KEYS[4]) or "0") + 1
+local token = string.format("%d", fence)  -- tostring() would round past 14 digits
 local rr = tonumber(redis.call("GET", KEYS[5]) or "0")
 local turns, leased, per_type = {}, {}, {}
 local out = {}
@@ -200,11 +203,9 @@ while #out < k and rounds < k + 64 do
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = k_task(tag, id)
-      fence = fence + 1
-      local token = string.format("%d", fence)  -- tostring() would round past 14 digits
       local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
         "cost", "attempts", "started", "batch")
-      local attempts = string.format("%d", tonumber(t[9] or "0") + 1)
+      local attempts = t[9] and string.format("%d", tonumber(t[9]) + 1) or "1"
       local started = t[10]
       if started and started ~= "" then
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
