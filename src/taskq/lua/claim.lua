@@ -200,6 +200,7 @@ while #out < k and rounds < k + 64 do
       n = math.min(n, room(ttype))
     end
     local popped = redis.call("ZPOPMIN", lane, n)
+    local unpaced = lane_of(ttype) and lane_take_unpaced(lane_of(ttype), fnow, slow, #popped / 2)
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = k_task(tag, id)
@@ -223,8 +224,8 @@ while #out < k and rounds < k + 64 do
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
       turns[org] = rr
-      local fp, probe, reserved = "", "", 0
-      if lane_of(ttype) then
+      local fp, probe, reserved = unpaced or "", "", 0
+      if lane_of(ttype) and not unpaced then
         fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
         fp, probe, reserved = fp or "", probe or "", reserved or 0
       end

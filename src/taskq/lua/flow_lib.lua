@@ -210,6 +210,18 @@ local function lane_reopens(lane, now, slow)
   return soonest
 end
 
+-- Count n calls of a slot: in all (calls) and per second (wn this second w, pn the one before).
+local function slot_count(st, now, n)
+  local sec = math.floor(now / 1000)
+  if st.w ~= sec then
+    set(st, "pn", st.w == sec - 1 and (st.wn or 0) or 0)
+    set(st, "w", sec)
+    set(st, "wn", 0)
+  end
+  set(st, "wn", (st.wn or 0) + n)
+  set(st, "calls", (st.calls or 0) + n)
+end
+
 -- Take one call of the lane: the slot with room that is least ahead (then least used). Returns its
 -- fingerprint, "1" for a quota probe ("" otherwise) and the tokens reserved, or nil when the lane has
 -- no room.
@@ -249,15 +261,20 @@ local function lane_take(lane, now, slow, probe_ms)
     reserved = slot_estimate(best, tps)
     set(best, "ttat", math.max(best.ttat or 0, now) + reserved * 1000 / tps)
   end
-  local sec = math.floor(now / 1000)
-  if best.w ~= sec then
-    set(best, "pn", best.w == sec - 1 and (best.wn or 0) or 0)
-    set(best, "w", sec)
-    set(best, "wn", 0)
-  end
-  set(best, "wn", (best.wn or 0) + 1)
-  set(best, "calls", (best.calls or 0) + 1)
+  slot_count(best, now, 1)
   return best.fp, probe, reserved
+end
+
+-- Take n calls of a lane whose one slot is not paced at all (no rate, no token limit, no pause, no
+-- probe): each would be lane_take's same slot with nothing reserved, so they are counted at once.
+-- Returns the slot's fingerprint, or nil when the calls must be taken one by one (lane_take).
+local function lane_take_unpaced(lane, now, slow, n)
+  local st = lane.slots[1]
+  if #lane.slots ~= 1 or lane.pause > now or slot_room(st, now, slow) < BIG then
+    return nil
+  end
+  slot_count(st, now, n)
+  return st.fp
 end
 
 -- A call of this slot ended: charge the tokens it used (nil: unknown, none) against what its claim
