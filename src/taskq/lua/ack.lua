@@ -37,16 +37,17 @@ for at = 3, #ARGV, 13 do
     cancel_task(d, tag, id, now, retention)
     out[#out + 1] = 1
   elseif t then
-    local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
+    local org, ttype, charged = t[3], t[6], t[9]
     if t[10] == SYNC_PRIORITY then
       redis.call("ZADD", k_collect(tag), tonumber(now) + SYNC_COLLECT_MS, id)
-      cost = 0
+      charged = 0
     else
+      local cost = tonumber(charged)
       hincr(d, k_org(tag, org), "credits", -cost)
       hincr(d, k_org(tag, org), "reserved", -cost)
     end
     settle(d, tag, org, ttype)
-    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = cost,
+    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = charged,
       result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})
     out[#out + 1] = 1
   else

@@ -213,7 +213,7 @@ end
 -- when d defers. The task's retention starts when its first delivery is final (wh_record.lua), so
 -- nothing expires under a delivery still waiting. `e`, the ending, has the fields:
 --   id, now (ms), retention (s), status   "COMPLETED" | "FAILED" | "CANCELED"
---   charged   credits charged (0 unless COMPLETED)
+--   charged   credits charged (0 unless COMPLETED; a number or its digits)
 --   result    the result json (COMPLETED); error: the error json {code, message} (FAILED, CANCELED)
 --   task      FINISH_FIELDS from held() (index 3 on), or nil to read them here
 --   notify    queue the webhook event (COMPLETED and FAILED: always)
@@ -232,7 +232,10 @@ local function finish(d, tag, e)
     redis.call("ZREM", k_proc(tag), id)
   end
   local outcome = e.result or e.error
-  local charged = e.charged == 0 and "0" or string.format("%d", e.charged)  -- not printf's %.14g
+  local charged = e.charged  -- a number, or its digits as an ack was given them (no printf per task)
+  if type(charged) ~= "string" then
+    charged = charged == 0 and "0" or string.format("%d", charged)
+  end
   local fields = {"status", e.status, "finished", now, "charged", charged, e.result and "result" or "error",
     outcome}
   if e.status == "CANCELED" then
@@ -270,10 +273,10 @@ local function finish(d, tag, e)
         d.batches[batch] = b
       end
       b.done[field] = (b.done[field] or 0) + 1
-      b.charged = b.charged + e.charged
+      b.charged = b.charged + tonumber(charged)
       b.now = now
     else
-      batch_progress(tag, batch, {[field] = 1}, e.charged, now, e.retention)
+      batch_progress(tag, batch, {[field] = 1}, tonumber(charged), now, e.retention)
     end
   end
 end
