@@ -169,7 +169,7 @@ end
 
 -- Numbers are formatted with %d, once where they can be: a number handed to redis.call or tostring()
 -- is formatted by printf's %.14g, one of the dearest steps per task.
-local deadline = string.format("%d", now + lease)
+local deadline, now_text = string.format("%d", now + lease), string.format("%d", now)
 -- One fencing token for every task of this call: a lease is the pair (task, token), and no other call
 -- can hold a task under this call's token.
 local fence = tonumber(redis.call("GET", KEYS[4]) or "0") + 1
@@ -204,14 +204,15 @@ while #out < k and rounds < k + 64 do
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = k_task(tag, id)
-      local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
-        "cost", "attempts", "started", "batch")
-      local attempts = t[9] and string.format("%d", tonumber(t[9]) + 1) or "1"
-      local started = t[10]
+      -- The lane is the task's org and type: those two are not read again.
+      local t = redis.call("HMGET", tkey, "payload", "prio", "created", "idem", "webhook", "cost", "attempts",
+        "started", "batch")
+      local attempts = t[7] and string.format("%d", tonumber(t[7]) + 1) or "1"
+      local started = t[8]
       if started and started ~= "" then
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
       else
-        started = string.format("%d", now)
+        started = now_text
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
           "started", started)
       end
@@ -219,7 +220,7 @@ while #out < k and rounds < k + 64 do
       leased[#leased + 1] = id
       s.inflight = s.inflight + 1
       s.claimed = s.claimed + 1
-      s.prios[t[4]] = (s.prios[t[4]] or 0) + 1
+      s.prios[t[2]] = (s.prios[t[2]] or 0) + 1
       in_use[ttype] = used(ttype) + 1
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
@@ -229,8 +230,8 @@ while #out < k and rounds < k + 64 do
         fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
         fp, probe, reserved = fp or "", probe or "", reserved or 0
       end
-      out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-        t[7] or "", t[8] or "", attempts, started, t[11] or "", fp, probe,
+      out[#out + 1] = {id, token, ttype, t[1] or "", org, t[2] or "", t[3] or "", t[4] or "", t[5] or "",
+        t[6] or "", attempts, started, t[9] or "", fp, probe,
         reserved == 0 and "0" or string.format("%.17g", reserved)}
     end
     -- The popped lane's new head (or none: the lane left the org's types).
