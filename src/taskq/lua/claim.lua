@@ -260,8 +260,8 @@ end
 
 -- Write back what this call counted.
 if #out > 0 then
-  redis.call("SET", KEYS[4], fence)
-  redis.call("SET", KEYS[5], rr)
+  redis.call("SET", KEYS[4], token)
+  redis.call("SET", KEYS[5], string.format("%d", rr))
   local turn_fields = {}
   for org, turn in pairs(turns) do
     turn_fields[#turn_fields + 1] = org

@@ -300,7 +300,9 @@ local function lane_writes(lanes, out)
     for _, st in ipairs(lane.slots) do
       for name in pairs(st.dirty) do
         out[#out + 1] = slot_field(lane.type, st.fp, name)
-        out[#out + 1] = string.format("%.17g", st[name])
+        local v = st[name]  -- counters and seconds are whole: %d is far cheaper than printf's %.17g
+        out[#out + 1] = v == math.floor(v) and math.abs(v) < 1e15 and string.format("%d", v)
+          or string.format("%.17g", v)
       end
       st.dirty = {}
     end

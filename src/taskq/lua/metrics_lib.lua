@@ -58,7 +58,7 @@ local function flush_counts(d)
       redis.call("HSET", key, unpack(write))
     else
       for i, field in ipairs(names) do
-        created = redis.call("HINCRBY", key, field, deltas[i]) == deltas[i] or created
+        created = redis.call("HINCRBY", key, field, string.format("%d", deltas[i])) == deltas[i] or created
       end
     end
     if d.expiring[key] and created then
