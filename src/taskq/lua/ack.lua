@@ -28,30 +28,47 @@
 
 local tag, retention = ARGV[1], ARGV[2]
 local d = queue_deferral()
+-- Per org: the tasks that ended by type, and the credits charged; settled and charged once a call.
+local ended, charged_by = {}, {}
+local function tally(org, ttype, cost)
+  local types = ended[org]
+  if not types then
+    types = {}
+    ended[org] = types
+    charged_by[org] = 0
+  end
+  types[ttype] = (types[ttype] or 0) + 1
+  charged_by[org] = charged_by[org] + cost
+end
 local out = {}
 for at = 3, #ARGV, 13 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local t = holds(tag, id, token) and {token, "PROCESSING", unpack(ARGV, at + 5, at + 12)}
   if t and abandoned(tag, id, t) then
-    settle(d, tag, t[3], t[6])
+    tally(t[3], t[6], 0)
     cancel_task(d, tag, id, now, retention)
     out[#out + 1] = 1
   elseif t then
-    local org, ttype, charged = t[3], t[6], t[9]
+    local charged = t[9]
     if t[10] == SYNC_PRIORITY then
       redis.call("ZADD", k_collect(tag), tonumber(now) + SYNC_COLLECT_MS, id)
       charged = 0
-    else
-      local cost = tonumber(charged)
-      hincr(d, k_org(tag, org), "credits", -cost)
-      hincr(d, k_org(tag, org), "reserved", -cost)
     end
-    settle(d, tag, org, ttype)
+    tally(t[3], t[6], tonumber(charged))
     finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = charged,
       result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
+  end
+end
+for org, types in pairs(ended) do
+  for ttype, n in pairs(types) do
+    settle(d, tag, org, ttype, n)
+  end
+  if charged_by[org] ~= 0 then
+    hincr(d, k_org(tag, org), "credits", -charged_by[org])
+    hincr(d, k_org(tag, org), "reserved", -charged_by[org])
   end
 end
 flush_queue(d, tag, retention)

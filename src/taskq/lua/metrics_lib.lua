@@ -69,7 +69,14 @@ local function flush_counts(d)
 end
 
 local function count(d, tag, field, n)
-  hincr(d, k_metrics(tag), field, n or 1)
+  local key = d and d.metrics  -- named once per deferral
+  if not key then
+    key = k_metrics(tag)
+    if d then
+      d.metrics = key
+    end
+  end
+  hincr(d, key, field, n or 1)
 end
 
 -- One more event in this minute's bucket of the dashboard chart (kept two hours). A deferral names each

@@ -61,12 +61,12 @@ local function queue_deferral()
   return d
 end
 
--- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes
--- (at once, or in flush_queue() when d defers).
-local function settle(d, tag, org, ttype)
+-- One call of the org fewer in flight (n calls of one type when d defers); a parked org below its
+-- concurrency rejoins the ready indexes (at once, or in flush_queue() when d defers).
+local function settle(d, tag, org, ttype, n)
   if d then
-    hincr(d, k_org(tag, org), "inflight", -1)
-    hincr(d, k_pinflight(tag), ttype, -1)
+    hincr(d, k_org(tag, org), "inflight", -(n or 1))
+    hincr(d, k_pinflight(tag), ttype, -(n or 1))
     d.settled[org] = true
     return
   end
@@ -187,7 +187,7 @@ end
 
 -- The counters of a finished task: by outcome, per minute, its latency, the latest failures.
 local function count_ending(d, tag, e, org, ttype, started)
-  local status, now = e.status, e.now
+  local status, now = e.status, tonumber(e.now)
   if status == "COMPLETED" then
     count(d, tag, "completed:" .. ttype)
     count_minute(d, tag, now, "completed")
@@ -203,7 +203,7 @@ local function count_ending(d, tag, e, org, ttype, started)
     count(d, tag, "canceled:" .. ttype)
   end
   if started and started ~= "" and status ~= "CANCELED" then
-    count_latency(d, tag, ttype, tonumber(now) - tonumber(started))
+    count_latency(d, tag, ttype, now - tonumber(started))
   end
 end
 
