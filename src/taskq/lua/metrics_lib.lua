@@ -8,7 +8,8 @@
 local AT_ONCE = false
 
 -- A deferral: counts (key -> {field -> delta}), expiring (key -> seconds: expire the key when the
--- flush creates one of its fields) and the per-minute keys and latency fields already named this call.
+-- flush creates one of its fields), and the names made this call: the metrics key (metrics), per-minute
+-- keys (minutes) and latency bucket fields (lat).
 local function deferral()
   return {counts = {}, expiring = {}, minutes = {}, lat = {}}
 end
