@@ -19,8 +19,8 @@
 -- First moves up to ARGV[5] due retries from T:delayed back to their lanes (original score).
 -- Then, k times: among claimable types not at their cap, the head of every ready:<type>; the lowest
 -- score wins (band = priority first, then the org's turn); an org heading several types takes its
--- oldest lane head. The task becomes PROCESSING under this call's new fencing token, leased in T:proc
--- until now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
+-- oldest lane head. The task becomes PROCESSING under a new fencing token, leased in T:proc until
+-- now + lease; the org takes a new turn (back of its band) or is parked at its concurrency.
 --
 -- Counters (org inflight/queued/q<p>, provider use, fence, turns, metrics) are kept in this call's
 -- memory and written once at the end, so a claim of k tasks costs about six commands per task; an
@@ -170,10 +170,7 @@ end
 -- Numbers are formatted with %d, once where they can be: a number handed to redis.call or tostring()
 -- is formatted by printf's %.14g, one of the dearest steps per task.
 local deadline, now_text = string.format("%d", now + lease), string.format("%d", now)
--- One fencing token for every task of this call: a lease is the pair (task, token), and no other call
--- can hold a task under this call's token.
-local fence = tonumber(redis.call("GET", KEYS[4]) or "0") + 1
-local token = string.format("%d", fence)  -- tostring() would round past 14 digits
+local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
 local rr = tonumber(redis.call("GET", KEYS[5]) or "0")
 local turns, leased, per_type = {}, {}, {}
 local out = {}
@@ -204,6 +201,8 @@ while #out < k and rounds < k + 64 do
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = k_task(tag, id)
+      fence = fence + 1
+      local token = string.format("%d", fence)  -- tostring() would round past 14 digits
       -- The lane is the task's org and type: those two are not read again.
       local t = redis.call("HMGET", tkey, "payload", "prio", "created", "idem", "webhook", "cost", "attempts",
         "started", "batch")
@@ -260,7 +259,7 @@ end
 
 -- Write back what this call counted.
 if #out > 0 then
-  redis.call("SET", KEYS[4], token)
+  redis.call("SET", KEYS[4], string.format("%d", fence))
   redis.call("SET", KEYS[5], string.format("%d", rr))
   local turn_fields = {}
   for org, turn in pairs(turns) do
