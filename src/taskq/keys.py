@@ -277,22 +277,12 @@ def org_meta(org: str) -> str:
     return ORG_META.format(org=org)
 
 
-def lua_preamble() -> str:
+def lua_preamble(body: str | None = None) -> str:
     """Lua functions ``k_<name>(tag, ...)`` that build the same names as TEMPLATES, and the latency
-    histogram's bounds (LAT_BUCKETS), for every script."""
-    lines = ["-- Generated from taskq/keys.py: the only place key names are defined."]
-    for name, template in TEMPLATES.items():
-        params = _params(template)
-        pieces = []
-        for literal, field in re.findall(r"([^{]*)(?:{(\w+)})?", template):
-            if literal:
-                pieces.append(repr(literal).replace("'", '"'))
-            if field:
-                pieces.append(field)
-        body = " .. ".join(pieces)
-        lines.append(f"local function k_{name}({', '.join(params)}) return {body} end")
+    histogram's bounds (LAT_BUCKETS), for every script; given the script's ``body``, only the builders
+    it calls (Redis makes every local function of a script anew on each call)."""
     first, cut = f'"{FIRST_DELIVERY}"', len(FIRST_DELIVERY)
-    lines += [
+    tail = [
         "-- Where a delivery's record lives: its hash key and the prefix of its field names.",
         "local function delivery_record(tag, id)",
         f"  if string.sub(id, 1, {cut}) == {first} then",
@@ -304,4 +294,18 @@ def lua_preamble() -> str:
         "-- Upper bounds (ms) of the latency histogram's buckets (LATENCY_BUCKETS_MS).",
         "local LAT_BUCKETS = {" + ", ".join(str(b) for b in LATENCY_BUCKETS_MS) + "}",
     ]
-    return "\n".join(lines) + "\n"
+    used = None if body is None else body + "\n".join(tail)
+    lines = ["-- Generated from taskq/keys.py: the only place key names are defined."]
+    for name, template in TEMPLATES.items():
+        if used is not None and not re.search(rf"\bk_{name}\(", used):
+            continue
+        params = _params(template)
+        pieces = []
+        for literal, field in re.findall(r"([^{]*)(?:{(\w+)})?", template):
+            if literal:
+                pieces.append(repr(literal).replace("'", '"'))
+            if field:
+                pieces.append(field)
+        body_expr = " .. ".join(pieces)
+        lines.append(f"local function k_{name}({', '.join(params)}) return {body_expr} end")
+    return "\n".join(lines + tail) + "\n"

@@ -52,15 +52,22 @@ class Claimed:
     key: str = ""  # fingerprint of the API key this call may use (flow control), "" when not paced
     probe: bool = False  # the call probes a key whose quota was exhausted
     reserved: float = 0.0  # tokens the claim reserved for this call (a tokens-per-minute limit)
+    leased_until: int = 0  # the lease deadline the claim set (ms); 0 when not known
 
     @classmethod
-    def from_reply(cls, shard: Shard, row: Sequence[Any]) -> Claimed:
+    def from_reply(cls, shard: Shard, row: Sequence[Any], leased_until: int = 0) -> Claimed:
         (id_, token, ttype, payload, org, prio, created, idem, webhook, cost, attempts, started, batch,
          *flow) = (str(x) for x in row)  # fmt: skip
         key, probe, reserved = [*flow, "", "", ""][:3]
         return cls(shard, id_, token, ttype, payload, org, int(prio), int(created), idem, webhook,
                    int(cost or 0), int(attempts or 0), int(started or 0), batch, key,
-                   probe == "1", float(reserved or 0))  # fmt: skip
+                   probe == "1", float(reserved or 0), leased_until)  # fmt: skip
+
+    def finish_fields(self) -> list[str | int]:
+        """The record's fields queue_lib.lua's FINISH_FIELDS names, in its order, as the claim read them:
+        an ack passes them rather than have Redis read them back."""
+        return [self.org, self.idempotency_key, self.webhook_url, self.task_type, self.started_ms, self.batch,
+                self.cost, self.priority]  # fmt: skip
 
     def record(
         self, status: TaskStatus, now: int, *, result: str | None = None, error: str | None = None
@@ -110,8 +117,8 @@ class Claims(list[Claimed]):
     reopens_ms: int | None = None
 
 
-def _claims(shard: Shard, reply: Any) -> Claims:
-    claims = Claims(Claimed.from_reply(shard, row) for row in reply[:-1])
+def _claims(shard: Shard, reply: Any, leased_until: int) -> Claims:
+    claims = Claims(Claimed.from_reply(shard, row, leased_until) for row in reply[:-1])
     claims.reopens_ms = int(reply[-1]) if int(reply[-1]) >= 0 else None
     return claims
 
@@ -126,7 +133,7 @@ def claim(
         "claim",
         [shard.proc, shard.delayed, shard.pinflight, shard.fence, shard.rr, shard.flow],
         [shard.tag, now, lease_ms, k, PROMOTE_LIMIT, len(caps), *pairs, flow],
-        lambda reply: _claims(shard, reply),
+        lambda reply: _claims(shard, reply, now + lease_ms),
     )
 
 
@@ -163,7 +170,7 @@ def complete(task: Claimed, result: Mapping[str, Any], *, now: int, retention: i
         view["response"] = result
         body = orjson.dumps(view).decode()
     shared = [task.shard.tag, retention]
-    item = [task.id, task.token, now, body, result_json]
+    item = [task.id, task.token, now, body, result_json, *task.finish_fields()]
     return Op("ack", [task.shard.proc], [*shared, *item], _first_ok, shared=len(shared))
 
 

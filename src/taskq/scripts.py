@@ -94,7 +94,8 @@ os.register_at_fork(after_in_child=_helpers.cache_clear)  # a forked child has n
 @cache
 def source(name: str) -> str:
     """The full text of one script: the generated key builders, then the script with its includes."""
-    return lua_preamble() + _expand(name, set())
+    body = _expand(name, set())
+    return lua_preamble(body) + body
 
 
 class Scripts:

@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  -  leases       T:proc  (routes the call to its shard; used as the derived T:proc)
 -- ARGV[1]  shard tag T  ARGV[2] retention (s)
--- then 5 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json)
+-- then 13 arguments per task: task id, fencing token, now (ms), webhook body (json), result (json), and
+-- what its claim returned of the fields FINISH_FIELDS names (org, idempotency key, webhook url, type,
+-- started, batch, cost, priority: fixed while the task is held, so the worker's copy is the record's)
 --
 -- Derived keys (built with the k_* helpers of taskq.keys, here or in an included library;
 -- r read, w written):
@@ -24,31 +26,49 @@
 
 --#include queue_lib
 
-local tag, retention = ARGV[1], tonumber(ARGV[2])
+local tag, retention = ARGV[1], ARGV[2]
 local d = queue_deferral()
+-- Per org: the tasks that ended by type, and the credits charged; settled and charged once a call.
+local ended, charged_by = {}, {}
+local function tally(org, ttype, cost)
+  local types = ended[org]
+  if not types then
+    types = {}
+    ended[org] = types
+    charged_by[org] = 0
+  end
+  types[ttype] = (types[ttype] or 0) + 1
+  charged_by[org] = charged_by[org] + cost
+end
 local out = {}
-for at = 3, #ARGV, 5 do
+for at = 3, #ARGV, 13 do
   local id, token, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local t = held(tag, id, token, unpack(FINISH_FIELDS))
+  local t = holds(tag, id, token) and {token, "PROCESSING", unpack(ARGV, at + 5, at + 12)}
   if t and abandoned(tag, id, t) then
-    settle(d, tag, t[3], t[6])
+    tally(t[3], t[6], 0)
     cancel_task(d, tag, id, now, retention)
     out[#out + 1] = 1
   elseif t then
-    local org, ttype, cost = t[3], t[6], tonumber(t[9] or "0")
+    local charged = t[9]
     if t[10] == SYNC_PRIORITY then
       redis.call("ZADD", k_collect(tag), tonumber(now) + SYNC_COLLECT_MS, id)
-      cost = 0
-    else
-      hincr(d, k_org(tag, org), "credits", -cost)
-      hincr(d, k_org(tag, org), "reserved", -cost)
+      charged = 0
     end
-    settle(d, tag, org, ttype)
-    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = cost,
+    tally(t[3], t[6], tonumber(charged))
+    finish(d, tag, {id = id, now = now, retention = retention, status = "COMPLETED", charged = charged,
       result = ARGV[at + 4], task = t, notify = true, body = ARGV[at + 3]})
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
+  end
+end
+for org, types in pairs(ended) do
+  for ttype, n in pairs(types) do
+    settle(d, tag, org, ttype, n)
+  end
+  if charged_by[org] ~= 0 then
+    hincr(d, k_org(tag, org), "credits", -charged_by[org])
+    hincr(d, k_org(tag, org), "reserved", -charged_by[org])
   end
 end
 flush_queue(d, tag, retention)

@@ -167,6 +167,9 @@ local function pick()
   return org, ttype
 end
 
+-- Numbers are formatted with %d, once where they can be: a number handed to redis.call or tostring()
+-- is formatted by printf's %.14g, one of the dearest steps per task.
+local deadline, now_text = string.format("%d", now + lease), string.format("%d", now)
 local fence = tonumber(redis.call("GET", KEYS[4]) or "0")
 local rr = tonumber(redis.call("GET", KEYS[5]) or "0")
 local turns, leased, per_type = {}, {}, {}
@@ -194,39 +197,41 @@ while #out < k and rounds < k + 64 do
       n = math.min(n, room(ttype))
     end
     local popped = redis.call("ZPOPMIN", lane, n)
+    local unpaced = lane_of(ttype) and lane_take_unpaced(lane_of(ttype), fnow, slow, #popped / 2)
     for i = 1, #popped, 2 do
       local id = popped[i]
       local tkey = k_task(tag, id)
       fence = fence + 1
       local token = string.format("%d", fence)  -- tostring() would round past 14 digits
-      local t = redis.call("HMGET", tkey, "type", "payload", "org", "prio", "created", "idem", "webhook",
-        "cost", "attempts", "started", "batch")
-      local attempts = tonumber(t[9] or "0") + 1
-      local started = t[10]
+      -- The lane is the task's org and type: those two are not read again.
+      local t = redis.call("HMGET", tkey, "payload", "prio", "created", "idem", "webhook", "cost", "attempts",
+        "started", "batch")
+      local attempts = t[7] and string.format("%d", tonumber(t[7]) + 1) or "1"
+      local started = t[8]
       if started and started ~= "" then
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts)
       else
-        started = string.format("%d", now)
+        started = now_text
         redis.call("HSET", tkey, "status", "PROCESSING", "token", token, "attempts", attempts,
           "started", started)
       end
-      leased[#leased + 1] = now + lease
+      leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       s.inflight = s.inflight + 1
       s.claimed = s.claimed + 1
-      s.prios[t[4]] = (s.prios[t[4]] or 0) + 1
+      s.prios[t[2]] = (s.prios[t[2]] or 0) + 1
       in_use[ttype] = used(ttype) + 1
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
       turns[org] = rr
-      local fp, probe, reserved = "", "", 0
-      if lane_of(ttype) then
+      local fp, probe, reserved = unpaced or "", "", 0
+      if lane_of(ttype) and not unpaced then
         fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
         fp, probe, reserved = fp or "", probe or "", reserved or 0
       end
-      out[#out + 1] = {id, token, t[1], t[2] or "", t[3] or "", t[4] or "", t[5] or "", t[6] or "",
-        t[7] or "", t[8] or "", tostring(attempts), started, t[11] or "", fp, probe,
-        string.format("%.17g", reserved)}
+      out[#out + 1] = {id, token, ttype, t[1] or "", org, t[2] or "", t[3] or "", t[4] or "", t[5] or "",
+        t[6] or "", attempts, started, t[9] or "", fp, probe,
+        reserved == 0 and "0" or string.format("%.17g", reserved)}
     end
     -- The popped lane's new head (or none: the lane left the org's types).
     local head = redis.call("ZRANGE", lane, 0, 0, "WITHSCORES")
@@ -254,8 +259,8 @@ end
 
 -- Write back what this call counted.
 if #out > 0 then
-  redis.call("SET", KEYS[4], fence)
-  redis.call("SET", KEYS[5], rr)
+  redis.call("SET", KEYS[4], string.format("%d", fence))
+  redis.call("SET", KEYS[5], string.format("%d", rr))
   local turn_fields = {}
   for org, turn in pairs(turns) do
     turn_fields[#turn_fields + 1] = org

@@ -7,10 +7,11 @@
 -- instead of once per task. Every function taking a deferral `d` writes at once when given AT_ONCE.
 local AT_ONCE = false
 
--- A deferral: counts (key -> {field -> delta}) and expiring (key -> seconds: expire the key when the
--- flush creates one of its fields).
+-- A deferral: counts (key -> {field -> delta}), expiring (key -> seconds: expire the key when the
+-- flush creates one of its fields), and the names made this call: the metrics key (metrics), per-minute
+-- keys (minutes) and latency bucket fields (lat).
 local function deferral()
-  return {counts = {}, expiring = {}}
+  return {counts = {}, expiring = {}, minutes = {}, lat = {}}
 end
 
 -- HINCRBY key field n, now or at the flush of d; ttl: expire the key when this creates the field.
@@ -58,7 +59,7 @@ local function flush_counts(d)
       redis.call("HSET", key, unpack(write))
     else
       for i, field in ipairs(names) do
-        created = redis.call("HINCRBY", key, field, deltas[i]) == deltas[i] or created
+        created = redis.call("HINCRBY", key, field, string.format("%d", deltas[i])) == deltas[i] or created
       end
     end
     if d.expiring[key] and created then
@@ -69,12 +70,28 @@ local function flush_counts(d)
 end
 
 local function count(d, tag, field, n)
-  hincr(d, k_metrics(tag), field, n or 1)
+  local key = d and d.metrics  -- named once per deferral
+  if not key then
+    key = k_metrics(tag)
+    if d then
+      d.metrics = key
+    end
+  end
+  hincr(d, key, field, n or 1)
 end
 
--- One more event in this minute's bucket of the dashboard chart (kept two hours).
+-- One more event in this minute's bucket of the dashboard chart (kept two hours). A deferral names each
+-- minute's key once: a number in a name is formatted by printf, the dearest step of counting a task.
 local function count_minute(d, tag, now, field)
-  hincr(d, k_stats(tag, math.floor(tonumber(now) / 60000)), field, 1, 7200)
+  local minute = math.floor(tonumber(now) / 60000)
+  local key = d and d.minutes[minute]
+  if not key then
+    key = k_stats(tag, minute)
+    if d then
+      d.minutes[minute] = key
+    end
+  end
+  hincr(d, key, field, 1, 7200)
 end
 
 -- One provider call of `ms` in the latency histogram; LAT_BUCKETS is generated from
@@ -87,6 +104,18 @@ local function count_latency(d, tag, ttype, ms)
       break
     end
   end
-  count(d, tag, "lat:" .. ttype .. ":" .. index)  -- the count is the sum of the buckets
+  local names = d and d.lat[ttype]  -- the bucket field names this call made for the type
+  if not names then
+    names = {}
+    if d then
+      d.lat[ttype] = names
+    end
+  end
+  local field = names[index]
+  if not field then
+    field = "lat:" .. ttype .. ":" .. index
+    names[index] = field
+  end
+  count(d, tag, field)  -- the count is the sum of the buckets
   count(d, tag, "latsum:" .. ttype, ms)
 end

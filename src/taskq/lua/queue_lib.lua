@@ -61,12 +61,12 @@ local function queue_deferral()
   return d
 end
 
--- One call of the org fewer in flight; a parked org below its concurrency rejoins the ready indexes
--- (at once, or in flush_queue() when d defers).
-local function settle(d, tag, org, ttype)
+-- One call of the org fewer in flight (n calls of one type when d defers); a parked org below its
+-- concurrency rejoins the ready indexes (at once, or in flush_queue() when d defers).
+local function settle(d, tag, org, ttype, n)
   if d then
-    hincr(d, k_org(tag, org), "inflight", -1)
-    hincr(d, k_pinflight(tag), ttype, -1)
+    hincr(d, k_org(tag, org), "inflight", -(n or 1))
+    hincr(d, k_pinflight(tag), ttype, -(n or 1))
     d.settled[org] = true
     return
   end
@@ -187,7 +187,7 @@ end
 
 -- The counters of a finished task: by outcome, per minute, its latency, the latest failures.
 local function count_ending(d, tag, e, org, ttype, started)
-  local status, now = e.status, e.now
+  local status, now = e.status, tonumber(e.now)
   if status == "COMPLETED" then
     count(d, tag, "completed:" .. ttype)
     count_minute(d, tag, now, "completed")
@@ -203,7 +203,7 @@ local function count_ending(d, tag, e, org, ttype, started)
     count(d, tag, "canceled:" .. ttype)
   end
   if started and started ~= "" and status ~= "CANCELED" then
-    count_latency(d, tag, ttype, tonumber(now) - tonumber(started))
+    count_latency(d, tag, ttype, now - tonumber(started))
   end
 end
 
@@ -213,7 +213,7 @@ end
 -- when d defers. The task's retention starts when its first delivery is final (wh_record.lua), so
 -- nothing expires under a delivery still waiting. `e`, the ending, has the fields:
 --   id, now (ms), retention (s), status   "COMPLETED" | "FAILED" | "CANCELED"
---   charged   credits charged (0 unless COMPLETED)
+--   charged   credits charged (0 unless COMPLETED; a number or its digits)
 --   result    the result json (COMPLETED); error: the error json {code, message} (FAILED, CANCELED)
 --   task      FINISH_FIELDS from held() (index 3 on), or nil to read them here
 --   notify    queue the webhook event (COMPLETED and FAILED: always)
@@ -232,8 +232,12 @@ local function finish(d, tag, e)
     redis.call("ZREM", k_proc(tag), id)
   end
   local outcome = e.result or e.error
-  local fields = {"status", e.status, "finished", now, "charged", e.charged,
-    e.result and "result" or "error", outcome}
+  local charged = e.charged  -- a number, or its digits as an ack was given them (no printf per task)
+  if type(charged) ~= "string" then
+    charged = charged == 0 and "0" or string.format("%d", charged)
+  end
+  local fields = {"status", e.status, "finished", now, "charged", charged, e.result and "result" or "error",
+    outcome}
   if e.status == "CANCELED" then
     fields[#fields + 1] = "token"; fields[#fields + 1] = ""
   end
@@ -269,10 +273,10 @@ local function finish(d, tag, e)
         d.batches[batch] = b
       end
       b.done[field] = (b.done[field] or 0) + 1
-      b.charged = b.charged + e.charged
+      b.charged = b.charged + tonumber(charged)
       b.now = now
     else
-      batch_progress(tag, batch, {[field] = 1}, e.charged, now, e.retention)
+      batch_progress(tag, batch, {[field] = 1}, tonumber(charged), now, e.retention)
     end
   end
 end

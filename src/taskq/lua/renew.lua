@@ -13,13 +13,17 @@
 --#include queue_lib
 
 local tag, deadline = ARGV[1], ARGV[2]
-local lost = {}
+local lost, kept = {}, {}  -- kept: (deadline, id) pairs, extended with one ZADD per thousand
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if holds(tag, id, ARGV[i + 1]) then
-    redis.call("ZADD", KEYS[1], "XX", deadline, id)
+    kept[#kept + 1] = deadline
+    kept[#kept + 1] = id
   else
     lost[#lost + 1] = id
   end
+end
+for from = 1, #kept, 2000 do
+  redis.call("ZADD", KEYS[1], "XX", unpack(kept, from, math.min(from + 1999, #kept)))
 end
 return lost

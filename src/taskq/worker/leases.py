@@ -30,6 +30,12 @@ class Leases:
     ``settling`` holds the ids whose outcome (ack, retry, fail) has been handed to Redis: a renewal
     may then find the lease already gone because that outcome applied, which is not a lost lease.
     Their calls are never cancelled; the outcome is fenced on its own and says whether it landed.
+
+    A renewal (every third of the lease) extends the leases that ran half an interval or more since
+    they were claimed or last renewed; one that ran less is extended at the next renewal, when it
+    still has more than half its lease to run. Calls shorter than half an interval never cost a
+    renewal (at 1,000 calls of a second in flight, renewing all of them every 10 s was about a tenth
+    of Redis's work for the drain).
     """
 
     def __init__(self, ops: AsyncScheduler, settings: Settings) -> None:
@@ -38,17 +44,25 @@ class Leases:
         self.held: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
         self.settling: set[str] = set()
         self.lease_ms = int(settings.lease_seconds * 1000)
+        self.interval = settings.lease_seconds / 3  # between renewals
+        self.renewed: dict[str, int] = {}  # task id -> the deadline its last renewal set (ms)
 
     async def renew_once(self) -> int:
-        """Extend every lease; cancel the calls whose lease was lost (someone else runs them now)."""
+        """Extend the leases due (see the class); cancel the calls whose lease was lost (someone else
+        runs them now)."""
+        now = now_ms()
+        fresh = now + self.lease_ms - int(self.interval * 500)  # deadlines past this are not due yet
+        self.renewed = {i: until for i, until in self.renewed.items() if i in self.held}
         by_shard: dict[int, list[Claimed]] = defaultdict(list)
         for task, _ in self.held.values():
-            if task.id not in self.settling:
+            if task.id not in self.settling and self.renewed.get(task.id, task.leased_until) <= fresh:
                 by_shard[task.shard.index].append(task)
-        deadline = now_ms() + self.lease_ms
+        deadline = now + self.lease_ms
         gone = 0
         for tasks in by_shard.values():
-            for task_id in await self.ops.run(renew(tasks[0].shard, tasks, deadline=deadline)):
+            lost = await self.ops.run(renew(tasks[0].shard, tasks, deadline=deadline))
+            self.renewed.update((task.id, deadline) for task in tasks if task.id not in lost)
+            for task_id in lost:
                 entry = self.held.get(task_id)
                 # Settling meanwhile (the reply raced its outcome): the outcome's own fence decides.
                 if entry is not None and task_id not in self.settling:
@@ -61,7 +75,7 @@ class Leases:
 
     async def renew_forever(self, on_tick: Callable[[], None] | None = None) -> None:
         while True:
-            await pause(self.settings.lease_seconds / 3)
+            await pause(self.interval)
             if on_tick is not None:
                 on_tick()
             try:
