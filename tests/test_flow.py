@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -233,6 +233,9 @@ def test_a_429_teaches_the_limit_it_states_and_cuts_the_rate_at_most_once_a_seco
     steps=st.lists(st.tuples(st.integers(min_value=0, max_value=400), st.integers(min_value=1, max_value=16)),
                    min_size=5, max_size=60),
 )  # fmt: skip
+# A claim's room and its takes once disagreed at an exact edge of the tolerance (the sixth call of a
+# run refused by the take was claimed anyway, with no key).
+@example(rate=55.0, burst=6, steps=[(0, 1), (19, 6), (91, 6), (91, 6), (1, 1)])
 def test_the_shared_limiter_never_admits_more_than_rate_times_window_plus_burst(
     rclient: Any, rate: float, burst: int, steps: list[tuple[int, int]]
 ) -> None:

@@ -200,6 +200,19 @@ while #out < k and rounds < k + 64 do
     local unpaced = lane_of(ttype) and lane_take_unpaced(lane_of(ttype), fnow, slow, #popped / 2)
     for i = 1, #popped, 2 do
       local id = popped[i]
+      local fp, probe, reserved = unpaced or "", "", 0
+      if lane_of(ttype) and not unpaced then
+        fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
+        if not fp then
+          -- The limiter refused this call: room() sums a run's calls at once, the takes add them up one
+          -- by one, and at an exact edge their roundings differ. The rest of the run goes back in line.
+          for j = i, #popped, 2 do
+            redis.call("ZADD", lane, popped[j + 1], popped[j])
+          end
+          break
+        end
+        probe, reserved = probe or "", reserved or 0
+      end
       local tkey = k_task(tag, id)
       fence = fence + 1
       local token = string.format("%d", fence)  -- tostring() would round past 14 digits
@@ -224,11 +237,6 @@ while #out < k and rounds < k + 64 do
       per_type[ttype] = (per_type[ttype] or 0) + 1
       rr = rr + 1
       turns[org] = rr
-      local fp, probe, reserved = unpaced or "", "", 0
-      if lane_of(ttype) and not unpaced then
-        fp, probe, reserved = lane_take(lane_of(ttype), fnow, slow, probe_ms)
-        fp, probe, reserved = fp or "", probe or "", reserved or 0
-      end
       out[#out + 1] = {id, token, ttype, t[1] or "", org, t[2] or "", t[3] or "", t[4] or "", t[5] or "",
         t[6] or "", attempts, started, t[9] or "", fp, probe,
         reserved == 0 and "0" or string.format("%.17g", reserved)}
