@@ -110,21 +110,6 @@ def test_provider_cap_bounds_calls_in_flight_across_orgs(upstream: Upstream, wst
     assert wstore.client.hget(wstore.org(orgs[0]).shard.pinflight, "CHATGPT") == "0"
 
 
-def test_a_slot_takes_its_next_call_while_the_last_outcome_is_recorded(
-    upstream: Upstream, wstore: Store
-) -> None:
-    cfg = make_settings("worker", upstream=upstream.url)
-    org = new_org(wstore).id
-    admit_tasks(wstore, cfg, org, [request(prompt=f"s{i}") for i in range(6)])
-    # What Redis counts in flight for the org as each call reaches the provider: 2 when the call
-    # started before the outcome of the one before it was recorded (it lingers for others to join).
-    seen: list[int] = []
-    upstream.on_call = lambda _prompt: seen.append(counters(wstore, org)["inflight"])
-    run_drain(cfg, settled(wstore, org), concurrency=1)
-    assert upstream.peak == 1  # never more than one provider call at once
-    assert len(seen) == 6 and max(seen) == 2
-
-
 def test_stop_lets_short_calls_finish_and_releases_long_ones_unharmed(
     upstream: Upstream, wstore: Store
 ) -> None:

@@ -5,7 +5,7 @@ wire format; options as its create_app takes them: error_rate, seed, rate_limit,
 `Upstream(latency)` serves a minimal OpenAI Responses upstream the prompt steers: "fail:<status>"
 always answers that status, "flaky:<n>:<tag>" fails with 503 the first n times, "slow:<seconds>:<tag>"
 sleeps that long; anything else answers "answer to <prompt>" after `latency`; it counts the calls per
-prompt and the peak of calls in flight, and calls `on_call(prompt)` (when set) as each call arrives.
+prompt and the peak of calls in flight.
 
 Either way `down` is an outage switch: while it is set every provider call is answered 503 in the
 provider's own error shape (health checks still pass), and counted in `refused`.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -36,7 +35,6 @@ class Upstream(Served):
         self.peak = 0
         self.down = threading.Event()
         self.refused = 0
-        self.on_call: Callable[[str], None] | None = None
         if simulator:
             app = provider_simulator.create_app(latency, **options)
         else:
@@ -68,8 +66,6 @@ class Upstream(Served):
     async def _responses(self, request: web.Request) -> web.Response:
         prompt = str((await request.json())["input"])
         self.calls[prompt] += 1
-        if self.on_call is not None:
-            self.on_call(prompt)
         self.inflight += 1
         self.peak = max(self.peak, self.inflight)
         try:

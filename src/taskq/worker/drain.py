@@ -190,7 +190,7 @@ class Drain:
             self._check_parent()  # before every claim, not only at lease renewals
             if self.stop.is_set():
                 break
-            free = self._free_slots()
+            free = self.concurrency - len(self.leases.held)
             if free <= 0:
                 self.slot_freed.clear()
                 await first_done(self.slot_freed.wait(), self.stop.wait())
@@ -211,16 +211,6 @@ class Drain:
                 failures = 0
             if not more:  # the queue gave less than asked: wait for a wake-up rather than ask again
                 await self._idle()
-
-    def _free_slots(self) -> int:
-        """Provider calls this drain may start now.
-
-        A slot is a provider call: it frees when the call's answer is in, not when Redis has recorded
-        the outcome, so the claim that refills it overlaps that outcome's round trip (and its linger)
-        instead of following it. Outcomes still being recorded hold a lease and some memory, no
-        connection; at most ``concurrency`` of them wait on top of the calls (Redis slow to answer)."""
-        held = len(self.leases.held)
-        return min(self.concurrency - (held - len(self.leases.settling)), 2 * self.concurrency - held)
 
     async def _claim(self, free: int) -> bool:
         """Claim calls per shard until the slots are full; return whether some shard gave all it was
@@ -313,9 +303,7 @@ class Drain:
                 self.learner.learn(self.ops, task, outcome.observed)  # flow control: what the responses said
             op = outcome.op
             # From here the lease may vanish because this very outcome applied: renewals leave it be.
-            # The provider call is over: its slot takes the next task while the outcome is recorded.
             self.leases.settling.add(task.id)
-            self.slot_freed.set()
             linger = OUTCOME_LINGER_SECONDS if task.priority != SYNC_PRIORITY else 0.0
             applied = await self._apply(op, linger)
             if applied == MUST_FAIL and outcome.fallback is not None:
