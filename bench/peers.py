@@ -9,7 +9,9 @@ prefilled queue of N jobs and one worker process drains it; taskq runs as an ope
 `taskq worker --processes 1` (its process, the RQ worker and the forked drain, all measured), and
 gets its N tasks admitted while the provider's lane is paused once the drain is up; the lane resumes
 when its window opens. Figures start when the worker is ready (imports excluded) and the queue full:
-  jobs/s           completions per second between the 10th and 90th percentile finish times
+  jobs/s           completions per second between the 10th and 90th percentile finishes: the slope
+                   of a least-squares line through them (bench.support.steady_rate; the notes
+                   give the older figure, count over the span between those two finishes)
   worker CPU/job   user + system CPU of the worker process over the run / N
   Redis CPU/job    Redis's own used_cpu_user + used_cpu_sys over the run / N
   enqueue Redis    Redis's CPU filling the queue / N, before the run (taskq: admission, with its
@@ -41,7 +43,7 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.support import machine, private_redis, table
+from bench.support import machine, private_redis, span_rate, steady_rate, table
 from bench.worker import Bench, proc_cpu, simulator, spawn_out
 
 from taskq import flow, keys
@@ -201,15 +203,6 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def steady(times: list[int]) -> float:
-    """Completions per second between the 10th and 90th percentile finish times (ms)."""
-    times = sorted(times)
-    if len(times) < 10:
-        return 0.0
-    lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
-    return len(times) * 0.8 / max(0.001, (hi - lo) / 1000)
-
-
 def pss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -320,17 +313,18 @@ def rss_peak_mb(pid: int) -> float:
 
 
 def cells(name: str, run: dict[str, Any], n: int, anchor: dict[str, Any] | None) -> list[str]:
-    rate, cpu, rcpu = steady(run["times"]), run["cpu"] * 1000 / n, run["redis_cpu"] * 1000 / n
+    rate, cpu, rcpu = steady_rate(run["times"]), run["cpu"] * 1000 / n, run["redis_cpu"] * 1000 / n
     enqueue = run["enqueue_redis_cpu"] * 1000 / n
     row = [name, f"{rate:,.0f}", f"{cpu:.2f}", f"{rcpu:.3f}", f"{enqueue:.3f}",
            f"{run['rss_mb']:.0f} / {run['pss_mb']:.0f}"]  # fmt: skip
+    done = f"{len(run['times'])}/{n} done, 10-90 % span {span_rate(run['times']):,.0f}/s"
     if anchor is None:
-        return [*row, f"{len(run['times'])}/{n} done"]
-    a_rate, a_cpu = steady(anchor["times"]), anchor["cpu"] * 1000 / n
+        return [*row, done]
+    a_rate, a_cpu = steady_rate(anchor["times"]), anchor["cpu"] * 1000 / n
     a_rcpu = anchor["redis_cpu"] * 1000 / n
     ratios = f"taskq/{name}: jobs/s {a_rate / max(rate, 0.001):.2f}x, CPU {a_cpu / max(cpu, 1e-9):.2f}x, "
     ratios += f"Redis {a_rcpu / max(rcpu, 1e-9):.2f}x"
-    return [*row, f"{len(run['times'])}/{n} done; {ratios}"]
+    return [*row, f"{done}; {ratios}"]
 
 
 def workload(url: str, latency: str, k: int, n: int, peers: dict[str, Any]) -> list[list[str]]:
