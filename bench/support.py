@@ -93,6 +93,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
+def machine_cpu() -> float:
+    """CPU seconds the machine's cores have been busy since boot, everyone's (Linux /proc/stat).
+
+    Over a run's wall time: how many cores the whole machine used, to say beside a rate whether
+    the run had a core to spare or shared the machine with other work."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = [int(x) for x in f.readline().split()[1:9]]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def steady_rate(finished: Sequence[float]) -> float:
     """Completions per second in a run's steady middle: the least-squares slope of the completion
     count over finish time (ms), between the 10th and 90th percentile finishes.
