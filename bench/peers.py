@@ -9,11 +9,16 @@ prefilled queue of N jobs and one worker process drains it; taskq runs as an ope
 `taskq worker --processes 1` (its process, the RQ worker and the forked drain, all measured), and
 gets its N tasks admitted while the provider's lane is paused once the drain is up; the lane resumes
 when its window opens. Figures start when the worker is ready (imports excluded) and the queue full:
-  jobs/s           completions per second between the 10th and 90th percentile finish times
+  jobs/s           completions per second between the 10th and 90th percentile finishes: the slope
+                   of a least-squares line through them (bench.support.steady_rate; the notes
+                   give the older figure, count over the span between those two finishes)
   worker CPU/job   user + system CPU of the worker process over the run / N
   Redis CPU/job    Redis's own used_cpu_user + used_cpu_sys over the run / N
   enqueue Redis    Redis's CPU filling the queue / N, before the run (taskq: admission, with its
                    credits, idempotency and listing indexes; the peers: their producer's adds)
+  cores busy       (notes) over the run: the worker, its Redis and the simulator ("run"), and
+                   everything on the machine ("machine"); machine minus run is other work: a
+                   run had a core to spare when the machine's figure stayed a core under the total
   RSS, PSS         the worker's peak resident set (taskq: its largest process) and its proportional
                    set (taskq: the sum over its three processes, at its peak during the run)
 Rows: "zero" (simulator latency 0, 200 in flight) and "latency" (1 s, 1,000 in flight; the ideal
@@ -41,8 +46,8 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.support import machine, private_redis, table
-from bench.worker import Bench, proc_cpu, simulator, spawn_out
+from bench.support import machine, machine_cpu, private_redis, span_rate, steady_rate, table
+from bench.worker import SIM_PIDS, Bench, proc_cpu, simulator, spawn_out
 
 from taskq import flow, keys
 
@@ -201,15 +206,6 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def steady(times: list[int]) -> float:
-    """Completions per second between the 10th and 90th percentile finish times (ms)."""
-    times = sorted(times)
-    if len(times) < 10:
-        return 0.0
-    lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
-    return len(times) * 0.8 / max(0.001, (hi - lo) / 1000)
-
-
 def pss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -219,7 +215,7 @@ def pss_mb(pid: int) -> float:
 
 
 def run_peer(
-    produce: list[str], cmd: list[str], client: redis.Redis, n: int, timeout: float
+    produce: list[str], cmd: list[str], client: redis.Redis, n: int, timeout: float, sim: str
 ) -> dict[str, Any]:
     """Prefill the peer's queue (its Redis CPU: "enqueue"), then start its worker on it; the worker's
     JSON line once it has finished n jobs."""
@@ -227,6 +223,7 @@ def run_peer(
     subprocess.run(produce, check=True, timeout=300)
     enqueue = redis_cpu(client) - cpu0
     cpu0 = redis_cpu(client)
+    window = Window(sim)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -240,7 +237,23 @@ def run_peer(
     report = dict(json.loads(out.decode().strip().splitlines()[-1]))
     report["redis_cpu"] = redis_cpu(client) - cpu0
     report["enqueue_redis_cpu"] = enqueue
+    report["cores"] = window.cores(report["cpu"] + report["redis_cpu"])
     return report
+
+
+class Window:
+    """A run's wall time, the simulator's CPU and the whole machine's busy CPU, from now on."""
+
+    def __init__(self, sim: str) -> None:
+        self.sim_pid = SIM_PIDS.get(sim, 0)
+        self.t0, self.sim0, self.machine0 = time.monotonic(), proc_cpu(self.sim_pid), machine_cpu()
+
+    def cores(self, cpu: float) -> tuple[float, float]:
+        """(cores the run used: `cpu` of the worker and Redis plus the simulator's; cores the whole
+        machine used meanwhile), averaged over the window."""
+        wall = max(0.001, time.monotonic() - self.t0)
+        ours = cpu + proc_cpu(self.sim_pid) - self.sim0
+        return ours / wall, (machine_cpu() - self.machine0) / wall
 
 
 def tree(root: int) -> list[int]:
@@ -281,6 +294,7 @@ def run_taskq(bench: Bench, sim: str, k: int, n: int, timeout: float) -> dict[st
     ids = bench.admit(org, n)
     enqueue = redis_cpu(bench.client) - rcpu0
     cpu0, rcpu0 = tree_cpu(proc.pid), redis_cpu(bench.client)
+    window = Window(sim)
     flow.resume(bench.store, "CHATGPT")
     bench.client.lpush(bench.store.org(org).shard.wake, "resumed")
     deadline = time.monotonic() + timeout
@@ -289,6 +303,7 @@ def run_taskq(bench: Bench, sim: str, k: int, n: int, timeout: float) -> dict[st
         time.sleep(0.05)
         pss = max(pss, sum(pss_mb(pid) for pid in tree(proc.pid)))
     cpu, rcpu = tree_cpu(proc.pid) - cpu0, redis_cpu(bench.client) - rcpu0
+    cores = window.cores(cpu + rcpu)
     rss = max(rss_peak_mb(pid) for pid in tree(proc.pid))
     proc.send_signal(signal.SIGTERM)
     # rq's teardown can wait out its pubsub thread's 60 s read timeout; the figures are taken already.
@@ -308,6 +323,7 @@ def run_taskq(bench: Bench, sim: str, k: int, n: int, timeout: float) -> dict[st
         "pss_mb": pss,
         "redis_cpu": rcpu,
         "enqueue_redis_cpu": enqueue,
+        "cores": cores,
     }
 
 
@@ -320,17 +336,20 @@ def rss_peak_mb(pid: int) -> float:
 
 
 def cells(name: str, run: dict[str, Any], n: int, anchor: dict[str, Any] | None) -> list[str]:
-    rate, cpu, rcpu = steady(run["times"]), run["cpu"] * 1000 / n, run["redis_cpu"] * 1000 / n
+    rate, cpu, rcpu = steady_rate(run["times"]), run["cpu"] * 1000 / n, run["redis_cpu"] * 1000 / n
     enqueue = run["enqueue_redis_cpu"] * 1000 / n
     row = [name, f"{rate:,.0f}", f"{cpu:.2f}", f"{rcpu:.3f}", f"{enqueue:.3f}",
            f"{run['rss_mb']:.0f} / {run['pss_mb']:.0f}"]  # fmt: skip
+    ours, machine_cores = run["cores"]
+    done = f"{len(run['times'])}/{n} done, 10-90 % span {span_rate(run['times']):,.0f}/s, cores busy: "
+    done += f"run {ours:.2f}, machine {machine_cores:.2f} of {os.cpu_count()}"
     if anchor is None:
-        return [*row, f"{len(run['times'])}/{n} done"]
-    a_rate, a_cpu = steady(anchor["times"]), anchor["cpu"] * 1000 / n
+        return [*row, done]
+    a_rate, a_cpu = steady_rate(anchor["times"]), anchor["cpu"] * 1000 / n
     a_rcpu = anchor["redis_cpu"] * 1000 / n
     ratios = f"taskq/{name}: jobs/s {a_rate / max(rate, 0.001):.2f}x, CPU {a_cpu / max(cpu, 1e-9):.2f}x, "
     ratios += f"Redis {a_rcpu / max(rcpu, 1e-9):.2f}x"
-    return [*row, f"{len(run['times'])}/{n} done; {ratios}"]
+    return [*row, f"{done}; {ratios}"]
 
 
 def workload(url: str, latency: str, k: int, n: int, peers: dict[str, Any]) -> list[list[str]]:
@@ -345,14 +364,18 @@ def workload(url: str, latency: str, k: int, n: int, peers: dict[str, Any]) -> l
             client.flushdb()
             script = str(peers["bullmq"] / "bench.mjs")
             produce = ["node", script, "produce", url, str(n)]
-            run = run_peer(produce, ["node", script, "work", url, sim, str(k), str(n)], client, n, timeout)
+            run = run_peer(
+                produce, ["node", script, "work", url, sim, str(k), str(n)], client, n, timeout, sim
+            )
             rows.append(cells("BullMQ", run, n, ours))
         if peers.get("arq"):
             client.flushdb()
             script = str(PEERS_DIR / "arq" / "bench_arq.py")
             python = str(peers["arq"])
             produce = [python, script, "produce", url, str(n)]
-            run = run_peer(produce, [python, script, "work", url, sim, str(k), str(n)], client, n, timeout)
+            run = run_peer(
+                produce, [python, script, "work", url, sim, str(k), str(n)], client, n, timeout, sim
+            )
             rows.append(cells("arq", run, n, ours))
         client.flushdb()
     return rows

@@ -93,6 +93,44 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
+def machine_cpu() -> float:
+    """CPU seconds the machine's cores have been busy since boot, everyone's (Linux /proc/stat).
+
+    Over a run's wall time: how many cores the whole machine used, to say beside a rate whether
+    the run had a core to spare or shared the machine with other work."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = [int(x) for x in f.readline().split()[1:9]]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_rate(finished: Sequence[float]) -> float:
+    """Completions per second in a run's steady middle: the least-squares slope of the completion
+    count over finish time (ms), between the 10th and 90th percentile finishes.
+
+    Why a slope and not the count between those two finishes over their distance (``span_rate``):
+    with n = 10 x K calls of one latency the first K finish together, so the 10th percentile finish is
+    always the first of the second wave, at the thin front of a burst, while the 90th lands wherever
+    the later, smeared waves put it. The span then starts where finishes are sparse and reads low (3-7 %
+    below the slope in nine runs of one drain); a slope through every finish between them is not
+    pinned to either end.
+    """
+    times = sorted(finished)
+    lo, hi = len(times) // 10, len(times) * 9 // 10
+    if hi - lo < 2 or times[hi - 1] == times[lo]:
+        return 0.0
+    return statistics.linear_regression(times[lo:hi], range(lo, hi)).slope * 1000
+
+
+def span_rate(finished: Sequence[float]) -> float:
+    """Completions per second between the 10th and 90th percentile finish times (ms): the figure
+    earlier runs printed as steady; kept beside ``steady_rate`` so old and new runs compare."""
+    times = sorted(finished)
+    if len(times) < 10:
+        return 0.0
+    lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
+    return len(times) * 0.8 / max(0.001, (hi - lo) / 1000)
+
+
 def median_spread(values: Sequence[float]) -> str:
     """'median (min-max)' of several runs."""
     return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
