@@ -6,7 +6,9 @@ reply, HTTP). Row 2: N concurrent calls against 1 s of
 simulated provider latency: p50, p99 and errors, beside the same N calls sent to the provider
 directly (the floor that the machine, the simulator and the load generator leave). Both rows give
 the intake's CPU per call (gunicorn's processes, user + system), which carries across the machine's
-load better than latency does. One drain process (K=1000) runs the calls; a private Redis.
+load better than latency does; the burst also gives the drain's and the simulator's, and where its
+median call was when admitted, claimed and done (its task record), so what the p50 adds past the
+provider shows on which side of it it is. One drain process (K=1000) runs the calls; a private Redis.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import redis
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from worker import DRAIN, simulator, spawn_out  # noqa: E402
+from worker import DRAIN, SIM_PIDS, simulator, spawn_out  # noqa: E402
 
 from support import free_port, machine, percentile, private_redis, spawn, table, wait_for  # noqa: E402
+from taskq.keys import Shard  # noqa: E402
 from taskq.store import Store  # noqa: E402
 
 BODY = {"prompt": "Which vector databases support hybrid search?", "country": "US"}
@@ -158,10 +161,12 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
     try:
         monitor = stack.base + "/v1/monitor/chatgpt"
         run(timed_calls(monitor, stack.headers, BODY, 50, 50))  # warm-up
-        cpu0, started = tree_cpu(stack.intake.pid), time.perf_counter()
+        pids = {"intake": stack.intake.pid, "drain": stack.drain.pid, "sim": SIM_PIDS[sim]}
+        cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
+        since_ms, started = time.time() * 1000, time.perf_counter()
         latencies, errors = run(timed_calls(monitor, stack.headers, BODY, n, n))
         wall = time.perf_counter() - started
-        cpu = (tree_cpu(stack.intake.pid) - cpu0) / n * 1000
+        cpu = {name: (tree_cpu(pid) - cpu0[name]) / n * 1000 for name, pid in pids.items()}
     finally:
         stack.close()
     direct_headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
@@ -172,7 +177,29 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
         "p99": percentile(latencies, 99),
         "errors": errors,
         "wall": wall,
-        "cpu": cpu,
+        "cpu": cpu["intake"],
+        "drain_cpu": cpu["drain"],
+        "sim_cpu": cpu["sim"],
+        **milestones(url, since_ms),
+    }
+
+
+def milestones(url: str, since_ms: float) -> dict[str, float]:
+    """Where the median call of the burst was, in seconds after it started, by its task record:
+    admitted (created), claimed (started) and done (finished, the worker's clock at its ack). What
+    the p50 adds past "done" is the answer's way back: ack, inbox, charge, HTTP."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    fields = ("created", "started", "finished")
+    rows = []
+    for key in client.scan_iter(match=Shard(0).task("*"), count=1000):  # the benchmark's one shard
+        values = client.hmget(key, fields)
+        if all(values) and float(values[0]) >= since_ms:
+            rows.append([(float(v) - since_ms) / 1000 for v in values])
+    if not rows:
+        return {"admitted": float("nan"), "claimed": float("nan"), "done": float("nan")}
+    return {
+        name: statistics.median(row[i] for row in rows)
+        for i, name in enumerate(("admitted", "claimed", "done"))
     }
 
 
@@ -191,6 +218,11 @@ def measure(
         "idle_cpu",
         "burst_cpu",
         "burst_floor",
+        "burst_drain_cpu",
+        "burst_sim_cpu",
+        "burst_admitted",
+        "burst_claimed",
+        "burst_done",
     )
     rows: dict[str, list[float]] = {name: [] for name in names}
     args = serve_args or []
@@ -209,6 +241,8 @@ def measure(
             rows["burst_wall"].append(many["wall"])
             rows["burst_cpu"].append(many["cpu"])
             rows["burst_floor"].append(many["floor"])
+            for name in ("drain_cpu", "sim_cpu", "admitted", "claimed", "done"):
+                rows[f"burst_{name}"].append(many[name])
     return rows
 
 
@@ -236,7 +270,11 @@ def main() -> None:
          "<= 1.2 s"],
         ["  p99 (s) / all answered (s)", spread(rows["burst_p99"], "{:.2f}") + " / " +
          spread(rows["burst_wall"], "{:.2f}"), "", ""],
-        ["  intake CPU per call (ms)", spread(rows["burst_cpu"], "{:.2f}"), "", ""],
+        ["  intake CPU per call (ms)", spread(rows["burst_cpu"], "{:.2f}"),
+         "drain: " + spread(rows["burst_drain_cpu"], "{:.2f}") + ", simulator: " +
+         spread(rows["burst_sim_cpu"], "{:.2f}"), ""],
+        ["  median call admitted / claimed / done (s)", " / ".join(spread(rows[f"burst_{name}"], "{:.2f}")
+         for name in ("admitted", "claimed", "done")), "", ""],
         ["  errors (non-200)", spread(rows["burst_errors"] + rows["idle_errors"], "{:.0f}"), "", "0"],
     ]))  # fmt: skip
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from taskq.calls import Admitted, Calls, Refused
+from taskq import keys
+from taskq.calls import Admitted, Calls, Lookups, Refused
 from taskq.connection import async_connect
 from taskq.errors import Code
-from taskq.store import Store
+from taskq.store import Store, header_digest
 from tests.support.clients import Client, sync_client
 from tests.support.env import REAL_REDIS_URL
 from tests.support.intake import ServedIntake
@@ -101,6 +102,34 @@ def test_a_monitor_call_needs_json_and_counts_against_its_keys_rate_limit(
     assert "X-Concurrency-Limit" not in limited.headers
     _, other = make_org()
     assert http.post("/v1/monitor/chatgpt", json=CHAT, headers=auth(other)).status_code == 400, "per key"
+
+
+def test_lookups_sent_together_count_each_request_once_in_its_rate_window(
+    store: Store, make_org: Any
+) -> None:
+    org_a, key_a = make_org()
+    org_b, key_b = make_org()
+    window = {key_a: keys.rate(header_digest(f"Bearer {key_a}")[:24], "POST:/x", 1),
+              key_b: keys.rate(header_digest(f"Bearer {key_b}")[:24], "POST:/x", 1)}  # fmt: skip
+
+    async def main() -> list[tuple[str, Any]]:
+        client = async_connect(REAL_REDIS_URL, max_connections=4)
+        lookups = Lookups(client)
+        try:
+            order = [key_a, key_b, key_a, key_a] * 50  # two keys interleaved in every round trip
+            asks = [lookups.replies(header_digest(f"Bearer {key}"), window[key]) for key in order]
+            return list(zip(order, await asyncio.gather(*asks), strict=True))
+        finally:
+            await client.aclose()
+
+    got = asyncio.run(main())
+    for key, org_id, n in ((key_a, org_a, 150), (key_b, org_b, 50)):
+        replies = [reply for asked, reply in got if asked == key]
+        counts = [store.key_found(reply, header_digest(f"Bearer {key}"))[1] for reply in replies]
+        assert sorted(counts) == list(range(1, n + 1)), "each its own count, none shared or skipped"
+        assert {store.key_found(reply, header_digest(f"Bearer {key}"))[0].id for reply in replies} == {org_id}
+        assert store.client.get(window[key]) == str(n)
+        assert 0 < int(store.client.execute_command("TTL", window[key])) <= 2, "the window still expires"
 
 
 def admit_at_once(settings: Any, store: Any, org_id: str, n: int, flush: bool = False) -> list[Any]:

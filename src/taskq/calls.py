@@ -169,7 +169,12 @@ def verdict(reply: Any, task_id: str, cost: int) -> Admitted | Refused:
 class Lookups:
     """The API key lookups (and rate counts) of the requests of a moment, sent together: one arriving
     while a round trip is under way waits for the next, which carries every one queued meanwhile
-    (as ``AsyncScheduler.run_batched`` does for script calls). Each gets its own replies."""
+    (as ``AsyncScheduler.run_batched`` does for script calls). Each gets its own replies.
+
+    The requests of one round trip that share a key and a rate window share its commands: one GET, one
+    INCRBY of their number and one EXPIRE, rather than three commands each (a burst is mostly one key).
+    Each still gets its own count, the one its own INCR would have given: the window's total less
+    those after it in the trip."""
 
     def __init__(self, client: AsyncRedis) -> None:
         self.client = client
@@ -177,8 +182,8 @@ class Lookups:
         self._sender: asyncio.Task[None] | None = None
 
     async def replies(self, digest: str, count_key: str) -> list[Any]:
-        """The replies of ``store.queue_key_lookup`` for this digest and rate window, read by
-        ``Store.key_found``."""
+        """The replies of ``store.queue_key_lookup`` for this digest and rate window (the key record and
+        this request's count), read by ``Store.key_found``."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((digest, count_key, done))
         if self._sender is None or self._sender.done():
@@ -188,9 +193,12 @@ class Lookups:
     async def _send(self) -> None:
         while self._queued:
             batch, self._queued = self._queued[:BATCH_LIMIT], self._queued[BATCH_LIMIT:]
+            groups: dict[tuple[str, str], list[asyncio.Future[list[Any]]]] = {}
+            for digest, count_key, done in batch:
+                groups.setdefault((digest, count_key), []).append(done)
             pipe = self.client.pipeline(transaction=False)
-            for digest, count_key, _ in batch:
-                queue_key_lookup(pipe, digest, count_key)
+            for (digest, count_key), waiting in groups.items():
+                queue_key_lookup(pipe, digest, count_key, len(waiting))
             try:
                 replies = await pipe.execute()
             except Exception as exc:  # Redis unreachable or similar: every caller hears of it
@@ -198,9 +206,11 @@ class Lookups:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for at, (*_, done) in enumerate(batch):
-                if not done.done():
-                    done.set_result(replies[3 * at : 3 * at + 3])  # GET, INCR, EXPIRE
+            for at, waiting in enumerate(groups.values()):
+                record, total = replies[3 * at], int(replies[3 * at + 1])  # GET, INCRBY (EXPIRE)
+                for position, done in enumerate(waiting):
+                    if not done.done():
+                        done.set_result([record, total - len(waiting) + 1 + position])
 
 
 class Calls:

@@ -53,12 +53,15 @@ def header_digest(header: str | None) -> str:
     return key_digest(api_key)
 
 
-def queue_key_lookup(pipe: Pipeline | AsyncPipeline, digest: str, count_key: str | None) -> None:
-    """Queue the lookup of an API key digest and, with count_key, the count of this request in its
-    per-second rate window (``Store.resolve_key``; ``Store.key_found`` reads the replies)."""
+def queue_key_lookup(
+    pipe: Pipeline | AsyncPipeline, digest: str, count_key: str | None, requests: int = 1
+) -> None:
+    """Queue the lookup of an API key digest and, with count_key, the count of this request (of these
+    `requests`) in its per-second rate window (``Store.resolve_key``; ``Store.key_found`` reads the
+    replies: the key record, the window's count, the EXPIRE's)."""
     pipe.execute_command("GET", keys.api_key(digest))
     if count_key is not None:
-        pipe.incr(count_key)
+        pipe.execute_command("INCRBY", count_key, requests)
         pipe.execute_command("EXPIRE", count_key, 2)
 
 
