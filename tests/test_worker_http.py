@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,3 +173,42 @@ def test_an_adapter_gets_the_same_result_over_the_direct_client_as_over_httpx() 
     direct, via_httpx = asyncio.run(_with_server(handler, body))
     assert direct == via_httpx and direct["text"].startswith("Redis is fast.")
     assert direct["sources"][0]["url"] == "https://redis.io"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_reaches_the_adapter_decoded_as_over_httpx(encoding: str) -> None:
+    """Providers compress what the client offers to accept: the direct client offers what httpx
+    decodes, and hands the adapter the decoded body, as the plain httpx client does."""
+    answer = {
+        "id": "resp_1", "object": "response", "status": "completed", "model": "gpt-5-mini",
+        "output": [{"type": "message", "id": "m", "status": "completed", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Compressed " * 200, "annotations": []}]}],
+    }  # fmt: skip
+    offered: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        accepted = request.headers.get("Accept-Encoding", "")
+        offered.append(accepted)
+        raw = json.dumps(answer).encode()
+        if encoding not in [name.strip() for name in accepted.split(",")]:
+            return web.Response(body=raw, content_type="application/json")
+        packed = gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw)
+        headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+        return web.Response(body=packed, headers=headers)
+
+    payload = ChatGPTPayload.model_validate({"prompt": "why redis", "country": "US"})
+
+    async def body(url: str, client: DirectClient) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        config = ProviderConfig(url, "k", "gpt-5-mini", 5)
+        plain = http_client(4, "httpx")
+        try:
+            raw = await client.request("POST", url + "/v1/responses", json={}, timeout=5)
+            direct = await ADAPTERS["CHATGPT"](payload, client, config)
+            return raw, direct, await ADAPTERS["CHATGPT"](payload, plain, config)
+        finally:
+            await plain.aclose()
+
+    raw, direct, via_httpx = asyncio.run(_with_server(handler, body))
+    assert raw.headers["Content-Encoding"] == encoding and raw.json() == answer
+    assert direct == via_httpx and direct["text"].startswith("Compressed Compressed")
+    assert offered[0] == offered[-1] == httpx.AsyncClient().headers["Accept-Encoding"]

@@ -73,8 +73,14 @@ class DirectClient(ProviderClient):
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, ttl_dns_cache=300)
+        # The body reaches the adapter as httpx reads it: compressed bytes and their Content-Encoding
+        # go to httpx.Response, which decodes them, so the encodings offered are httpx's own.
         self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",)
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=False,
+            headers={"Accept-Encoding": self.headers["Accept-Encoding"]},
         )
         return self._session
 
