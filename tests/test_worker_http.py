@@ -212,3 +212,38 @@ def test_a_compressed_answer_reaches_the_adapter_decoded_as_over_httpx(encoding:
     assert raw.headers["Content-Encoding"] == encoding and raw.json() == answer
     assert direct == via_httpx and direct["text"].startswith("Compressed Compressed")
     assert offered[0] == offered[-1] == httpx.AsyncClient().headers["Accept-Encoding"]
+
+
+def test_provider_calls_go_through_the_proxy_the_environment_names_except_to_no_proxy_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As httpx does: HTTP_PROXY for http URLs, NO_PROXY's hosts straight."""
+    seen: list[tuple[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(("proxy", str(request.url)))
+        return web.json_response({"via": "proxy"})
+
+    async def provider(request: web.Request) -> web.Response:
+        seen.append(("provider", request.path))
+        return web.json_response({"via": "provider"})
+
+    async def main() -> list[Any]:
+        proxy_runner, proxy_url = await _serve(proxy)
+        provider_runner, provider_url = await _serve(provider)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.delenv("http_proxy", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = DirectClient(4)
+        try:
+            named = await client.request("GET", "http://provider.invalid/v1/x?q=1", timeout=5)
+            direct = await client.request("GET", provider_url + "/v1/y", timeout=5)
+            return [named.json(), direct.json()]
+        finally:
+            await client.aclose()
+            await proxy_runner.cleanup()
+            await provider_runner.cleanup()
+
+    assert asyncio.run(main()) == [{"via": "proxy"}, {"via": "provider"}]
+    assert seen == [("proxy", "http://provider.invalid/v1/x?q=1"), ("provider", "/v1/y")]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
@@ -64,12 +66,17 @@ class DirectClient(ProviderClient):
 
     Takes what the adapters pass (params, headers, json, content, timeout); a call with any other
     option goes the plain httpx way. Redirects are not followed, as httpx does not by default.
+    Like httpx, it goes through the proxy that ``HTTPS_PROXY`` / ``HTTP_PROXY`` name, except to the
+    hosts ``NO_PROXY`` lists; they are read once (aiohttp's own ``trust_env`` would read them, and
+    ~/.netrc, on a thread for every request).
     """
 
     def __init__(self, connections: int) -> None:
         super().__init__()
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = getproxies()  # scheme -> proxy URL, and "no" -> NO_PROXY, from the environment
+        self._proxy_of: dict[str, str | None] = {}  # URL -> the proxy it goes through
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, ttl_dns_cache=300)
@@ -105,8 +112,10 @@ class DirectClient(ProviderClient):
             data = orjson.dumps(json)
             headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
-            call = session.request(method, _url(str(url)), params=params, headers=headers, data=data,
-                                   timeout=_timeout(timeout), allow_redirects=False)  # fmt: skip
+            target = str(url)
+            proxy = self._proxy(target) if self._proxies else None
+            call = session.request(method, _url(target), params=params, headers=headers, data=data,
+                                   timeout=_timeout(timeout), allow_redirects=False, proxy=proxy)  # fmt: skip
             async with call as answer:
                 body = await answer.read()
                 return httpx.Response(answer.status, headers=answer.raw_headers, content=body)
@@ -117,6 +126,18 @@ class DirectClient(ProviderClient):
                 if isinstance(exc, foreign):
                     raise ours(f"{type(exc).__name__}: {exc}") from exc
             raise  # pragma: no cover - OSError is the last entry
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy a URL goes through (None: straight), as urllib reads the environment."""
+        if url not in self._proxy_of:
+            if len(self._proxy_of) >= 256:  # adapters call a handful of endpoint URLs: rarely reached
+                self._proxy_of.clear()
+            parts = urlsplit(url)
+            proxy = self._proxies.get(parts.scheme)
+            if proxy is not None and proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxy_of[url] = proxy
+        return self._proxy_of[url]
 
     async def aclose(self) -> None:
         if self._session is not None:
