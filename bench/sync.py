@@ -6,7 +6,8 @@ reply, HTTP). Row 2: N concurrent calls against 1 s of
 simulated provider latency: p50, p99 and errors, beside the same N calls sent to the provider
 directly (the floor that the machine, the simulator and the load generator leave). Both rows give
 the intake's CPU per call (gunicorn's processes, user + system), which carries across the machine's
-load better than latency does; the burst also gives the drain's and the simulator's, and where its
+load better than latency does; the burst also gives the drain's, Redis's, the simulator's and the
+load generator's (the last two are all the floor runs on), and where its
 median call was when admitted, claimed and done (its task record), so what the p50 adds past the
 provider shows on which side of it it is. One drain process (K=1000) runs the calls; a private Redis.
 """
@@ -161,12 +162,15 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
     try:
         monitor = stack.base + "/v1/monitor/chatgpt"
         run(timed_calls(monitor, stack.headers, BODY, 50, 50))  # warm-up
-        pids = {"intake": stack.intake.pid, "drain": stack.drain.pid, "sim": SIM_PIDS[sim]}
+        server = int(redis.Redis.from_url(url).info("server")["process_id"])
+        pids = {"intake": stack.intake.pid, "drain": stack.drain.pid, "sim": SIM_PIDS[sim], "redis": server}
         cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
+        load0 = time.process_time()
         since_ms, started = time.time() * 1000, time.perf_counter()
         latencies, errors = run(timed_calls(monitor, stack.headers, BODY, n, n))
         wall = time.perf_counter() - started
         cpu = {name: (tree_cpu(pid) - cpu0[name]) / n * 1000 for name, pid in pids.items()}
+        cpu["load"] = (time.process_time() - load0) / n * 1000
     finally:
         stack.close()
     direct_headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
@@ -180,6 +184,8 @@ def burst(url: str, sim: str, serve_args: list[str], n: int) -> dict[str, float]
         "cpu": cpu["intake"],
         "drain_cpu": cpu["drain"],
         "sim_cpu": cpu["sim"],
+        "redis_cpu": cpu["redis"],
+        "load_cpu": cpu["load"],
         **milestones(url, since_ms),
     }
 
@@ -220,6 +226,8 @@ def measure(
         "burst_floor",
         "burst_drain_cpu",
         "burst_sim_cpu",
+        "burst_redis_cpu",
+        "burst_load_cpu",
         "burst_admitted",
         "burst_claimed",
         "burst_done",
@@ -241,7 +249,7 @@ def measure(
             rows["burst_wall"].append(many["wall"])
             rows["burst_cpu"].append(many["cpu"])
             rows["burst_floor"].append(many["floor"])
-            for name in ("drain_cpu", "sim_cpu", "admitted", "claimed", "done"):
+            for name in ("drain_cpu", "sim_cpu", "redis_cpu", "load_cpu", "admitted", "claimed", "done"):
                 rows[f"burst_{name}"].append(many[name])
     return rows
 
@@ -271,8 +279,11 @@ def main() -> None:
         ["  p99 (s) / all answered (s)", spread(rows["burst_p99"], "{:.2f}") + " / " +
          spread(rows["burst_wall"], "{:.2f}"), "", ""],
         ["  intake CPU per call (ms)", spread(rows["burst_cpu"], "{:.2f}"),
-         "drain: " + spread(rows["burst_drain_cpu"], "{:.2f}") + ", simulator: " +
-         spread(rows["burst_sim_cpu"], "{:.2f}"), ""],
+         "drain: " + spread(rows["burst_drain_cpu"], "{:.2f}") + ", Redis: " +
+         spread(rows["burst_redis_cpu"], "{:.2f}"), ""],
+        ["  the floor's processes, CPU per call (ms)", "", "simulator: " +
+         spread(rows["burst_sim_cpu"], "{:.2f}") + ", load generator: " +
+         spread(rows["burst_load_cpu"], "{:.2f}"), ""],
         ["  median call admitted / claimed / done (s)", " / ".join(spread(rows[f"burst_{name}"], "{:.2f}")
          for name in ("admitted", "claimed", "done")), "", ""],
         ["  errors (non-200)", spread(rows["burst_errors"] + rows["idle_errors"], "{:.0f}"), "", "0"],

@@ -15,6 +15,7 @@ import pytest
 
 from taskq import calls
 from taskq.connection import async_connect
+from taskq.metrics import RedisCollector
 from taskq.scheduler import Reaped, reap
 from taskq.store import Store
 from tests.support.clients import Client
@@ -122,3 +123,7 @@ def test_an_intake_killed_mid_call_charges_nothing(procs: Processes, real_redis:
     assert (c["credits"], c["reserved"], c["inflight"]) == (100, 0, 0), "refunded: nothing charged"
     assert store.client.hget(org.shard.task(task.id), "charged") == "0"
     assert int(real_redis.hget(org.shard.metrics, "sync_uncollected") or 0) == 1
+    [family] = [
+        f for f in RedisCollector(real_redis, store.shards).collect() if f.name == "taskq_sync_uncollected"
+    ]
+    assert [s.value for s in family.samples] == [1], "operators see it in /metrics"

@@ -5,7 +5,7 @@ T:stats:<minute> (admitted, completed, failed) that expire after two hours. This
 /metrics (Prometheus text format) and for the dashboard.
 
 T:metrics fields: ``admitted``, ``rejected:<CODE>``, ``claimed:<TYPE>``, ``completed:<TYPE>``,
-``failed:<TYPE>:<CODE>``, ``retried:<TYPE>``, ``lease_expired``, ``wh:<outcome>``,
+``failed:<TYPE>:<CODE>``, ``retried:<TYPE>``, ``lease_expired``, ``sync_uncollected``, ``wh:<outcome>``,
 ``lat:<TYPE>:<bucket index>`` (their sum is the count), ``latsum:<TYPE>`` (ms).
 """
 
@@ -140,6 +140,11 @@ class RedisCollector(Collector):
         yield from (admissions, claims, completions, failures, retries, webhooks)
         yield CounterMetricFamily(
             "taskq_lease_expiries", "Leases that expired", value=t.get("lease_expired", 0)
+        )
+        yield CounterMetricFamily(
+            "taskq_sync_uncollected",
+            "Synchronous calls that completed with no intake left to collect the answer (refunded)",
+            value=t.get("sync_uncollected", 0),
         )
         latency = HistogramMetricFamily(
             "taskq_provider_latency_seconds", "Provider call latency", labels=["provider"]

@@ -157,6 +157,7 @@ def dashboard_data() -> dict[str, Any]:
             "failed": sum(v for k, v in t.items() if k.startswith("failed:")),
             "retried": sum(v for k, v in t.items() if k.startswith("retried:")),
             "leaseExpired": t.get("lease_expired", 0),
+            "syncUncollected": t.get("sync_uncollected", 0),
         },
         "recentFailures": sorted(failures, key=lambda f: f.get("at", 0), reverse=True)[:20],
         "failingEndpoints": [
