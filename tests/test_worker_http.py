@@ -18,7 +18,7 @@ from taskq.errors import Code
 from taskq.providers import ADAPTERS, ProviderConfig, ProviderError
 from taskq.providers.base import send
 from taskq.schemas.payloads import ChatGPTPayload
-from taskq.worker.http import DirectClient, http_client
+from taskq.worker.http import USER_AGENT, DirectClient, http_client
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,7 +61,7 @@ def test_a_request_carries_method_params_headers_and_json_and_the_answer_is_an_h
     async def handler(request: web.Request) -> web.Response:
         seen.update(method=request.method, path=request.path, query=dict(request.query),
                     auth=request.headers.get("Authorization"), type=request.headers.get("Content-Type"),
-                    body=await request.json())  # fmt: skip
+                    agent=request.headers.get("User-Agent"), body=await request.json())  # fmt: skip
         return web.json_response({"ok": "é"}, status=201, headers={"x-ratelimit-remaining-requests": "7"})
 
     async def body(url: str, client: DirectClient) -> httpx.Response:
@@ -76,7 +76,8 @@ def test_a_request_carries_method_params_headers_and_json_and_the_answer_is_an_h
     assert json.loads(response.content) == {"ok": "é"}
     assert response.headers["X-RateLimit-Remaining-Requests"] == "7"
     assert seen == {"method": "POST", "path": "/v1/x", "query": {"q": "a b&c"}, "auth": "Bearer k",
-                    "type": "application/json", "body": {"input": "hi"}}  # fmt: skip
+                    "type": "application/json", "agent": USER_AGENT, "body": {"input": "hi"}}  # fmt: skip
+    assert USER_AGENT.startswith("taskq/")
 
 
 def test_redirects_are_not_followed() -> None:
@@ -185,10 +186,12 @@ def test_a_compressed_answer_reaches_the_adapter_decoded_as_over_httpx(encoding:
             {"type": "output_text", "text": "Compressed " * 200, "annotations": []}]}],
     }  # fmt: skip
     offered: list[str] = []
+    agents: set[str | None] = set()
 
     async def handler(request: web.Request) -> web.Response:
         accepted = request.headers.get("Accept-Encoding", "")
         offered.append(accepted)
+        agents.add(request.headers.get("User-Agent"))
         raw = json.dumps(answer).encode()
         if encoding not in [name.strip() for name in accepted.split(",")]:
             return web.Response(body=raw, content_type="application/json")
@@ -212,6 +215,7 @@ def test_a_compressed_answer_reaches_the_adapter_decoded_as_over_httpx(encoding:
     assert raw.headers["Content-Encoding"] == encoding and raw.json() == answer
     assert direct == via_httpx and direct["text"].startswith("Compressed Compressed")
     assert offered[0] == offered[-1] == httpx.AsyncClient().headers["Accept-Encoding"]
+    assert agents == {USER_AGENT}, "both transports say they are taskq"
 
 
 def test_provider_calls_go_through_the_proxy_the_environment_names_except_to_no_proxy_hosts(

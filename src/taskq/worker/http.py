@@ -21,6 +21,11 @@ import httpx
 import orjson
 from yarl import URL
 
+from taskq import __version__
+
+#: What every provider call says it is.
+USER_AGENT = f"taskq/{__version__}"
+
 #: aiohttp errors and the httpx error each becomes (the first match in this order wins).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
@@ -44,12 +49,17 @@ _NO_COOKIES = _NoCookies()
 
 
 class ProviderClient(httpx.AsyncClient):
-    """An httpx client that keeps no cookies.
+    """An httpx client that keeps no cookies and says it is taskq.
 
     Provider APIs authenticate by key and need none, and one jar shared by every tenant's calls is
     not wanted anyway; httpx would otherwise parse each response for Set-Cookie through urllib's
-    cookie machinery, about a third of its own CPU per call.
+    cookie machinery, about a third of its own CPU per call. APIs behind a CDN may turn a request
+    with no User-Agent away, so every call carries USER_AGENT.
     """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.headers["User-Agent"] = USER_AGENT
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -85,9 +95,8 @@ class DirectClient(ProviderClient):
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
             auto_decompress=False,
-            headers={"Accept-Encoding": self.headers["Accept-Encoding"]},
+            headers={name: self.headers[name] for name in ("Accept-Encoding", "User-Agent")},
         )
         return self._session
 
