@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import socket
@@ -221,11 +222,13 @@ def test_a_compressed_answer_reaches_the_adapter_decoded_as_over_httpx(encoding:
 def test_provider_calls_go_through_the_proxy_the_environment_names_except_to_no_proxy_hosts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As httpx does: HTTP_PROXY for http URLs, NO_PROXY's hosts straight."""
+    """As httpx does: HTTP_PROXY for http URLs (with the credentials it carries), NO_PROXY's hosts
+    straight."""
     seen: list[tuple[str, str]] = []
 
     async def proxy(request: web.Request) -> web.Response:
         seen.append(("proxy", str(request.url)))
+        seen.append(("credentials", request.headers.get("Proxy-Authorization", "")))
         return web.json_response({"via": "proxy"})
 
     async def provider(request: web.Request) -> web.Response:
@@ -235,7 +238,7 @@ def test_provider_calls_go_through_the_proxy_the_environment_names_except_to_no_
     async def main() -> list[Any]:
         proxy_runner, proxy_url = await _serve(proxy)
         provider_runner, provider_url = await _serve(provider)
-        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("http://", "http://egress:s3cret@"))
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         monkeypatch.delenv("http_proxy", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
@@ -250,4 +253,6 @@ def test_provider_calls_go_through_the_proxy_the_environment_names_except_to_no_
             await provider_runner.cleanup()
 
     assert asyncio.run(main()) == [{"via": "proxy"}, {"via": "provider"}]
-    assert seen == [("proxy", "http://provider.invalid/v1/x?q=1"), ("provider", "/v1/y")]
+    credentials = "Basic " + base64.b64encode(b"egress:s3cret").decode()
+    assert seen == [("proxy", "http://provider.invalid/v1/x?q=1"), ("credentials", credentials),
+                    ("provider", "/v1/y")]  # fmt: skip
